@@ -1,0 +1,21 @@
+"""memfit: fit the largest batch when GPU memory is the limit.
+
+    import memfit
+    stack = memfit.Stack.from_spec("lora+q4+bf16+gc+ga8+adam8")
+    model = memfit.load_model("smollm2-135m", stack)
+    result = memfit.train(model, stack, train_blocks, memfit.TrainConfig(micro_batch=8, max_steps=100))
+"""
+
+from . import strategies  # noqa: F401  (registers the built-in strategies)
+from .loop import NumericError, TrainConfig, TrainResult, train
+from .memory import MemoryEstimate, estimate
+from .models import ModelError, load_config, load_model, load_tokenizer, shipped_configs
+from .protocol import HOOKS, Context, Strategy, StackError
+from .registry import available as available_strategies
+from .registry import register_strategy
+from .stack import Stack
+
+__version__ = "0.1.0"
+__all__ = ["HOOKS", "Context", "MemoryEstimate", "ModelError", "NumericError", "Stack", "StackError", "Strategy",
+           "TrainConfig", "TrainResult", "available_strategies", "estimate", "load_config", "load_model",
+           "load_tokenizer", "register_strategy", "shipped_configs", "train"]

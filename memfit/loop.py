@@ -1,0 +1,216 @@
+"""The hand-written accelerate training loop (no HF Trainer).
+
+Accumulation windows are exactly `k` micro-batches long and stream across epoch boundaries, so every optimizer
+step sees the same number of sequences and the loss is normalised once per window: the summed token NLL of all
+micro-batches on all processes divided by the window's total predicted-token count.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Literal, Optional
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from .loss import count_predicted_tokens
+from .stack import Stack
+from .strategies.gradient_accumulation import accumulation_steps
+from .telemetry import Meter, memory_stats, reset_peak
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    micro_batch: int = Field(8, ge=1)
+    max_steps: Optional[int] = Field(None, ge=1)  # optimizer steps; overrides epochs
+    epochs: float = Field(1.0, gt=0)
+    lr: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup: float = Field(0.05, ge=0)  # fraction of steps if < 1, else a step count
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    max_grad_norm: Optional[float] = Field(1.0, gt=0)
+    eval_every: Optional[int] = Field(None, ge=1)
+    eval_batch_size: int = Field(8, ge=1)
+    eval_context: int = Field(512, ge=2)
+    eval_stride: Optional[int] = None
+    log_every: int = Field(1, ge=1)
+    seed: int = 0
+    output_dir: Optional[str] = None
+    save_adapter: bool = True
+    log_with: Optional[str] = None  # an accelerate tracker, e.g. "tensorboard"
+    progress: bool = True
+    max_bad_steps: int = Field(3, ge=1)  # consecutive non-finite losses before the run stops
+
+
+@dataclass
+class TrainResult:
+    steps: int = 0
+    micro_batch: int = 0
+    grad_accum: int = 1
+    num_processes: int = 1
+    effective_batch: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    tokens_per_s: float = 0.0
+    losses: list[float] = field(default_factory=list)
+    skipped_steps: int = 0
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    memory: dict[str, Any] = field(default_factory=dict)
+    adapter_dir: Optional[str] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class NumericError(RuntimeError):
+    """The loss stayed NaN/inf: training stops instead of corrupting the weights further."""
+
+
+def make_accelerator(stack: Stack, micro_batch: int, log_with: Optional[str] = None, project_dir=None, **overrides):
+    """An Accelerator configured by the stack, with accumulation windows that ignore epoch boundaries."""
+    from accelerate import Accelerator, PartialState
+    from accelerate.utils import DataLoaderConfiguration, GradientAccumulationPlugin
+
+    state = PartialState()
+    ctx = stack.context(state.device, state.distributed_type, state.num_processes, micro_batch=micro_batch)
+    kwargs = stack.accelerator_kwargs(ctx)
+    steps = kwargs.pop("gradient_accumulation_steps", accumulation_steps(stack, micro_batch, state.num_processes))
+    plugin = GradientAccumulationPlugin(num_steps=steps, sync_with_dataloader=False)
+    _forget_previous_accelerator(kwargs.get("mixed_precision", "no"))
+    return Accelerator(gradient_accumulation_plugin=plugin, log_with=log_with, project_dir=project_dir,
+                       dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True), **{**kwargs, **overrides})
+
+
+def _forget_previous_accelerator(mixed_precision: str) -> None:
+    """accelerate keeps one process-wide AcceleratorState; benchmarks and tests run several stacks (with different
+    precisions) in one process, so drop the old state but keep the process group (PartialState)."""
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+
+
+def _collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    keys = [k for k in ("input_ids", "labels", "position_ids", "attention_mask") if k in rows[0]]
+    return {k: torch.as_tensor([r[k] for r in rows], dtype=torch.long) for k in keys}
+
+
+def make_loader(data, batch_size: int, seed: int, shuffle: bool = True):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=shuffle, collate_fn=_collate,
+                                       generator=gen, drop_last=False)
+
+
+def _stream(loader) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+    """Batches forever, epoch after epoch; each epoch reshuffles deterministically from (seed, epoch)."""
+    epoch = 0
+    while True:
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        for batch in loader:
+            yield epoch, batch
+        epoch += 1
+
+
+def _lr_scheduler(name: str, optimizer, warmup: float, total: int):
+    from transformers import get_scheduler
+
+    warm = int(round(warmup * total)) if warmup < 1 else int(warmup)
+    return get_scheduler(name, optimizer, num_warmup_steps=min(warm, total), num_training_steps=total)
+
+
+def train(model: torch.nn.Module, stack: Stack | str, train_data, config: TrainConfig | None = None, *,
+          eval_data=None, accelerator=None) -> TrainResult:
+    """Train `model` (already transformed by the stack, e.g. from `memfit.load_model`) on packed blocks."""
+    from tqdm.auto import tqdm
+
+    stack, cfg = Stack.coerce(stack), config or TrainConfig()
+    acc = accelerator or make_accelerator(stack, cfg.micro_batch, cfg.log_with, cfg.output_dir)
+    from accelerate.utils import set_seed
+
+    set_seed(cfg.seed)
+    ctx = stack.context(acc.device, acc.distributed_type, acc.num_processes, micro_batch=cfg.micro_batch)
+    k, world = acc.gradient_accumulation_steps, acc.num_processes
+    loader = make_loader(train_data, cfg.micro_batch, cfg.seed)
+    per_epoch = math.ceil(len(loader) / world)
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch / k))
+    optimizer = stack.make_optimizer(model, ctx, cfg.lr, cfg.weight_decay)
+    scheduler = _lr_scheduler(cfg.scheduler, optimizer, cfg.warmup, total)
+    model, optimizer, loader, scheduler = acc.prepare(model, optimizer, loader, scheduler)
+    if cfg.log_with:
+        acc.init_trackers("memfit", config={"stack": stack.spec, **cfg.model_dump(exclude={"log_with"})})
+
+    result = TrainResult(micro_batch=cfg.micro_batch, grad_accum=k, num_processes=world,
+                         effective_batch=cfg.micro_batch * k * world)
+    meter, stream, bad = Meter(), _stream(loader), 0
+    reset_peak(acc.device)
+    bar = tqdm(total=total, desc="train", disable=not (cfg.progress and acc.is_main_process), dynamic_ncols=True)
+    model.train()
+    for step in range(1, total + 1):
+        window = [next(stream)[1] for _ in range(k)]
+        counts = torch.tensor([count_predicted_tokens(b) for b in window], device=acc.device, dtype=torch.float64)
+        window_tokens = acc.reduce(counts.sum(), reduction="sum")
+        # Each micro-batch contributes nll_sum / window_tokens. accelerate divides by k, DDP averages over
+        # `world` processes: multiply both back so the step's gradient is exactly sum(nll) / sum(tokens).
+        scale = k * world / window_tokens.clamp_min(1).float()
+        step_nll = torch.zeros((), device=acc.device, dtype=torch.float64)
+        for batch in window:
+            with acc.accumulate(model), stack.step_context(ctx):
+                nll, _ = stack.compute_loss(model, batch, ctx)
+                acc.backward(nll * scale)
+            step_nll += nll.detach().double()
+        step_loss = (acc.reduce(step_nll, reduction="sum") / window_tokens).item()
+        if not math.isfinite(step_loss):
+            bad += 1
+            if bad >= cfg.max_bad_steps:
+                raise NumericError(f"loss was non-finite for {bad} consecutive steps (last at step {step}); "
+                                   f"lower the learning rate, use bf16 instead of fp16, or check the data")
+        else:
+            bad = 0
+        if cfg.max_grad_norm and acc.sync_gradients:
+            acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        result.skipped_steps += int(acc.optimizer_step_was_skipped)
+        result.steps, result.tokens = step, result.tokens + int(window_tokens.item())
+        result.losses.append(step_loss)
+        rate = meter.update(int(window_tokens.item()))
+        if step % cfg.log_every == 0 or step == total:
+            mem = memory_stats(acc.device)
+            bar.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{rate:,.0f}", mem=f"{mem.get('peak_gib', 0):.2f}G")
+            acc.log({"loss": step_loss, "lr": scheduler.get_last_lr()[0], "tokens_per_s": rate}, step=step)
+        bar.update(1)
+        if eval_data is not None and cfg.eval_every and (step % cfg.eval_every == 0 or step == total):
+            result.evals.append({"step": step, **evaluate(model, eval_data, cfg, acc)})
+    bar.close()
+    result.seconds, result.tokens_per_s = meter.seconds, meter.mean_rate
+    result.memory = memory_stats(acc.device)
+    if cfg.output_dir and cfg.save_adapter:
+        result.adapter_dir = save_trained(model, acc, Path(cfg.output_dir) / "adapter")
+    if cfg.log_with:
+        acc.end_training()
+    return result
+
+
+def evaluate(model, eval_data, cfg: TrainConfig, acc) -> dict[str, Any]:
+    from .evaluation import perplexity
+
+    res = perplexity(model, eval_data, context_length=cfg.eval_context, stride=cfg.eval_stride,
+                     batch_size=cfg.eval_batch_size, accelerator=acc)
+    model.train()
+    return res.to_dict()
+
+
+def save_trained(model, acc, out: Path) -> str:
+    """peft adapters (or full weights) as safetensors, written by the main process only."""
+    acc.wait_for_everyone()
+    state = acc.get_state_dict(model)  # gathers ZeRO-3 / FSDP shards on every rank
+    if acc.is_main_process:
+        acc.unwrap_model(model).save_pretrained(out, state_dict=state, safe_serialization=True)
+    acc.wait_for_everyone()
+    return str(out)

@@ -1,0 +1,35 @@
+"""The default loss: summed next-token NLL in fp32, so the loop can normalise by the true token count."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The keys a causal LM forward takes. Packed blocks carry position_ids that restart at every document,
+    from which transformers builds a block-causal mask, so documents do not attend to each other."""
+    return {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if batch.get(k) is not None}
+
+
+def shifted_labels(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    labels = batch.get("labels", batch["input_ids"])
+    if batch.get("attention_mask") is not None:
+        labels = labels.masked_fill(batch["attention_mask"] == 0, IGNORE_INDEX)
+    return labels[:, 1:]
+
+
+def count_predicted_tokens(batch: dict[str, torch.Tensor]) -> int:
+    return int((shifted_labels(batch) != IGNORE_INDEX).sum())
+
+
+def causal_lm_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of token NLLs, number of predicted tokens) as tensors, so nothing syncs with the device.
+    Padding and -100 labels never count."""
+    logits = model(**model_inputs(batch), use_cache=False).logits
+    target = shifted_labels(batch)
+    nll = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), target.flatten(), reduction="sum",
+                          ignore_index=IGNORE_INDEX)
+    return nll, (target != IGNORE_INDEX).sum()

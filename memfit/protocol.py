@@ -1,0 +1,101 @@
+"""The one hook protocol every memory strategy speaks, built-in or plugin.
+
+A strategy is a small validated config object (a pydantic model) that implements any subset of the hook
+points below. The stack calls each hook on every strategy that defines it, in the strategy's `phase` order,
+so composition never depends on the order the user listed them in.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Protocol, runtime_checkable
+
+import torch
+
+if TYPE_CHECKING:
+    from .memory import MemoryEstimate
+    from .stack import Stack
+
+# Hook points, in the order a training run reaches them.
+HOOKS = (
+    "check",  # (stack) -> None; raise StackError naming the conflict and the fix
+    "model_kwargs",  # (ctx) -> dict merged into from_pretrained/from_config kwargs
+    "transform_model",  # (model, ctx) -> model (peft wrap, checkpointing, dtype hygiene)
+    "make_optimizer",  # (params, ctx, lr, weight_decay) -> torch.optim.Optimizer   [exclusive]
+    "accelerator_kwargs",  # (ctx) -> dict merged into accelerate.Accelerator(...)
+    "compute_loss",  # (model, batch, ctx) -> (nll_sum, n_tokens)                     [exclusive]
+    "step_context",  # (ctx) -> context manager wrapped around forward+backward
+    "estimate_memory",  # (estimate, ctx) -> None, edits the analytic MemoryEstimate in place
+)
+# Hooks where two providers would silently overwrite each other: at most one strategy may claim each.
+EXCLUSIVE_HOOKS = frozenset({"make_optimizer", "compute_loss"})
+
+# Phases: the canonical application order. Loading decisions first, then dtype, adapters,
+# checkpointing, offload, loss, optimizer and finally the step schedule.
+PHASE_LOAD, PHASE_DTYPE, PHASE_ADAPTER, PHASE_CHECKPOINT, PHASE_OFFLOAD = 10, 20, 30, 40, 50
+PHASE_LOSS, PHASE_OPTIMIZER, PHASE_SCHEDULE = 60, 70, 80
+
+
+class StackError(ValueError):
+    """An impossible or meaningless strategy combination; the message names the conflict and the fix."""
+
+
+@dataclass
+class Context:
+    """What hooks may know about the run besides their own config."""
+
+    stack: "Stack"
+    compute_dtype: torch.dtype = torch.float32
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    distributed_type: str = "NO"  # accelerate's DistributedType name: NO, MULTI_GPU, MULTI_CPU, DEEPSPEED, FSDP
+    num_processes: int = 1
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def on_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """Structural type of a strategy. Only `name`, `phase` and `describe` are required; hooks are optional."""
+
+    name: ClassVar[str]
+    phase: ClassVar[int]
+
+    def describe(self) -> str: ...
+
+
+def hooks_of(strategy: Any) -> list[str]:
+    """The hook points a strategy implements (defined as callables on it)."""
+    return [h for h in HOOKS if callable(getattr(strategy, h, None))]
+
+
+def exclusive_claims(strategies: Iterable[Any]) -> dict[str, list[str]]:
+    claims: dict[str, list[str]] = {}
+    for s in strategies:
+        for h in hooks_of(s):
+            if h in EXCLUSIVE_HOOKS:
+                claims.setdefault(h, []).append(s.name)
+    return claims
+
+
+StepContext = AbstractContextManager
+
+
+def strategy_config():
+    """pydantic settings every strategy uses: unknown arguments are errors, instances are immutable values."""
+    from pydantic import ConfigDict
+
+    return ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+
+
+def bitsandbytes_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("bitsandbytes") is not None

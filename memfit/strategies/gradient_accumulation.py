@@ -1,0 +1,56 @@
+"""Gradient accumulation: several micro-batches per optimizer step, given as steps or as a target effective batch.
+
+With a target, steps = ceil(target / (micro_batch x processes)); the planner resolves it once the micro-batch is
+known. The loop normalises the loss by the token count of the whole effective batch, not per micro-batch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar, Optional
+
+from pydantic import BaseModel, Field, model_validator
+
+from ..protocol import PHASE_SCHEDULE, strategy_config
+from ..registry import register_strategy
+
+
+@register_strategy(aliases=("ga",))
+class GradientAccumulation(BaseModel):
+    model_config = strategy_config()
+    name: ClassVar[str] = "ga"
+    phase: ClassVar[int] = PHASE_SCHEDULE
+    shorthand: ClassVar[str] = "steps"
+
+    steps: Optional[int] = Field(None, ge=1)
+    effective_batch: Optional[int] = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_of(self):
+        if (self.steps is None) == (self.effective_batch is None):
+            raise ValueError("give exactly one of steps (e.g. 'ga8') or effective_batch (e.g. 'ga:effective_batch=64')")
+        return self
+
+    def describe(self) -> str:
+        if self.steps is not None:
+            return f"{self.steps} micro-batches per optimizer step"
+        return f"accumulate to an effective batch of {self.effective_batch} sequences"
+
+    def spec_item(self) -> str:
+        return f"ga{self.steps}" if self.steps is not None else f"ga:effective_batch={self.effective_batch}"
+
+    def accelerator_kwargs(self, ctx):
+        micro_batch = ctx.extras.get("micro_batch")
+        if micro_batch is None and self.steps is None:
+            return {}  # resolved by the loop once the planner has chosen the micro-batch
+        return {"gradient_accumulation_steps": self.resolve(micro_batch or 1, ctx.num_processes)}
+
+    def resolve(self, micro_batch: int, num_processes: int = 1) -> int:
+        if self.steps is not None:
+            return self.steps
+        return max(1, math.ceil(self.effective_batch / (micro_batch * num_processes)))
+
+
+def accumulation_steps(stack, micro_batch: int, num_processes: int = 1) -> int:
+    ga = stack.get(GradientAccumulation)
+    return ga.resolve(micro_batch, num_processes) if ga else 1

@@ -1,0 +1,66 @@
+"""Activation checkpointing of decoder layers: keep each layer's input, recompute its inside in backward.
+
+`layers` picks how many of the model's decoder layers are checkpointed (spread evenly); the rest keep their
+activations and skip the recompute, trading memory back for speed when memory is not the limit.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import ClassVar, Optional
+
+import torch
+from pydantic import BaseModel, Field
+from torch.utils.checkpoint import checkpoint
+
+from ..protocol import PHASE_CHECKPOINT, strategy_config
+from ..registry import register_strategy
+
+
+def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The repeated blocks transformers knows how to checkpoint (works through peft wrappers)."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no checkpointable decoder layers (transformers "
+                         f"GradientCheckpointingLayer); gradient checkpointing cannot be applied")
+    return layers
+
+
+def spread(n_total: int, n_pick: int) -> list[int]:
+    """Indices of n_pick layers spread evenly over n_total (all of them when n_pick >= n_total)."""
+    n_pick = max(0, min(n_pick, n_total))
+    return sorted({int(i * n_total / n_pick) for i in range(n_pick)}) if n_pick else []
+
+
+def checkpointed_layers(model) -> list[torch.nn.Module]:
+    return [m for m in decoder_layers(model) if getattr(m, "gradient_checkpointing", False)]
+
+
+@register_strategy(aliases=("gc",))
+class GradientCheckpointing(BaseModel):
+    model_config = strategy_config()
+    name: ClassVar[str] = "gc"
+    phase: ClassVar[int] = PHASE_CHECKPOINT
+    shorthand: ClassVar[str] = "layers"
+
+    layers: Optional[int] = Field(None, ge=0)  # None: every decoder layer
+
+    def describe(self) -> str:
+        which = "every decoder layer" if self.layers is None else f"{self.layers} decoder layers (spread evenly)"
+        return f"checkpoint {which} (non-reentrant), recomputed in backward"
+
+    def transform_model(self, model, ctx):
+        layers = decoder_layers(model)
+        chosen = set(spread(len(layers), len(layers) if self.layers is None else self.layers))
+        func = partial(checkpoint, use_reentrant=False)
+        for i, layer in enumerate(layers):
+            layer.gradient_checkpointing = i in chosen
+            layer._gradient_checkpointing_func = func
+        # Set flags directly rather than through gradient_checkpointing_enable, whose name and arguments differ
+        # across transformers 5.x; the layer-level attributes are what its forward actually reads.
+        return model
+
+    def estimate_memory(self, est, ctx):
+        est.checkpointed_layers = est.n_layers if self.layers is None else min(self.layers, est.n_layers)

@@ -1,0 +1,41 @@
+"""8-bit (LLM.int8) frozen base weights through bitsandbytes; trained through LoRA adapters."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import BaseModel
+
+from ..protocol import PHASE_LOAD, StackError, strategy_config
+from ..registry import register_strategy
+from .quant4bit import freeze_in_compute_dtype, require_adapters
+
+
+@register_strategy(aliases=("q8",))
+class Quant8bit(BaseModel):
+    model_config = strategy_config()
+    name: ClassVar[str] = "quant8bit"
+    phase: ClassVar[int] = PHASE_LOAD
+
+    threshold: float = 6.0  # LLM.int8 outlier threshold: columns above it stay in 16-bit
+
+    def describe(self) -> str:
+        return f"LLM.int8 8-bit base weights (outlier threshold {self.threshold:g})"
+
+    def check(self, stack) -> None:
+        require_adapters(stack, "quant8bit")
+        if "quant4bit" in stack:
+            raise StackError("quant8bit and quant4bit both quantize the base weights: keep one")
+
+    def model_kwargs(self, ctx):
+        from transformers import BitsAndBytesConfig
+
+        return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=self.threshold),
+                "dtype": ctx.compute_dtype}
+
+    def transform_model(self, model, ctx):
+        freeze_in_compute_dtype(model, ctx.compute_dtype, upcast_norms=False)
+        return model
+
+    def estimate_memory(self, est, ctx):
+        est.set_linear_weight_bits(8 + 32 / 4096)  # int8 weights + one fp32 scale per output row (approx.)
