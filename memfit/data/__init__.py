@@ -1,0 +1,20 @@
+"""PDF folder -> clean text -> document-level split -> packed token blocks.
+
+    corpus = extract_pdfs("papers/")                 # page texts, cached by sha256; bad files in corpus.errors
+    bundle = build_datasets(corpus, tokenizer)       # bundle.train (packed blocks), bundle.test (whole documents)
+    print(inspect_corpus("papers/").render())        # artefacts before/after cleaning + split statistics
+"""
+from memfit.data.clean import CleanOptions, clean_document, clean_pages
+from memfit.data.dataset import CleanDocument, DataBundle, SplitStats, build_datasets
+from memfit.data.errors import DataError, FileIssue
+from memfit.data.extract import Corpus, Document, Page, extract_pdfs
+from memfit.data.inspection import InspectReport, inspect_corpus, inspect_main
+from memfit.data.language import check_language
+from memfit.data.packing import IGNORE_INDEX, pack_documents
+from memfit.data.split import SplitPlan, split_documents
+
+__all__ = [
+    "IGNORE_INDEX", "CleanDocument", "CleanOptions", "Corpus", "DataBundle", "DataError", "Document", "FileIssue",
+    "InspectReport", "Page", "SplitPlan", "SplitStats", "build_datasets", "check_language", "clean_document",
+    "clean_pages", "extract_pdfs", "inspect_corpus", "inspect_main", "pack_documents", "split_documents",
+]

@@ -1,0 +1,62 @@
+"""Cache of extracted page texts, one JSON file per PDF keyed by the file's sha256.
+
+Keyed by content, not path: renaming or moving a PDF keeps its cache entry, editing it invalidates it. The pypdf
+version is stored and checked because a different pypdf extracts different text.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import pypdf
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("MEMFIT_CACHE", Path.home() / ".cache" / "memfit")).expanduser() / "text"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class TextCache:
+    def __init__(self, directory: Path | str | None = None):
+        self.directory = Path(directory) if directory is not None else default_cache_dir()
+
+    def _entry(self, sha256: str) -> Path:
+        return self.directory / f"{sha256}.json"
+
+    def load(self, sha256: str) -> tuple[list[str], list[str]] | None:
+        """(pages, extraction warnings), or None when missing, unreadable or made by another pypdf version."""
+        try:
+            data = json.loads(self._entry(sha256).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if data.get("pypdf") != pypdf.__version__ or data.get("sha256") != sha256:
+            return None
+        return list(data["pages"]), list(data.get("warnings", []))
+
+    def store(self, sha256: str, source: str, pages: list[str], warnings: list[str]) -> None:
+        """Write atomically (temp file + rename) so an interrupted run never leaves a truncated entry."""
+        entry = {"sha256": sha256, "source": source, "pypdf": pypdf.__version__, "pages": pages, "warnings": warnings}
+        tmp = None
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(entry, handle, ensure_ascii=False)
+            os.replace(tmp, self._entry(sha256))
+        except OSError as exc:  # a read-only or full cache only costs a re-extraction next time
+            log.warning("could not write text cache entry in %s: %s", self.directory, exc)
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
