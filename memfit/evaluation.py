@@ -3,9 +3,9 @@
 Which tokens are scored
     A document of n tokens has n - 1 predicted tokens: every token but the first, which has no context (prepend a BOS
     token if the first text token should be scored too). Each of them is scored exactly once. The first window of a
-    document holds its first `context_length` tokens; every later window scores the next `stride` unscored tokens and
-    fills the rest of its `context_length` with the tokens just before them, given to the model but masked out of the
-    loss (as in https://huggingface.co/docs/transformers/perplexity). Windows never cross documents.
+    document holds its first `context_length` tokens; every later window scores the next `stride` unscored tokens (fewer
+    at the document end) after the `context_length - stride` tokens just before them, given to the model but masked out
+    of the loss (as in https://huggingface.co/docs/transformers/perplexity). Windows never cross documents.
     A window of L tokens predicts at most L - 1 of them, so consecutive windows must share at least one token: `stride`
     is capped at `context_length - 1`. The default (and `stride=context_length`) thus gives disjoint windows that share
     only that one boundary token; unlike the HF guide's stride == context loop, no token at a window start goes unscored.
@@ -31,9 +31,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from memfit.loss import IGNORE_INDEX, causal_lm_nll
+from memfit.loss import IGNORE_INDEX, model_inputs, shifted_labels
 
 LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]]
 
@@ -69,7 +70,9 @@ def document_windows(n_tokens: int, context_length: int, stride: int, doc: int =
     windows = [Window(doc, 0, 1, end)]
     while end < n_tokens:
         new_end = min(end + stride, n_tokens)
-        windows.append(Window(doc, max(0, new_end - context_length), end, new_end))
+        # The context start depends only on where scoring starts, not on where the document ends: a token's score
+        # never depends on what follows it, and stride == context_length - 1 gives truly disjoint windows.
+        windows.append(Window(doc, max(0, end + stride - context_length), end, new_end))
         end = new_end
     return windows
 
@@ -108,6 +111,19 @@ def collate_windows(windows: Sequence[Window], token_ids: Sequence[Sequence[int]
     return {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids, "labels": labels}
 
 
+def scored_positions_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """`memfit.loss.causal_lm_nll`, but the LM head runs only from the first position whose next token is scored
+    (`logits_to_keep`), and only scored positions are upcast to fp32: with a small stride most of a window is context,
+    and full-vocabulary fp32 logits of every position are the peak of evaluation memory."""
+    target = shifted_labels(batch)  # target[:, j] is predicted from position j
+    first = int((target != IGNORE_INDEX).any(0).int().argmax())  # every batch has a scored token
+    logits = model(**model_inputs(batch), use_cache=False, logits_to_keep=target.shape[1] + 1 - first).logits
+    target = target[:, first:]
+    scored = target != IGNORE_INDEX
+    nll = F.cross_entropy(logits[:, :-1][scored].float(), target[scored], reduction="sum")
+    return nll, scored.sum()
+
+
 def _rank_and_world(accelerator) -> tuple[int, int]:
     if accelerator is not None:
         return accelerator.process_index, accelerator.num_processes
@@ -127,8 +143,8 @@ def perplexity(model: torch.nn.Module, documents, *, context_length: int = 512, 
     stride: new tokens scored per window after a document's first; default context_length - 1 (disjoint windows).
     accelerator: an `accelerate.Accelerator`; without one, an initialised torch.distributed group is used if present.
     loss_fn: `(model, batch) -> (nll_sum, n_tokens)` tensors; batch has `input_ids`, `attention_mask`, `position_ids`
-        and HF-aligned `labels` (-100 = not scored; the loss shifts by one). Default `memfit.loss.causal_lm_nll`;
-        a stack that never materialises full logits (chunked cross-entropy) plugs in here.
+        and HF-aligned `labels` (-100 = not scored; the loss shifts by one), e.g. `memfit.loss.causal_lm_nll`.
+        Default `scored_positions_nll`; a stack that never materialises full logits (chunked cross-entropy) plugs in.
     """
     if context_length < 2:
         raise ValueError(f"context_length must be >= 2 (a window of L tokens predicts L - 1), got {context_length}")
@@ -137,7 +153,7 @@ def perplexity(model: torch.nn.Module, documents, *, context_length: int = 512, 
         raise ValueError(f"stride must be >= 1, got {stride}")
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-    loss_fn = loss_fn or causal_lm_nll
+    loss_fn = loss_fn or scored_positions_nll
     token_ids, n_bytes = _token_lists(documents)
     windows = [w for doc, ids in enumerate(token_ids) for w in document_windows(len(ids), context_length, stride, doc)]
     if not windows:  # identical on every rank, so raising here cannot hang a collective
@@ -162,13 +178,15 @@ def perplexity(model: torch.nn.Module, documents, *, context_length: int = 512, 
             for i in tqdm(batches, desc="perplexity", disable=not progress or rank != 0):
                 batch = collate_windows(local[i:i + batch_size], token_ids, padding_side, pad_token_id)
                 nll, count = loss_fn(model, {k: v.to(device) for k, v in batch.items()})
-                totals[0] += nll.double()
+                totals[0] += nll
                 totals[1] += count
     finally:
         model.train(was_training)
 
-    if world > 1:
-        totals = accelerator.reduce(totals, reduction="sum") if accelerator is not None else _all_reduce(totals)
+    if world > 1 and accelerator is not None:
+        totals = accelerator.reduce(totals, reduction="sum")
+    elif world > 1:
+        dist.all_reduce(totals)
     nll_sum, tokens, total_bytes = totals.tolist()
     tokens = int(tokens)
     total_bytes = int(total_bytes) if n_bytes is not None else None
@@ -182,8 +200,3 @@ def perplexity(model: torch.nn.Module, documents, *, context_length: int = 512, 
         stride=stride,
         documents=len({w.doc for w in windows}),
     )
-
-
-def _all_reduce(totals: torch.Tensor) -> torch.Tensor:
-    dist.all_reduce(totals, op=dist.ReduceOp.SUM)
-    return totals
