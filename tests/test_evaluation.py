@@ -5,6 +5,8 @@ import json
 import math
 
 import pytest
+
+from _multiproc import launch_two_cpu_processes
 import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -179,18 +181,6 @@ def _two_process_worker(model, docs, out_dir):
     with_dist = perplexity(model, docs, context_length=16, stride=5, batch_size=3)  # plain torch.distributed
     path = out_dir / f"rank{accelerator.process_index}.json"
     path.write_text(json.dumps([with_acc.to_dict(), with_dist.to_dict(), accelerator.num_processes]))
-
-
-def launch_two_cpu_processes(function, args, rendezvous_file):
-    """accelerate.debug_launcher, but spawned: it forks, and a fork after this process has used torch's OpenMP pool
-    deadlocks the children in their first matmul. The gloo group rendezvous through a file, so no port can clash."""
-    from accelerate.utils import PrepareForLaunch, patch_environment
-    from torch.multiprocessing import start_processes
-
-    with patch_environment(world_size=2, accelerate_use_cpu="yes", accelerate_mixed_precision="no",
-                           accelerate_debug_rdv_file=str(rendezvous_file), gloo_socket_ifname="lo",
-                           master_addr="127.0.0.1", omp_num_threads="1"):  # no port: the group is already up
-        start_processes(PrepareForLaunch(function, debug=True), args=args, nprocs=2, start_method="spawn")
 
 
 @pytest.mark.slow

@@ -1,0 +1,234 @@
+"""Capacity planner: the exact largest micro-batch that trains without OOM, per strategy stack.
+
+Search: a warm-up probe at b=1 (allocates optimizer state, warms kernels), then the analytic prediction, then
+interpolation on the measured peak-vs-batch line (memory is linear in b for a fixed sequence length), safeguarded by
+bisection inside the [fits, OOM] bracket until the bracket is one wide. Every rank probes and the ranks agree on
+each answer (MIN of "fits"), so all take the same path and end on the same size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+from .memory import GiB, estimate
+from .models import cache_root
+from .probe import CudaMeter, Probe, SimulatedMeter, run_probe
+from .stack import Stack
+from .strategies.gradient_accumulation import GradientAccumulation
+
+
+@dataclass
+class PlanResult:
+    stack: str
+    seq_len: int
+    max_micro_batch: int
+    grad_accum: int
+    effective_batch: int
+    num_processes: int = 1
+    peak_gib: Optional[float] = None
+    budget_gib: float = 0.0
+    margin: float = 0.0
+    predicted_max: Optional[int] = None
+    predicted_error_pct: Optional[float] = None
+    memory_breakdown_gib: dict[str, float] = field(default_factory=dict)
+    tokens_per_s: Optional[float] = None
+    best_micro_batch: Optional[int] = None  # throughput-best among the sizes that fit
+    best_tokens_per_s: Optional[float] = None
+    best_grad_accum: Optional[int] = None
+    probes: list[dict[str, Any]] = field(default_factory=list)
+    search_seconds: float = 0.0
+    device: str = "cpu"
+    versions: dict[str, str] = field(default_factory=dict)
+    cache_hit: bool = False
+
+    @property
+    def probe_count(self) -> int:
+        return len(self.probes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "probe_count": self.probe_count}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PlanResult":
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "transformers", "peft", "accelerate", "bitsandbytes", "deepspeed", "memfit"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    if torch.cuda.is_available():
+        out["cuda"] = str(torch.version.cuda)
+    return out
+
+
+def _agree(fits: bool, peak: Optional[float], device) -> tuple[bool, Optional[float]]:
+    """All ranks must take the same branch: a size fits only if it fits everywhere; the peak is the worst rank's."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return fits, peak
+    dev = device if torch.distributed.get_backend() == "nccl" else "cpu"
+    f = torch.tensor([1 if fits else 0], device=dev)
+    p = torch.tensor([peak or 0.0], device=dev, dtype=torch.float64)
+    torch.distributed.all_reduce(f, op=torch.distributed.ReduceOp.MIN)
+    torch.distributed.all_reduce(p, op=torch.distributed.ReduceOp.MAX)
+    return bool(f.item()), (p.item() if f.item() else None)
+
+
+def search_max(probe: Callable[[int], Probe], *, predicted: Optional[int] = None, budget: Optional[float] = None,
+               baseline: Callable[[], float] = lambda: 0.0, limit: int = 65536) -> tuple[int, list[Probe]]:
+    """Exact largest b in [0, limit] with probe(b).fits, assuming fitting is monotone in b.
+
+    Probes: b=1 (warm-up), the analytic prediction, then up to three rounds of "interpolate the boundary on the
+    measured peak line, probe it and its neighbour" (memory is linear in b, so one round usually ends it), then
+    geometric growth or bisection for whatever bracket is left."""
+    probes: list[Probe] = []
+    points: list[tuple[int, float]] = []
+    lo, hi = 0, limit + 1  # invariant: lo fits (0 trivially), hi does not (limit + 1 by definition)
+
+    def ask(b: int) -> bool:
+        nonlocal lo, hi
+        p = probe(b)
+        probes.append(p)
+        if p.fits:
+            lo = max(lo, b)
+            if p.peak_bytes:
+                points.append((b, p.peak_bytes))
+        else:
+            hi = min(hi, b)
+        return p.fits
+
+    if not ask(1):
+        return 0, probes
+    if predicted and 1 < predicted <= limit:
+        ask(predicted)
+    for _ in range(3):  # interpolate on the measured line, then confirm the guess's neighbour
+        guess = _interpolate(points, budget, baseline)
+        if guess is None or hi - lo <= 1:
+            break
+        b = max(lo + 1, min(guess, hi - 1))
+        if ask(b):
+            if b + 1 < hi:
+                ask(b + 1)
+        elif hi - lo > 1:
+            ask((lo + hi) // 2)  # overshoot: a bisection step also measures a new point for the next guess
+    while hi - lo > 1:  # no bound yet: grow geometrically; bracketed: bisect
+        ask(lo * 2 if hi > limit else (lo + hi) // 2)
+    return lo, probes
+
+
+def _interpolate(points: list[tuple[int, float]], budget: Optional[float], baseline) -> Optional[int]:
+    """Where the line through the two largest measured (b, peak) points crosses the budget (small sizes carry
+    fixed overheads, so the points nearest the boundary predict it best)."""
+    if budget is None or not points:
+        return None
+    distinct = sorted(dict(points).items())
+    (b1, p1) = distinct[-1]
+    b0, p0 = distinct[-2] if len(distinct) > 1 else (0, baseline())
+    if b1 == b0 or p1 <= p0:
+        return None
+    return int(b0 + (budget - p0) * (b1 - b0) / (p1 - p0))
+
+
+def plan_key(model_config, stack: Stack, seq_len: int, device: str, extra: dict[str, Any]) -> str:
+    cfg = model_config.to_json_string(use_diff=False) if hasattr(model_config, "to_json_string") else str(model_config)
+    blob = json.dumps({"config": cfg, "stack": stack.key, "seq": seq_len, "device": device, **extra,
+                       "versions": versions()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return f"{props.name} ({props.total_memory / GiB:.1f} GiB)"
+    return "cpu"
+
+
+def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Optional[int] = None,
+         margin: float = 0.03, eval_batch_size: int = 0, meter=None, limit: int = 8192,
+         cache_dir: Optional[str | Path] = None, fresh: bool = False, num_processes: Optional[int] = None) -> PlanResult:
+    """Find the largest micro-batch for `model` (already transformed by `stack`) at `seq_len` on its device."""
+    stack = Stack.coerce(stack)
+    device = next(model.parameters()).device
+    world = num_processes or (torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1)
+    ctx = stack.context(device, num_processes=world)
+    config = getattr(model, "config", None)
+    key = plan_key(config, stack, seq_len, _device_name(device),
+                   {"margin": margin, "eval": eval_batch_size, "world": world, "simulated": getattr(meter, "budget", None)
+                    if isinstance(meter, SimulatedMeter) else None, "target": target_effective_batch})
+    path = Path(cache_dir or cache_root() / "plans") / f"{key}.json"
+    if path.exists() and not fresh:
+        return PlanResult.from_dict({**json.loads(path.read_text()), "cache_hit": True})
+
+    meter = meter or (CudaMeter(device, margin) if device.type == "cuda" else None)
+    if meter is None:
+        raise ValueError("planning on CPU needs a SimulatedMeter(budget_bytes): CPU memory has no OOM boundary to "
+                         "search for; run on a GPU or pass meter=SimulatedMeter(...)")
+    est = estimate(stack, config, seq_len, ctx)
+    predicted = est.max_micro_batch(meter.budget)
+    optimizer = stack.make_optimizer(model, ctx, lr=0.0)  # lr=0: planning must not change the weights
+
+    def probe(b: int) -> Probe:
+        p = run_probe(model, optimizer, stack, ctx, meter, b, seq_len, eval_batch_size)
+        p.fits, p.peak_bytes = _agree(p.fits, p.peak_bytes, device)
+        return p
+
+    start = time.perf_counter()
+    try:
+        best, probes = search_max(probe, predicted=predicted or None, budget=meter.budget, baseline=meter.baseline,
+                                  limit=limit)
+        while best and device.type == "cuda":  # verify from a clean allocator state: fragmentation can lie
+            probes.append(final := probe(best))
+            if final.fits:
+                break
+            best -= 1
+    finally:
+        del optimizer
+        meter.release()
+    result = _result(stack, seq_len, best, probes, est, meter, target_effective_batch, world, predicted, device)
+    result.search_seconds = time.perf_counter() - start
+    if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result.to_dict(), indent=2))
+    return result
+
+
+def grad_accum_for(stack: Stack, micro_batch: int, world: int, target: Optional[int]) -> int:
+    ga = stack.get(GradientAccumulation)
+    if target:
+        return max(1, math.ceil(target / (micro_batch * world)))
+    return ga.resolve(micro_batch, world) if ga else 1
+
+
+def _result(stack, seq_len, best, probes, est, meter, target, world, predicted, device) -> PlanResult:
+    fitting = [p for p in probes if p.fits and p.tokens_per_s and p.micro_batch > 1]
+    at_max = [p for p in probes if p.fits and p.micro_batch == best]
+    fastest = max(fitting, key=lambda p: p.tokens_per_s, default=None)
+    k = grad_accum_for(stack, best, world, target) if best else 0
+    res = PlanResult(stack=stack.spec, seq_len=seq_len, max_micro_batch=best, grad_accum=k,
+                     effective_batch=best * k * world, num_processes=world,
+                     peak_gib=at_max[-1].peak_bytes / GiB if at_max and at_max[-1].peak_bytes else None,
+                     budget_gib=meter.budget / GiB, margin=getattr(meter, "margin", 0.0), predicted_max=predicted,
+                     memory_breakdown_gib=est.breakdown(best), probes=[asdict(p) for p in probes],
+                     tokens_per_s=at_max[-1].tokens_per_s if at_max else None, device=_device_name(device),
+                     versions=versions())
+    if best and predicted is not None:
+        res.predicted_error_pct = 100.0 * (predicted - best) / best
+    if fastest:
+        # fill the effective batch the max size would give, with the fastest size plus accumulation
+        res.best_micro_batch, res.best_tokens_per_s = fastest.micro_batch, fastest.tokens_per_s
+        res.best_grad_accum = max(1, math.ceil(res.effective_batch / (fastest.micro_batch * world)))
+    return res

@@ -1,0 +1,181 @@
+"""One capacity probe: a real training step (forward + backward + optimizer step) plus an eval forward at size b.
+
+Memory is read through a meter: `CudaMeter` uses the CUDA caching allocator (real OOMs, optionally under a reduced
+per-process memory fraction that implements the safety margin); `SimulatedMeter` is the CPU stand-in used by the
+tests: it counts parameters + gradients + optimizer state + live saved-for-backward tensors and raises a real
+`torch.OutOfMemoryError` when they exceed a budget, so leaks between probes change the answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from .stack import Stack
+
+OOM = (torch.OutOfMemoryError,)
+
+
+@dataclass
+class Probe:
+    micro_batch: int
+    fits: bool
+    peak_bytes: Optional[float] = None
+    seconds: float = 0.0
+    tokens_per_s: Optional[float] = None
+    error: Optional[str] = None
+
+
+def is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, OOM):
+        return True
+    # bitsandbytes / cuBLAS sometimes surface allocation failures as RuntimeError
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+class CudaMeter:
+    """Real device memory. `margin` is enforced by the allocator itself: set_per_process_memory_fraction(1-margin)
+    makes anything above the budget a genuine OOM, so the search needs no guessing about headroom."""
+
+    def __init__(self, device: torch.device, margin: float = 0.0):
+        self.device, self.margin = device, margin
+        self.total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(1.0 - margin, device)
+
+    @property
+    def budget(self) -> float:
+        return self.total * (1.0 - self.margin)
+
+    def reset(self) -> None:
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(self.device)
+
+    def measure(self, model, optimizer):
+        return contextlib.nullcontext()
+
+    def baseline(self) -> float:
+        """What stays allocated between probes: weights, adapters, optimizer state."""
+        return float(torch.cuda.memory_allocated(self.device))
+
+    def peak(self) -> float:
+        torch.cuda.synchronize(self.device)
+        return float(torch.cuda.max_memory_allocated(self.device))
+
+    def release(self) -> None:
+        torch.cuda.set_per_process_memory_fraction(1.0, self.device)
+
+
+class SimulatedMeter:
+    """CPU stand-in for a GPU with `budget` bytes (see module docstring)."""
+
+    def __init__(self, budget: float):
+        self.budget = float(budget)
+        self.live = 0.0  # bytes of saved tensors still alive (including any leaked by earlier probes)
+        self.tracked: dict[int, int] = {}  # storage address -> bytes, for every saved storage still alive
+        self.high = 0.0
+        self._static = 0.0
+
+    def reset(self) -> None:
+        gc.collect()
+        self.high = self.live + self._static
+
+    def _static_bytes(self, model, optimizer) -> float:
+        params = [p for p in model.parameters()]
+        total = sum(p.numel() * p.element_size() for p in params)
+        total += sum(p.grad.numel() * p.grad.element_size() for p in params if p.grad is not None)
+        for state in optimizer.state.values():
+            total += sum(t.numel() * t.element_size() for t in state.values() if torch.is_tensor(t))
+        return float(total)
+
+    def _charge(self, nbytes: float) -> None:
+        self.live += nbytes
+        self.high = max(self.high, self.live + self._static)
+        if self.live + self._static > self.budget:
+            raise torch.OutOfMemoryError(f"simulated OOM: {self.live + self._static:.0f} > {self.budget:.0f} bytes")
+
+    @contextlib.contextmanager
+    def measure(self, model, optimizer):
+        self._static = self._static_bytes(model, optimizer)
+
+        def pack(t: torch.Tensor):
+            storage = t.untyped_storage()
+            ptr = storage.data_ptr()
+            # count each live storage once, across probes too: a cached buffer saved by every probe is one buffer
+            if ptr not in self.tracked and not isinstance(t, torch.nn.Parameter):
+                self.tracked[ptr] = storage.nbytes()
+                weakref.finalize(storage, self._free, ptr)
+                self._charge(self.tracked[ptr])
+            # detach: returning `t` itself would make a saved *output* own its grad_fn, a C++-side cycle that
+            # Python's gc cannot break when a step dies before backward (the graph would leak).
+            return t.detach()
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            yield
+        self._static = max(self._static, self._static_bytes(model, optimizer))
+        self.high = max(self.high, self.live + self._static)
+
+    def baseline(self) -> float:
+        return self.live + self._static
+
+    def _free(self, ptr: int) -> None:
+        self.live -= self.tracked.pop(ptr, 0)
+
+    def peak(self) -> float:
+        return self.high
+
+    def release(self) -> None:
+        pass
+
+
+def random_batch(micro_batch: int, seq_len: int, vocab: int, device) -> dict[str, torch.Tensor]:
+    ids = torch.randint(0, vocab, (micro_batch, seq_len), device=device)
+    return {"input_ids": ids, "labels": ids}
+
+
+def autocast_for(stack: Stack, ctx):
+    precision = stack.accelerator_kwargs(ctx).get("mixed_precision")
+    if precision in ("bf16", "fp16"):
+        return torch.autocast(ctx.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    return contextlib.nullcontext()
+
+
+def run_probe(model, optimizer, stack: Stack, ctx, meter, micro_batch: int, seq_len: int,
+              eval_batch_size: int = 0) -> Probe:
+    """Train one step at `micro_batch` and report whether it fit and its peak. Frees everything it made."""
+    vocab = model.config.vocab_size if hasattr(model, "config") else model.get_base_model().config.vocab_size
+    meter.reset()
+    start = time.perf_counter()
+    batch = nll = None
+    try:
+        batch = random_batch(micro_batch, seq_len, vocab, ctx.device)
+        with meter.measure(model, optimizer):
+            with autocast_for(stack, ctx), stack.step_context(ctx):
+                nll, n = stack.compute_loss(model, batch, ctx)
+            (nll / n).backward()
+            nll = None
+            optimizer.step()  # lr=0: allocates the optimizer state without changing weights
+            optimizer.zero_grad(set_to_none=True)
+            if eval_batch_size:
+                with torch.no_grad(), autocast_for(stack, ctx):
+                    stack.compute_loss(model, random_batch(eval_batch_size, seq_len, vocab, ctx.device), ctx)
+        peak = meter.peak()
+        if ctx.device.type == "cuda":
+            torch.cuda.synchronize(ctx.device)
+        secs = time.perf_counter() - start
+        return Probe(micro_batch, True, peak, secs, micro_batch * seq_len / secs)
+    except Exception as exc:  # noqa: BLE001 - only OOMs are answers, anything else is re-raised
+        if not is_oom(exc):
+            raise
+        return Probe(micro_batch, False, None, time.perf_counter() - start, error=str(exc).splitlines()[0][:200])
+    finally:
+        # Drop every reference the failed step may hold (the exception's traceback pins the whole graph).
+        batch = nll = None
+        optimizer.zero_grad(set_to_none=True)
+        meter.reset()

@@ -1,0 +1,138 @@
+"""The capacity search against a simulated memory limit: exact, cheap, leak-free, cached, agreed across ranks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from memfit import Stack
+from memfit.planner import plan, search_max
+from memfit.probe import Probe, SimulatedMeter, run_probe
+from conftest import tiny_model
+
+SEQ, BUDGET = 64, 3.0e6
+
+
+def _linear_probe(boundary: int, static: float = 1e9, per_sample: float = 1e7):
+    def probe(b: int) -> Probe:
+        fits = b <= boundary
+        return Probe(b, fits, static + b * per_sample if fits else None)
+    return probe
+
+
+@pytest.mark.parametrize("boundary", [0, 1, 2, 3, 17, 64, 65, 399, 800, 1023])
+@pytest.mark.parametrize("predicted", [None, 1, 50, 800, 5000])
+def test_search_is_exact_for_any_boundary_and_any_prediction(boundary, predicted):
+    budget = 1e9 + boundary * 1e7 + 5e6  # the boundary sits half a sample below the budget
+    best, probes = search_max(_linear_probe(boundary), predicted=predicted, budget=budget, limit=4096)
+    assert best == boundary
+    fits = {p.micro_batch: p.fits for p in probes}
+    assert boundary == 0 or fits[boundary] is True
+    assert fits.get(boundary + 1, False) is False or boundary + 1 > 4096
+
+
+def test_search_is_exact_without_memory_readings():
+    """Even with no peaks to interpolate (only fits / OOM), geometric growth + bisection lands exactly."""
+    for boundary in (5, 100, 777):
+        probe = lambda b, t=boundary: Probe(b, b <= t)  # noqa: E731
+        assert search_max(probe, limit=4096)[0] == boundary
+
+
+def test_search_uses_few_probes_when_memory_is_linear():
+    best, probes = search_max(_linear_probe(800), predicted=700, budget=1e9 + 800.5e7, limit=8192)
+    assert best == 800 and len(probes) <= 6
+
+
+def _model(spec="lora:dropout=0+gc"):
+    stack = Stack.from_spec(spec)
+    return stack, stack.apply_model(tiny_model(), stack.context("cpu"))
+
+
+def _exact_by_brute_force(stack, model, around: int) -> int:
+    """Each size probed from scratch (fresh meter, optimizer state allocated first): the ground truth."""
+    opt = stack.make_optimizer(model, stack.context("cpu"), lr=0.0)
+    best = 0
+    for b in range(max(1, around - 3), around + 4):
+        meter = SimulatedMeter(BUDGET)
+        run_probe(model, opt, stack, stack.context("cpu"), meter, 1, SEQ)
+        if run_probe(model, opt, stack, stack.context("cpu"), SimulatedMeter(BUDGET), b, SEQ).fits:
+            best = b
+    return best
+
+
+def test_planner_finds_the_exact_boundary_of_real_steps(tmp_path):
+    stack, model = _model()
+    res = plan(model, stack, seq_len=SEQ, meter=SimulatedMeter(BUDGET), cache_dir=tmp_path)
+    assert res.max_micro_batch == _exact_by_brute_force(stack, model, res.max_micro_batch)
+    sizes = {p["micro_batch"]: p["fits"] for p in res.probes}
+    assert sizes[res.max_micro_batch] and sizes[res.max_micro_batch + 1] is False
+    assert res.probe_count <= 12 and res.peak_gib is not None
+
+
+def test_planning_does_not_change_the_weights(tmp_path):
+    stack, model = _model()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    plan(model, stack, seq_len=SEQ, meter=SimulatedMeter(BUDGET), cache_dir=tmp_path)
+    assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_a_leaking_probe_would_change_the_answer(tmp_path, monkeypatch):
+    """Guards the exactness test: if probes leaked their graphs, the planner would report less."""
+    stack, model = _model()
+    clean = plan(model, stack, seq_len=SEQ, meter=SimulatedMeter(BUDGET), cache_dir=tmp_path / "a").max_micro_batch
+    leaked = []
+    original = stack.compute_loss
+
+    def leaky(model, batch, ctx):
+        nll, n = original(model, batch, ctx)
+        act = torch.ones(batch["input_ids"].numel() * 64, requires_grad=True)
+        leaked.append(act)  # an activation saved for backward that outlives the probe, as a sloppy cleanup would
+        return nll + 0.0 * (act * act).sum(), n
+
+    monkeypatch.setattr(stack, "compute_loss", leaky)
+    dirty = plan(model, stack, seq_len=SEQ, meter=SimulatedMeter(BUDGET), cache_dir=tmp_path / "b").max_micro_batch
+    assert dirty < clean
+
+
+def test_margin_accumulation_and_effective_batch(tmp_path):
+    stack, model = _model("lora:dropout=0+gc+ga:effective_batch=100")
+    res = plan(model, stack, seq_len=SEQ, meter=SimulatedMeter(BUDGET), cache_dir=tmp_path)
+    b = res.max_micro_batch
+    assert res.grad_accum == -(-100 // b) and res.effective_batch == b * res.grad_accum >= 100
+    smaller = plan(model, stack, seq_len=SEQ, meter=SimulatedMeter(BUDGET * 0.8), cache_dir=tmp_path)
+    assert smaller.max_micro_batch < b
+
+
+def test_results_are_cached_and_fresh_reprobes(tmp_path):
+    stack, model = _model()
+    first = plan(model, stack, seq_len=SEQ, meter=SimulatedMeter(BUDGET), cache_dir=tmp_path)
+    again = plan(model, stack, seq_len=SEQ, meter=SimulatedMeter(BUDGET), cache_dir=tmp_path)
+    assert again.cache_hit and not first.cache_hit and again.max_micro_batch == first.max_micro_batch
+    assert not plan(model, stack, seq_len=SEQ, meter=SimulatedMeter(BUDGET), cache_dir=tmp_path, fresh=True).cache_hit
+    other_seq = plan(model, stack, seq_len=32, meter=SimulatedMeter(BUDGET), cache_dir=tmp_path)
+    assert not other_seq.cache_hit and other_seq.max_micro_batch > first.max_micro_batch
+    saved = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert {"max_micro_batch", "grad_accum", "effective_batch", "probes", "versions", "device"} <= saved.keys()
+
+
+def test_cpu_without_a_simulated_meter_is_a_clear_error(tmp_path):
+    stack, model = _model()
+    with pytest.raises(ValueError, match="SimulatedMeter"):
+        plan(model, stack, seq_len=SEQ, cache_dir=tmp_path)
+
+
+@pytest.mark.slow
+def test_two_ranks_agree_on_the_smaller_device(tmp_path):
+    from _multiproc import launch_two_cpu_processes
+    from _planner_worker import plan_on_each_rank
+
+    launch_two_cpu_processes(plan_on_each_rank, (str(tmp_path),), tmp_path / "rendezvous")
+    r0, r1 = (json.loads((tmp_path / f"rank{i}.json").read_text()) for i in (0, 1))
+    assert r0["max_micro_batch"] == r1["max_micro_batch"] > 0
+    assert r0["num_processes"] == 2 and r0["effective_batch"] == r0["max_micro_batch"] * r0["grad_accum"] * 2
+    stack, model = _model()
+    alone = plan(model, stack, seq_len=SEQ, meter=SimulatedMeter(2.2e6), cache_dir=tmp_path / "solo")
+    assert r0["max_micro_batch"] == alone.max_micro_batch  # the smaller rank's answer
