@@ -76,16 +76,25 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _agree(fits: bool, peak: Optional[float], device) -> tuple[bool, Optional[float]]:
-    """All ranks must take the same branch: a size fits only if it fits everywhere; the peak is the worst rank's."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return fits, peak
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _reduce(value: float, op: str, device) -> float:
+    """All ranks must take the same search path, so every number the path depends on is agreed on."""
+    if not _distributed():
+        return value
     dev = device if torch.distributed.get_backend() == "nccl" else "cpu"
-    f = torch.tensor([1 if fits else 0], device=dev)
-    p = torch.tensor([peak or 0.0], device=dev, dtype=torch.float64)
-    torch.distributed.all_reduce(f, op=torch.distributed.ReduceOp.MIN)
-    torch.distributed.all_reduce(p, op=torch.distributed.ReduceOp.MAX)
-    return bool(f.item()), (p.item() if f.item() else None)
+    t = torch.tensor([float(value)], device=dev, dtype=torch.float64)
+    torch.distributed.all_reduce(t, op=getattr(torch.distributed.ReduceOp, op))
+    return t.item()
+
+
+def _agree(fits: bool, peak: Optional[float], device) -> tuple[bool, Optional[float]]:
+    """A size fits only if it fits on every rank; its peak is the worst rank's."""
+    fits = bool(_reduce(1.0 if fits else 0.0, "MIN", device))
+    peak = _reduce(peak or 0.0, "MAX", device)
+    return fits, (peak if fits else None)
 
 
 def search_max(probe: Callable[[int], Probe], *, predicted: Optional[int] = None, budget: Optional[float] = None,
@@ -163,14 +172,14 @@ def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Opt
     """Find the largest micro-batch for `model` (already transformed by `stack`) at `seq_len` on its device."""
     stack = Stack.coerce(stack)
     device = next(model.parameters()).device
-    world = num_processes or (torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1)
+    world = num_processes or (torch.distributed.get_world_size() if _distributed() else 1)
     ctx = stack.context(device, num_processes=world)
     config = getattr(model, "config", None)
     key = plan_key(config, stack, seq_len, _device_name(device),
                    {"margin": margin, "eval": eval_batch_size, "world": world, "simulated": getattr(meter, "budget", None)
                     if isinstance(meter, SimulatedMeter) else None, "target": target_effective_batch})
     path = Path(cache_dir or cache_root() / "plans") / f"{key}.json"
-    if path.exists() and not fresh:
+    if _reduce(float(path.exists() and not fresh), "MIN", device):  # every rank hits, or all re-probe
         return PlanResult.from_dict({**json.loads(path.read_text()), "cache_hit": True})
 
     meter = meter or (CudaMeter(device, margin) if device.type == "cuda" else None)
@@ -178,7 +187,8 @@ def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Opt
         raise ValueError("planning on CPU needs a SimulatedMeter(budget_bytes): CPU memory has no OOM boundary to "
                          "search for; run on a GPU or pass meter=SimulatedMeter(...)")
     est = estimate(stack, config, seq_len, ctx)
-    predicted = est.max_micro_batch(meter.budget)
+    budget = _reduce(meter.budget, "MIN", device)  # the smallest device decides
+    predicted = int(_reduce(est.max_micro_batch(budget), "MIN", device))
     optimizer = stack.make_optimizer(model, ctx, lr=0.0)  # lr=0: planning must not change the weights
 
     def probe(b: int) -> Probe:
@@ -188,7 +198,8 @@ def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Opt
 
     start = time.perf_counter()
     try:
-        best, probes = search_max(probe, predicted=predicted or None, budget=meter.budget, baseline=meter.baseline,
+        best, probes = search_max(probe, predicted=predicted or None, budget=budget,
+                                  baseline=lambda: _reduce(meter.baseline(), "MAX", device),
                                   limit=limit)
         while best and device.type == "cuda":  # verify from a clean allocator state: fragmentation can lie
             probes.append(final := probe(best))
@@ -200,7 +211,7 @@ def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Opt
         meter.release()
     result = _result(stack, seq_len, best, probes, est, meter, target_effective_batch, world, predicted, device)
     result.search_seconds = time.perf_counter() - start
-    if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+    if not _distributed() or torch.distributed.get_rank() == 0:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result.to_dict(), indent=2))
     return result
