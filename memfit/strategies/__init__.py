@@ -10,3 +10,7 @@ from .quant8bit import Quant8bit
 
 __all__ = ["GradientAccumulation", "GradientCheckpointing", "LoRA", "MixedPrecision", "Optimizer8bit", "Quant4bit",
            "Quant8bit"]
+from .activation_offload import ActivationOffload  # noqa: E402
+from .chunked_cross_entropy import ChunkedCrossEntropy  # noqa: E402
+
+__all__ += ["ActivationOffload", "ChunkedCrossEntropy"]

@@ -24,6 +24,11 @@ class Optimizer8bit(BaseModel):
     def describe(self) -> str:
         return f"{'paged ' if self.paged else ''}AdamW with 8-bit block-wise moments (bitsandbytes)"
 
+    def spec_item(self) -> str:
+        base = "paged_adam8" if self.paged else "adam8"
+        rest = self.model_dump(exclude_defaults=True, exclude={"paged"})
+        return base + (":" + ",".join(f"{k}={v}" for k, v in rest.items()) if rest else "")
+
     def check(self, stack) -> None:
         if not bitsandbytes_available():
             raise StackError("adam8 needs bitsandbytes, which is not installed: pip install 'memfit[gpu]', or "

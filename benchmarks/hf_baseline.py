@@ -1,0 +1,96 @@
+"""The "HF recipe" baseline of ../shared/GPU.md, measured with the same exact search memfit uses.
+
+from_pretrained(nf4 + double quant, fp16 compute) -> prepare_model_for_kbit_training(use_gradient_checkpointing=True)
+-> get_peft_model(LoRA r8 a32 q/k/v/o) -> model.train() -> fp16 autocast -> model(ids, labels=ids).loss
+-> bnb PagedAdamW8bit. Also accelerate's find_executable_batch_size on the same step, for comparison.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from memfit.planner import PlanResult, search_max, versions
+from memfit.probe import CudaMeter, Probe, is_oom
+
+GiB = 2**30
+
+
+def load_hf_recipe(weights_dir: str):
+    import bitsandbytes as bnb
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                           bnb_4bit_compute_dtype=torch.float16)
+    model = AutoModelForCausalLM.from_pretrained(weights_dir, quantization_config=q, device_map={"": 0})
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=32, lora_dropout=0.05, bias="none",
+                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                                             task_type="CAUSAL_LM"))
+    model.train()  # from_pretrained returns eval mode, where HF checkpointing silently does nothing
+    opt = bnb.optim.PagedAdamW8bit([p for p in model.parameters() if p.requires_grad], lr=0.0)
+    return model, opt
+
+
+def hf_step(model, opt, b: int, seq: int) -> None:
+    ids = torch.randint(0, model.config.vocab_size, (b, seq), device="cuda")
+    with torch.autocast("cuda", dtype=torch.float16):
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def hf_probe_fn(model, opt, meter: CudaMeter, seq: int):
+    def probe(b: int) -> Probe:
+        meter.reset()
+        start = time.perf_counter()
+        try:
+            hf_step(model, opt, b, seq)
+            peak = meter.peak()
+            secs = time.perf_counter() - start
+            return Probe(b, True, peak, secs, b * seq / secs)
+        except Exception as exc:  # noqa: BLE001
+            if not is_oom(exc):
+                raise
+            return Probe(b, False, None, time.perf_counter() - start, error=str(exc).splitlines()[0][:160])
+        finally:
+            opt.zero_grad(set_to_none=True)
+            meter.reset()
+    return probe
+
+
+def hf_exact(weights_dir: str, seq: int) -> tuple[PlanResult, object, object]:
+    model, opt = load_hf_recipe(weights_dir)
+    meter = CudaMeter(torch.device("cuda", 0), margin=0.0)
+    start = time.perf_counter()
+    best, probes = search_max(hf_probe_fn(model, opt, meter, seq), budget=meter.budget, baseline=meter.baseline,
+                              limit=4096)
+    at_max = [p for p in probes if p.fits and p.micro_batch == best]
+    res = PlanResult(stack="HF recipe (QLoRA fp16, prepare_model_for_kbit_training)", seq_len=seq,
+                     max_micro_batch=best, grad_accum=1, effective_batch=best, budget_gib=meter.budget / GiB,
+                     peak_gib=at_max[-1].peak_bytes / GiB if at_max else None,
+                     tokens_per_s=at_max[-1].tokens_per_s if at_max else None,
+                     probes=[p.__dict__ for p in probes], search_seconds=time.perf_counter() - start,
+                     device=torch.cuda.get_device_name(0), versions=versions())
+    return res, model, opt
+
+
+def hf_finder(model, opt, seq: int, start: int = 512) -> dict:
+    """accelerate.utils.find_executable_batch_size on the same step: what most scripts use."""
+    from accelerate.utils import find_executable_batch_size
+
+    calls: list[int] = []
+
+    @find_executable_batch_size(starting_batch_size=start)
+    def run(batch_size):
+        calls.append(batch_size)
+        hf_step(model, opt, batch_size, seq)
+        return batch_size
+
+    t = time.perf_counter()
+    picked = run()
+    return {"seq_len": seq, "picked": picked, "probes": len(calls), "seconds": time.perf_counter() - t,
+            "sizes": calls}

@@ -1,0 +1,51 @@
+"""Plan several stacks (and sequence lengths) side by side, one model load per stack, and write the comparison."""
+
+from __future__ import annotations
+
+import gc
+import logging
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .models import load_model
+from .planner import PlanResult, plan
+from .probe import SimulatedMeter
+from .report import format_table, write_report
+from .stack import Stack
+
+log = logging.getLogger(__name__)
+
+
+def free_device() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def bench(model: str, stacks: list[str | Stack], seq_lens: list[int], *, random_init: bool = False,
+          margin: float = 0.0, eval_batch_size: int = 0, target_effective_batch: Optional[int] = None,
+          fresh: bool = False, cpu_budget_gib: Optional[float] = None, limit: int = 8192,
+          out_dir: Optional[str | Path] = None, name: str = "bench", title: str = "") -> list[PlanResult]:
+    """Exact max micro-batch for every (stack, seq_len). On CPU, `cpu_budget_gib` sets a simulated device size."""
+    rows: list[PlanResult] = []
+    for spec in stacks:
+        stack = Stack.coerce(spec)
+        net = load_model(model, stack, random_init=random_init)
+        for seq in seq_lens:
+            meter = SimulatedMeter(cpu_budget_gib * 2**30) if cpu_budget_gib else None
+            res = plan(net, stack, seq_len=seq, margin=margin, eval_batch_size=eval_batch_size, meter=meter,
+                       target_effective_batch=target_effective_batch, fresh=fresh, limit=limit)
+            log.info("%s seq %d: max micro-batch %d (%d probes, %.0f s)", stack.spec, seq, res.max_micro_batch,
+                     res.probe_count, res.search_seconds)
+            rows.append(res)
+        del net
+        free_device()
+    print(format_table(rows))
+    if out_dir:
+        meta = {"title": title or f"memfit bench: {model}", "model": model, "random_init": random_init,
+                "margin": margin, "seq_lens": seq_lens}
+        paths = write_report(rows, out_dir, name, meta)
+        print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return rows

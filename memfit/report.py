@@ -1,0 +1,98 @@
+"""Plan/bench reports: terminal table, JSON, Markdown and a PNG plot, all from the same PlanResult rows."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from .planner import PlanResult
+
+COLUMNS = [  # (header, getter, format)
+    ("stack", lambda r: r.stack, "{}"),
+    ("seq", lambda r: r.seq_len, "{}"),
+    ("max micro", lambda r: r.max_micro_batch, "{}"),
+    ("accum", lambda r: r.grad_accum, "{}"),
+    ("effective", lambda r: r.effective_batch, "{}"),
+    ("peak GiB", lambda r: r.peak_gib, "{:.1f}"),
+    ("tok/s @max", lambda r: r.tokens_per_s, "{:,.0f}"),
+    ("best micro", lambda r: r.best_micro_batch, "{}"),
+    ("tok/s @best", lambda r: r.best_tokens_per_s, "{:,.0f}"),
+    ("predicted", lambda r: r.predicted_max, "{}"),
+    ("pred. err %", lambda r: r.predicted_error_pct, "{:+.0f}"),
+    ("probes", lambda r: r.probe_count, "{}"),
+    ("search s", lambda r: r.search_seconds, "{:.0f}"),
+]
+
+
+def _cells(r: PlanResult) -> list[str]:
+    out = []
+    for _, get, fmt in COLUMNS:
+        v = get(r)
+        out.append("-" if v is None else fmt.format(v))
+    return out
+
+
+def format_table(results: Iterable[PlanResult]) -> str:
+    rows = [[h for h, _, _ in COLUMNS]] + [_cells(r) for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+             for row in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def to_markdown(results: list[PlanResult], meta: dict[str, Any]) -> str:
+    head = "| " + " | ".join(h for h, _, _ in COLUMNS) + " |"
+    sep = "|" + "|".join("---" for _ in COLUMNS) + "|"
+    body = ["| " + " | ".join(_cells(r)).replace("|", "\\|") + " |" for r in results]
+    about = [f"- **{k}**: {v}" for k, v in meta.items() if not isinstance(v, (dict, list))]
+    vers = meta.get("versions") or (results[0].versions if results else {})
+    about.append("- **versions**: " + ", ".join(f"{k} {v}" for k, v in vers.items()))
+    return "\n".join([f"# {meta.get('title', 'memfit capacity plan')}", "", *about, "", head, sep, *body, ""])
+
+
+def plot(results: list[PlanResult], path: Path, title: str = "") -> Optional[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seqs = sorted({r.seq_len for r in results})
+    fig, axes = plt.subplots(len(seqs), 2, figsize=(13, 1.2 + 0.45 * len(results)), squeeze=False)
+    for row, seq in zip(axes, seqs):
+        rs = [r for r in results if r.seq_len == seq]
+        labels = [r.stack for r in rs]
+        row[0].barh(labels, [r.max_micro_batch for r in rs], color="#4c72b0")
+        row[0].set_xlabel(f"max micro-batch (seq {seq})")
+        row[1].barh(labels, [r.peak_gib or 0 for r in rs], color="#dd8452")
+        row[1].set_xlabel(f"peak memory GiB (seq {seq})")
+        row[1].set_yticklabels([])
+        for ax, vals in ((row[0], [r.max_micro_batch for r in rs]), (row[1], [r.peak_gib or 0 for r in rs])):
+            for i, v in enumerate(vals):
+                ax.text(v, i, f" {v:.0f}" if isinstance(v, int) else f" {v:.1f}", va="center", fontsize=8)
+    fig.suptitle(title or "memfit: max micro-batch and peak memory per stack")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(results: list[PlanResult], out_dir: str | Path, name: str = "plan",
+                 meta: Optional[dict[str, Any]] = None) -> dict[str, Path]:
+    """Write NAME.json, NAME.md and NAME.png into out_dir; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "device": results[0].device if results else "?", **(meta or {})}
+    paths = {"json": out / f"{name}.json", "md": out / f"{name}.md", "png": out / f"{name}.png"}
+    paths["json"].write_text(json.dumps({"meta": meta, "results": [r.to_dict() for r in results]}, indent=2))
+    paths["md"].write_text(to_markdown(results, meta))
+    plot(results, paths["png"], meta.get("title", ""))
+    return paths
+
+
+def load_results(path: str | Path) -> list[PlanResult]:
+    data = json.loads(Path(path).read_text())
+    return [PlanResult.from_dict(r) for r in data["results"]]
