@@ -63,6 +63,13 @@ def main() -> None:
     weights = str(random_weights_dir(config, torch.bfloat16, torch.device("cuda", 0)))
     print(f"random weights ready in {time.perf_counter() - t0:.0f} s: {weights}", flush=True)
     rows, extra = [], {"config": args.config, "card": torch.cuda.get_device_name(0), "finder": [], "train": []}
+
+    def save() -> None:  # after every row: a call cut off by its time limit still returns what it measured
+        if rows:
+            write_report(rows, args.out, args.name, {"title": f"{args.config} (random weights) on {extra['card']}",
+                                                      "margin": 0.0})
+        Path(args.out, f"{args.name}_extra.json").write_text(json.dumps(extra, indent=2))
+
     if args.hf:
         from hf_baseline import hf_exact, hf_finder
 
@@ -70,9 +77,11 @@ def main() -> None:
             res, model, opt = hf_exact(weights, seq)
             rows.append(res)
             print(format_table([res]), flush=True)
+            save()
             if args.finder:
                 extra["finder"].append(hf_finder(model, opt, seq))
                 print(extra["finder"][-1], flush=True)
+                save()
             del model, opt
             free_device()
     for spec in args.stacks:
@@ -81,16 +90,14 @@ def main() -> None:
         for seq in args.seq:
             rows.append(plan(model, stack, seq_len=seq, margin=0.0, fresh=True))
             print(format_table(rows[-1:]), flush=True)
+            save()
         del model
         free_device()
     if args.train:
         extra["train"].append(train_check(weights, args.train, args.seq[0], args.train_steps))
         print(extra["train"][-1], flush=True)
+        save()
     print(format_table(rows))
-    if rows:
-        write_report(rows, args.out, args.name, {"title": f"{args.config} (random weights) on {extra['card']}",
-                                                  "margin": 0.0})
-    Path(args.out, f"{args.name}_extra.json").write_text(json.dumps(extra, indent=2))
     print(f"total {time.perf_counter() - t0:.0f} s")
 
 
