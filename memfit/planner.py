@@ -97,13 +97,18 @@ def _agree(fits: bool, peak: Optional[float], device) -> tuple[bool, Optional[fl
     return fits, (peak if fits else None)
 
 
+ALLOCATOR_SLACK = 0.012  # the allocator OOMs ~1% below the budget (block rounding, workspaces): aim just under
+
+
 def search_max(probe: Callable[[int], Probe], *, predicted: Optional[int] = None, budget: Optional[float] = None,
                baseline: Callable[[], float] = lambda: 0.0, limit: int = 65536) -> tuple[int, list[Probe]]:
     """Exact largest b in [0, limit] with probe(b).fits, assuming fitting is monotone in b.
 
-    Probes: b=1 (warm-up), the analytic prediction, then up to three rounds of "interpolate the boundary on the
-    measured peak line, probe it and its neighbour" (memory is linear in b, so one round usually ends it), then
-    geometric growth or bisection for whatever bracket is left."""
+    Probes: b=1 (warm-up), half the analytic prediction (a point in the linear regime; without a prediction, half
+    of what b=1 suggests), then the boundary
+    interpolated on the measured peak line, then a gallop (s, 2s, 4s, ... away from that guess) until the boundary is
+    bracketed, then bisection. Memory is linear in b at a fixed sequence length, so the guess is usually within a
+    few samples and the whole search takes 5-8 probes."""
     probes: list[Probe] = []
     points: list[tuple[int, float]] = []
     lo, hi = 0, limit + 1  # invariant: lo fits (0 trivially), hi does not (limit + 1 by definition)
@@ -120,33 +125,37 @@ def search_max(probe: Callable[[int], Probe], *, predicted: Optional[int] = None
             hi = min(hi, b)
         return p.fits
 
+    usable = budget * (1 - ALLOCATOR_SLACK) if budget else None
     if not ask(1):
         return 0, probes
-    if predicted and 1 < predicted <= limit:
-        ask(predicted)
-    for _ in range(3):  # interpolate on the measured line, then confirm the guess's neighbour
-        guess = _interpolate(points, budget, baseline)
-        if guess is None or hi - lo <= 1:
-            break
-        b = max(lo + 1, min(guess, hi - 1))
-        if ask(b):
-            if b + 1 < hi:
-                ask(b + 1)
-        elif hi - lo > 1:
-            ask((lo + hi) // 2)  # overshoot: a bisection step also measures a new point for the next guess
-    while hi - lo > 1:  # no bound yet: grow geometrically; bracketed: bisect
+    rough = predicted if predicted and predicted >= 4 else _interpolate(points, usable, baseline)
+    if rough and rough >= 4:
+        ask(min(rough // 2, limit))
+    while len(points) < 2 and hi <= limit and hi - lo > 1:  # overshot: halve until a second point fits
+        ask((lo + hi) // 2)
+    if hi - lo > 1:
+        guess = _interpolate(points, usable, baseline)
+        start = guess if guess is not None else (lo * 2 if hi > limit else (lo + hi) // 2)
+        start = max(lo + 1, min(start, hi - 1, limit))
+        up, step = ask(start), max(1, start // 256)  # first step ~0.4%: the typical error of the guess
+        while hi - lo > 1:  # gallop away from the guess until the boundary is bracketed
+            b = start + step if up else start - step
+            if not lo < b < hi or ask(b) != up:
+                break
+            step *= 2
+    while hi - lo > 1:
         ask(lo * 2 if hi > limit else (lo + hi) // 2)
     return lo, probes
 
 
 def _interpolate(points: list[tuple[int, float]], budget: Optional[float], baseline) -> Optional[int]:
-    """Where the line through the two largest measured (b, peak) points crosses the budget (small sizes carry
-    fixed overheads, so the points nearest the boundary predict it best)."""
+    """Where the line through the largest measured (b, peak) point and the one farthest from it crosses the
+    budget (adjacent points give a noisy slope)."""
     if budget is None or not points:
         return None
     distinct = sorted(dict(points).items())
     (b1, p1) = distinct[-1]
-    b0, p0 = distinct[-2] if len(distinct) > 1 else (0, baseline())
+    b0, p0 = distinct[0] if len(distinct) > 1 else (0, baseline())
     if b1 == b0 or p1 <= p0:
         return None
     return int(b0 + (budget - p0) * (b1 - b0) / (p1 - p0))

@@ -41,8 +41,14 @@ def test_search_is_exact_without_memory_readings():
 
 
 def test_search_uses_few_probes_when_memory_is_linear():
-    best, probes = search_max(_linear_probe(800), predicted=700, budget=1e9 + 800.5e7, limit=8192)
-    assert best == 800 and len(probes) <= 6
+    from memfit.planner import ALLOCATOR_SLACK
+
+    # the allocator's real limit sits ~1% under the budget (measured on an H100: see benchmarks/results)
+    budget = (1e9 + 800.5e7) / (1 - ALLOCATOR_SLACK)
+    best, probes = search_max(_linear_probe(800), predicted=700, budget=budget, limit=8192)
+    assert best == 800 and len(probes) <= 5
+    best, probes = search_max(_linear_probe(800), predicted=1200, budget=budget * 1.01, limit=8192)
+    assert best == 800 and len(probes) <= 8
 
 
 def _model(spec="lora:dropout=0+gc"):
