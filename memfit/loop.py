@@ -3,23 +3,33 @@
 Accumulation windows are exactly `k` micro-batches long and stream across epoch boundaries, so every optimizer
 step sees the same number of sequences and the loss is normalised once per window: the summed token NLL of all
 micro-batches on all processes divided by the window's total predicted-token count.
+
+Reliability (issue 9): with an output_dir the run checkpoints atomically every `checkpoint_every` steps and at the end
+and resumes exactly from the latest checkpoint (memfit.checkpoint); a real OOM re-runs the window in smaller
+micro-batches at the same effective batch (memfit.backoff); a non-finite loss skips the update, and a persistent one
+stops the run with the last good checkpoint on disk.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from .backoff import OOMBackoff
+from .checkpoint import BASE_FILE, Checkpointer, CheckpointError, DataStream, TrainState, base_info, ensure_writable
 from .loss import count_predicted_tokens
 from .stack import Stack
 from .strategies.gradient_accumulation import accumulation_steps
 from .telemetry import Meter, memory_stats, reset_peak
+
+log = logging.getLogger(__name__)
 
 
 class TrainConfig(BaseModel):
@@ -43,7 +53,13 @@ class TrainConfig(BaseModel):
     save_adapter: bool = True
     log_with: Optional[str] = None  # an accelerate tracker, e.g. "tensorboard"
     progress: bool = True
-    max_bad_steps: int = Field(3, ge=1)  # consecutive non-finite losses before the run stops
+    max_bad_steps: int = Field(3, ge=1)  # consecutive non-finite losses (each update skipped) before the run stops
+    checkpoint_every: Optional[int] = Field(100, ge=1)  # optimizer steps; with output_dir. None: no checkpoints
+    keep_last: int = Field(2, ge=1)  # checkpoints kept on disk
+    # "auto": continue from the latest checkpoint in output_dir if there is one; True: one must exist;
+    # False / "never": start fresh (refused if checkpoints exist); or the path of one checkpoint folder
+    resume: Union[bool, str] = "auto"
+    plan_cache: Optional[str] = None  # the planner cache entry (JSON) to lower when an OOM forces a smaller batch
 
 
 @dataclass
@@ -57,10 +73,14 @@ class TrainResult:
     seconds: float = 0.0
     tokens_per_s: float = 0.0
     losses: list[float] = field(default_factory=list)
-    skipped_steps: int = 0
+    skipped_steps: int = 0  # updates the fp16 loss scaler skipped (overflow)
+    nonfinite_steps: int = 0  # updates skipped because the loss or gradient norm was NaN/inf
     evals: list[dict[str, Any]] = field(default_factory=list)
     memory: dict[str, Any] = field(default_factory=dict)
     adapter_dir: Optional[str] = None
+    checkpoint_dir: Optional[str] = None  # the latest complete checkpoint
+    resumed_from: Optional[str] = None
+    backoffs: list[dict[str, Any]] = field(default_factory=list)  # OOM back-off trace
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,17 +125,6 @@ def make_loader(data, batch_size: int, seed: int, shuffle: bool = True):
                                        generator=gen, drop_last=False)
 
 
-def _stream(loader) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
-    """Batches forever, epoch after epoch; each epoch reshuffles deterministically from (seed, epoch)."""
-    epoch = 0
-    while True:
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(epoch)
-        for batch in loader:
-            yield epoch, batch
-        epoch += 1
-
-
 def _lr_scheduler(name: str, optimizer, warmup: float, total: int):
     from transformers import get_scheduler
 
@@ -129,6 +138,8 @@ def train(model: torch.nn.Module, stack: Stack | str, train_data, config: TrainC
     from tqdm.auto import tqdm
 
     stack, cfg = Stack.coerce(stack), config or TrainConfig()
+    if cfg.output_dir:
+        ensure_writable(cfg.output_dir)  # fail now, not after hours of training
     acc = accelerator or make_accelerator(stack, cfg.micro_batch, cfg.log_with, cfg.output_dir)
     from accelerate.utils import set_seed
 
@@ -144,57 +155,102 @@ def train(model: torch.nn.Module, stack: Stack | str, train_data, config: TrainC
     if cfg.log_with:
         acc.init_trackers("memfit", config={"stack": stack.spec, **cfg.model_dump(exclude={"log_with"})})
 
-    result = TrainResult(micro_batch=cfg.micro_batch, grad_accum=k, num_processes=world,
-                         effective_batch=cfg.micro_batch * k * world)
-    meter, stream, bad = Meter(), _stream(loader), 0
+    saver = None
+    if cfg.output_dir and cfg.checkpoint_every:
+        run_id = dict(stack=stack.spec, seed=cfg.seed, micro_batch=cfg.micro_batch, grad_accum=k, num_processes=world,
+                      rows=len(train_data), total_steps=total)
+        saver = Checkpointer(acc, model, Path(cfg.output_dir) / "checkpoints", cfg.keep_last, run_id)
+    try:
+        return _run(model, stack, ctx, acc, optimizer, scheduler, loader, total, cfg, saver, eval_data, tqdm)
+    finally:
+        if saver:
+            saver.close()
+
+
+def _run(model, stack, ctx, acc, optimizer, scheduler, loader, total, cfg, saver, eval_data, tqdm) -> TrainResult:
+    k, world = acc.gradient_accumulation_steps, acc.num_processes
+    state = (saver.resume(cfg.resume) if saver else None) or TrainState(micro_batch=cfg.micro_batch)
+    backoff = OOMBackoff(state.micro_batch, cfg.micro_batch * k, num_processes=world, plan_cache=cfg.plan_cache,
+                         trace=state.backoffs)
+    result = TrainResult(steps=state.step, tokens=state.tokens, losses=list(state.losses), evals=list(state.evals),
+                         skipped_steps=state.skipped_steps, nonfinite_steps=state.nonfinite_steps,
+                         num_processes=world, effective_batch=cfg.micro_batch * k * world, backoffs=backoff.trace)
+    last = saver.latest() if saver else None
+    result.resumed_from = str(saver.resumed_from) if saver and saver.resumed_from else None
+    stream, meter, bad = DataStream(loader, state.epoch, state.consumed), Meter(), 0
     reset_peak(acc.device)
-    bar = tqdm(total=total, desc="train", disable=not (cfg.progress and acc.is_main_process), dynamic_ncols=True)
+    bar = tqdm(total=total, initial=state.step, desc="train", disable=not (cfg.progress and acc.is_main_process),
+               dynamic_ncols=True)
     model.train()
-    for step in range(1, total + 1):
-        window = [next(stream)[1] for _ in range(k)]
+    for step in range(state.step + 1, total + 1):
+        window = stream.take(k)
         counts = torch.tensor([count_predicted_tokens(b) for b in window], device=acc.device, dtype=torch.float64)
         window_tokens = acc.reduce(counts.sum(), reduction="sum")
-        # Each micro-batch contributes nll_sum / window_tokens. accelerate divides by k, DDP averages over
-        # `world` processes: multiply both back so the step's gradient is exactly sum(nll) / sum(tokens).
-        scale = k * world / window_tokens.clamp_min(1).float()
-        step_nll = torch.zeros((), device=acc.device, dtype=torch.float64)
-        for batch in window:
-            with acc.accumulate(model), stack.step_context(ctx):
-                nll, _ = stack.compute_loss(model, batch, ctx)
-                acc.backward(nll * scale)
-            step_nll += nll.detach().double()
+        step_nll = backoff.run(step, window, lambda pieces: _accumulate(model, acc, stack, ctx, pieces,
+                                                                        window_tokens))
         step_loss = (acc.reduce(step_nll, reduction="sum") / window_tokens).item()
-        if not math.isfinite(step_loss):
-            bad += 1
-            if bad >= cfg.max_bad_steps:
-                raise NumericError(f"loss was non-finite for {bad} consecutive steps (last at step {step}); "
-                                   f"lower the learning rate, use bf16 instead of fp16, or check the data")
-        else:
+        norm = None
+        if math.isfinite(step_loss) and cfg.max_grad_norm and acc.sync_gradients:
+            norm = acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)  # None under DeepSpeed
+            norm = None if norm is None else float(norm)
+        # inf gradients under fp16 are the loss scaler's business (it skips and lowers the scale); anything else
+        # non-finite skips the update so the weights, and the checkpoints, stay good
+        if math.isfinite(step_loss) and (norm is None or math.isfinite(norm) or acc.scaler is not None):
             bad = 0
-        if cfg.max_grad_norm and acc.sync_gradients:
-            acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
+            optimizer.step()
+            scheduler.step()
+            skipped = acc.optimizer_step_was_skipped
+            result.skipped_steps += int(skipped)
+            if skipped:
+                log.warning("step %d: the fp16 loss scaler skipped the update (gradient overflow)", step)
+        else:
+            bad, result.nonfinite_steps = bad + 1, result.nonfinite_steps + 1
+            log.warning("step %d: non-finite loss/gradient (%s), update skipped", step, step_loss)
+            if bad >= cfg.max_bad_steps:
+                good = f"; the last good checkpoint is {last}, resume continues from it" if last else ""
+                raise NumericError(f"loss was non-finite for {bad} consecutive steps (last at step {step}); lower "
+                                   f"the learning rate, use bf16 instead of fp16, or check the data{good}")
         optimizer.zero_grad(set_to_none=True)
-        result.skipped_steps += int(acc.optimizer_step_was_skipped)
         result.steps, result.tokens = step, result.tokens + int(window_tokens.item())
         result.losses.append(step_loss)
         rate = meter.update(int(window_tokens.item()))
         if step % cfg.log_every == 0 or step == total:
             mem = memory_stats(acc.device)
             bar.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{rate:,.0f}", mem=f"{mem.get('peak_gib', 0):.2f}G")
-            acc.log({"loss": step_loss, "lr": scheduler.get_last_lr()[0], "tokens_per_s": rate}, step=step)
+            acc.log({"loss": step_loss, "lr": scheduler.get_last_lr()[0], "tokens_per_s": rate,
+                     "micro_batch": backoff.micro_batch, "skipped_steps": result.skipped_steps}, step=step)
         bar.update(1)
         if eval_data is not None and cfg.eval_every and (step % cfg.eval_every == 0 or step == total):
             result.evals.append({"step": step, **evaluate(model, eval_data, cfg, acc)})
+        if saver and bad == 0 and (step % cfg.checkpoint_every == 0 or step == total):
+            last = saver.save(TrainState(step, stream.epoch, stream.consumed, backoff.micro_batch, result.tokens,
+                                         result.losses, result.skipped_steps, result.nonfinite_steps, result.evals,
+                                         backoff.trace))
     bar.close()
+    result.micro_batch, result.grad_accum = backoff.micro_batch, backoff.grad_accum
     result.seconds, result.tokens_per_s = meter.seconds, meter.mean_rate
-    result.memory = memory_stats(acc.device)
+    result.memory, result.checkpoint_dir = memory_stats(acc.device), str(last) if last else None
     if cfg.output_dir and cfg.save_adapter:
         result.adapter_dir = save_trained(model, acc, Path(cfg.output_dir) / "adapter")
     if cfg.log_with:
         acc.end_training()
     return result
+
+
+def _accumulate(model, acc, stack, ctx, pieces, window_tokens) -> torch.Tensor:
+    """Forward+backward over one window's micro-batches, from zero gradients; returns the summed NLL."""
+    model.zero_grad(set_to_none=True)  # a window retried after an OOM must not keep the failed attempt's gradients
+    acc.step, acc.gradient_accumulation_steps = 0, len(pieces)
+    # Each micro-batch contributes nll_sum / window_tokens. accelerate divides by the accumulation steps, DDP averages
+    # over processes: multiply both back so the step's gradient is exactly sum(nll) / sum(tokens).
+    scale = len(pieces) * acc.num_processes / window_tokens.clamp_min(1).float()
+    step_nll = torch.zeros((), device=acc.device, dtype=torch.float64)
+    for batch in pieces:
+        with acc.accumulate(model), stack.step_context(ctx):
+            nll, _ = stack.compute_loss(model, batch, ctx)
+            acc.backward(nll * scale)
+        step_nll += nll.detach().double()
+    return step_nll
 
 
 def evaluate(model, eval_data, cfg: TrainConfig, acc) -> dict[str, Any]:
@@ -207,10 +263,17 @@ def evaluate(model, eval_data, cfg: TrainConfig, acc) -> dict[str, Any]:
 
 
 def save_trained(model, acc, out: Path) -> str:
-    """peft adapters (or full weights) as safetensors, written by the main process only."""
+    """peft adapters (or full weights) as safetensors, written by the main process only, with the base architecture
+    (memfit.checkpoint.load_adapter checks it before loading)."""
     acc.wait_for_everyone()
     state = acc.get_state_dict(model)  # gathers ZeRO-3 / FSDP shards on every rank
     if acc.is_main_process:
-        acc.unwrap_model(model).save_pretrained(out, state_dict=state, safe_serialization=True)
+        try:
+            acc.unwrap_model(model).save_pretrained(out, state_dict=state, safe_serialization=True)
+            (Path(out) / BASE_FILE).write_text(json.dumps(base_info(acc.unwrap_model(model))))
+        except OSError as exc:
+            raise CheckpointError(f"writing the trained weights to {out} failed ({exc.strerror or exc}); the final "
+                                  f"checkpoint (if checkpointing is on) holds them: free space and rerun with the "
+                                  f"same output_dir, which resumes and only re-saves") from exc
     acc.wait_for_everyone()
     return str(out)

@@ -1,0 +1,275 @@
+"""Atomic training checkpoints, exact resume, and adapters checked against their base model before loading.
+
+A checkpoint is a folder `<output_dir>/checkpoints/step-00000012` holding accelerate's state (the *trainable* weights
+as safetensors, optimizer incl. 8-bit states, LR scheduler, loss scaler, the RNG states of every library and process)
+plus `trainer_state.json` (step, data position, loss history, token counts, micro-batch after any OOM back-off).
+It is written into a hidden `.tmp-` folder, every file fsync'ed, then renamed into place and the parent fsync'ed, so a
+folder with a final name is always complete: a kill or a full disk during saving leaves the previous checkpoint as the
+one resume picks. Checkpoints are taken after optimizer steps, so resume always starts at an accumulation-window start.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import re
+import shutil
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "trainer_state.json"
+BASE_FILE = "memfit_base.json"  # written next to saved adapters: the base architecture they were trained on
+_NAME = re.compile(r"^step-(\d+)$")
+BASE_KEYS = ("model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+             "num_attention_heads", "num_key_value_heads")
+# Called with the temporary folder in the middle of a save (after accelerate's files, before the state file and the
+# rename). Tests pause here so that a SIGKILL lands mid-save; nothing sets it in normal runs.
+on_partial_save: Optional[Callable[[Path], None]] = None
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint or results folder that cannot be written or used; the message says what is intact and what to do."""
+
+
+@dataclass
+class TrainState:
+    """Everything besides accelerate's state that a resumed run needs to continue exactly."""
+
+    step: int = 0
+    epoch: int = 0
+    consumed: int = 0  # loader batches of `epoch` already used
+    micro_batch: int = 0  # current size (smaller than the loader batch after an OOM back-off)
+    tokens: int = 0
+    losses: list[float] = field(default_factory=list)
+    skipped_steps: int = 0
+    nonfinite_steps: int = 0
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    backoffs: list[dict[str, Any]] = field(default_factory=list)
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+
+
+def ensure_writable(path: str | Path) -> Path:
+    """Fail before training, not after hours of it, when results cannot be written to `path`."""
+    path = Path(path)
+    probe = path / f".memfit-write-test-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as f:
+            f.write(b"ok")
+            f.flush()
+            os.fsync(f.fileno())
+        probe.unlink()
+    except OSError as exc:
+        raise CheckpointError(f"results directory {path} is not writable ({exc.strerror or exc}): pass an output_dir "
+                              f"you can write to, or fix its permissions / free space. Checked before training, so "
+                              f"nothing was lost.") from None
+    return path
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _discard(folder: Path) -> None:
+    """Rename first (atomic), then delete: a kill mid-delete never leaves a damaged folder under a checkpoint name."""
+    trash = folder.with_name(f".trash-{folder.name}")
+    shutil.rmtree(trash, ignore_errors=True)
+    os.rename(folder, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def read_state(folder: Path) -> Optional[TrainState]:
+    """The checkpoint's state, or None if the folder is not a complete checkpoint."""
+    try:
+        data = json.loads((folder / STATE_FILE).read_text())
+        return TrainState(**{k: v for k, v in data.items() if k in TrainState.__dataclass_fields__})
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def list_checkpoints(root: str | Path) -> list[Path]:
+    """Complete checkpoints under `root`, oldest first (temporary and half-deleted folders never count)."""
+    root = Path(root)
+    found = [p for p in root.iterdir() if _NAME.match(p.name) and p.is_dir()] if root.is_dir() else []
+    return sorted((p for p in found if read_state(p) is not None), key=lambda p: int(_NAME.match(p.name)[1]))
+
+
+class DataStream:
+    """Loader batches forever, epoch after epoch, remembering (epoch, batches consumed in it). Each epoch's order is a
+    function of (seed, epoch) through accelerate's seedable sampler, so a resumed run re-creates the epoch and skips the
+    consumed batches (collated, never run through the model) instead of storing indices."""
+
+    def __init__(self, loader, epoch: int = 0, consumed: int = 0):
+        self.loader, self.epoch, self.consumed, self._it = loader, epoch, consumed, None
+
+    def take(self, n: int) -> list[dict[str, torch.Tensor]]:
+        return [self._next() for _ in range(n)]
+
+    def _next(self) -> dict[str, torch.Tensor]:
+        while True:
+            if self._it is None:
+                if hasattr(self.loader, "set_epoch"):
+                    self.loader.set_epoch(self.epoch)
+                self._it = iter(self.loader)
+                for _ in itertools.islice(self._it, self.consumed):
+                    pass
+            batch = next(self._it, None)
+            if batch is not None:
+                self.consumed += 1
+                return batch
+            self._it, self.epoch, self.consumed = None, self.epoch + 1, 0
+
+
+class Checkpointer:
+    """Saves and restores one run's checkpoints under `root` through `acc` (see the module docstring)."""
+
+    def __init__(self, acc, model, root: str | Path, keep_last: int, fingerprint: dict[str, Any]):
+        self.acc, self.root, self.keep_last, self.fingerprint = acc, Path(root), keep_last, fingerprint
+        # Only trainable weights go into checkpoints: the frozen (possibly 4-bit) base is reloaded from its source.
+        self.trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+        self._hook = acc.register_save_state_pre_hook(self._keep_trainable)
+        self.resumed_from: Optional[Path] = None
+
+    def _keep_trainable(self, models, weights, output_dir) -> None:
+        weights[:] = [OrderedDict((k, v) for k, v in w.items() if k in self.trainable) for w in weights]
+
+    def close(self) -> None:
+        self._hook.remove()
+
+    def latest(self) -> Optional[Path]:
+        found = list_checkpoints(self.root)
+        return found[-1] if found else None
+
+    def save(self, state: TrainState) -> Path:
+        acc, final = self.acc, self.root / f"step-{state.step:08d}"
+        tmp = final.with_name(f".tmp-{final.name}")
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        acc.wait_for_everyone()
+        try:
+            acc.save_state(str(tmp))
+            acc.wait_for_everyone()  # every rank's RNG file is in before the folder is sealed
+            if acc.is_main_process:
+                if on_partial_save is not None:
+                    on_partial_save(tmp)
+                (tmp / STATE_FILE).write_text(json.dumps({**asdict(state), "fingerprint": self.fingerprint}))
+                for f in tmp.rglob("*"):
+                    _fsync(f)
+                _fsync(tmp)
+                if final.exists():
+                    _discard(final)
+                os.rename(tmp, final)
+                _fsync(self.root)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            previous = self.latest()
+            kept = f"the previous checkpoint {previous} is intact and resume uses it" if previous else \
+                "no earlier checkpoint exists"
+            raise CheckpointError(f"writing checkpoint {final.name} into {self.root} failed: {exc.strerror or exc} "
+                                  f"(errno {exc.errno}); {kept}. Free disk space (or lower keep_last), then rerun "
+                                  f"with the same output_dir to continue.") from exc
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            for old in list_checkpoints(self.root)[:-self.keep_last]:
+                _discard(old)
+        return final
+
+    def resume(self, mode: bool | str) -> Optional[TrainState]:
+        """Restore the checkpoint `mode` asks for into the prepared objects; None when starting fresh."""
+        if self.acc.is_main_process and self.root.is_dir():  # leftovers of saves or deletions that were killed
+            for junk in self.root.glob(".t*-step-*"):
+                shutil.rmtree(junk, ignore_errors=True)
+        if mode is False or mode == "never":
+            if self.latest() is not None:
+                raise CheckpointError(f"{self.root} already holds checkpoints up to {self.latest().name} of an "
+                                      f"earlier run and resume is off: use resume='auto' to continue it, or another "
+                                      f"output_dir to start over")
+            return None
+        folder = self.latest() if mode in (True, "auto") else Path(mode)
+        if folder is None:
+            if mode is True:
+                raise CheckpointError(f"resume=True but {self.root} holds no complete checkpoint")
+            return None
+        state = read_state(folder)
+        if state is None:
+            raise CheckpointError(f"{folder} is not a complete memfit checkpoint (no readable {STATE_FILE})")
+        for key, want in self.fingerprint.items():
+            if state.fingerprint.get(key) != want:
+                raise CheckpointError(f"checkpoint {folder} belongs to a different run ({key} = "
+                                      f"{state.fingerprint.get(key)!r} there, {want!r} here): resume with the same "
+                                      f"settings and data, or use another output_dir")
+        self._check_weights(folder)
+        self.acc.load_state(str(folder), strict=False)  # strict=False: the frozen base is not in the checkpoint
+        self.resumed_from = folder
+        log.info("resumed from %s (step %d, epoch %d, batch %d)", folder, state.step, state.epoch, state.consumed)
+        return state
+
+    def _check_weights(self, folder: Path) -> None:
+        from safetensors import safe_open
+
+        with safe_open(str(folder / "model.safetensors"), "pt") as f:
+            saved = set(f.keys())
+        if saved != self.trainable:
+            diff = sorted(saved ^ self.trainable)[:3]
+            raise CheckpointError(f"checkpoint {folder} holds different trainable weights than this model (e.g. "
+                                  f"{diff}): it was written for another model or stack; use a new output_dir")
+
+
+def base_info(model) -> dict[str, Any]:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cfg = getattr(base, "config", None)
+    return {k: getattr(cfg, k, None) for k in BASE_KEYS}
+
+
+def load_adapter(model: torch.nn.Module, path: str | Path, *, is_trainable: bool = False):
+    """A saved LoRA adapter on `model` (the base model, not yet wrapped), after checking that it was trained for this
+    architecture: every adapted module must exist with the shapes the adapter's matrices need. Checked before peft
+    touches the model, so a wrong adapter leaves `model` unchanged. Safetensors only."""
+    from peft import PeftModel
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not (path / "adapter_config.json").is_file():
+        raise CheckpointError(f"{path} is not a LoRA adapter folder (no adapter_config.json): pass the 'adapter' "
+                              f"folder a training run wrote into its output_dir")
+    weights = path / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise CheckpointError(f"{path} has no adapter_model.safetensors: only safetensors adapters are loaded "
+                              f"(pickle files can run code); re-save it with save_pretrained(safe_serialization=True)")
+    if hasattr(model, "peft_config"):
+        raise CheckpointError("load_adapter expects the base model; this one already carries an adapter")
+    ours, theirs = base_info(model), {}
+    if (path / BASE_FILE).is_file():
+        theirs = json.loads((path / BASE_FILE).read_text())
+    wrong = {k: (theirs[k], ours[k]) for k in BASE_KEYS if theirs.get(k) is not None and theirs[k] != ours[k]}
+    if wrong:
+        raise CheckpointError(f"adapter {path} was trained on another base model: " + ", ".join(
+            f"{k} {a} there vs {b} here" for k, (a, b) in wrong.items()) + "; load the base model it was trained on")
+    modules = dict(model.named_modules())
+    with safe_open(str(weights), "pt") as f:
+        for key in f.keys():
+            m = re.match(r"^(?:base_model\.model\.)?(.+)\.lora_(A|B)\.weight$", key)
+            if m is None:
+                continue
+            target, shape = modules.get(m[1]), list(f.get_slice(key).get_shape())
+            if target is None or not hasattr(target, "in_features"):
+                raise CheckpointError(f"adapter {path} adapts {m[1]}, which this {type(model).__name__} does not "
+                                      f"have: it was trained on another architecture; load its own base model")
+            need, got = (target.in_features, shape[1]) if m[2] == "A" else (target.out_features, shape[0])
+            if need != got:
+                raise CheckpointError(f"adapter {path} does not fit this model: {key} has shape {shape} but "
+                                      f"{m[1]} has {need} {'inputs' if m[2] == 'A' else 'outputs'}; it was trained on "
+                                      f"another base model - load that one")
+    return PeftModel.from_pretrained(model, str(path), is_trainable=is_trainable)
