@@ -26,11 +26,13 @@ from memfit.planner import plan  # noqa: E402
 from memfit.report import format_table, write_report  # noqa: E402
 
 
-def train_check(weights: str, spec: str, seq: int, steps: int) -> dict:
+def train_check(weights: str, spec: str, seq: int, steps: int, cap_margin: float = 0.0) -> dict:
     """Plan (with the default safety margin), then train `steps` optimizer steps at that size: no OOM allowed."""
     stack = memfit.Stack.from_spec(spec)
     model = memfit.load_model(weights, stack)
-    p = plan(model, stack, seq_len=seq, margin=0.03, fresh=True)
+    p = plan(model, stack, seq_len=seq, margin=cap_margin + 0.03, fresh=True)
+    if cap_margin:  # keep the training run under the same cap as the plan
+        torch.cuda.set_per_process_memory_fraction(1 - cap_margin - 0.03)
     g = torch.Generator().manual_seed(0)
     rows = [{"input_ids": r, "labels": r} for r in
             torch.randint(0, model.config.vocab_size, (p.max_micro_batch * p.grad_accum * steps, seq), generator=g).tolist()]
@@ -54,27 +56,31 @@ def main() -> None:
     ap.add_argument("--finder", action="store_true", help="also accelerate.find_executable_batch_size on it")
     ap.add_argument("--train", help="stack spec to train --train-steps steps at its planned size")
     ap.add_argument("--train-steps", type=int, default=50)
+    ap.add_argument("--memory-gib", type=float, help="cap the card at this many GiB (compare an H200 with an H100)")
     ap.add_argument("--out", default=os.environ.get("OUT", "benchmarks/results"))
     ap.add_argument("--name", default="bench")
     args = ap.parse_args()
 
     t0 = time.perf_counter()
+    total = torch.cuda.get_device_properties(0).total_memory / 2**30
+    margin = max(0.0, 1 - args.memory_gib / total) if args.memory_gib else 0.0
     config = memfit.load_config(args.config)
     weights = str(random_weights_dir(config, torch.bfloat16, torch.device("cuda", 0)))
     print(f"random weights ready in {time.perf_counter() - t0:.0f} s: {weights}", flush=True)
-    rows, extra = [], {"config": args.config, "card": torch.cuda.get_device_name(0), "finder": [], "train": []}
+    card = torch.cuda.get_device_name(0) + (f" capped at {args.memory_gib} GiB" if args.memory_gib else "")
+    rows, extra = [], {"config": args.config, "card": card, "finder": [], "train": [], "margin": margin}
 
     def save() -> None:  # after every row: a call cut off by its time limit still returns what it measured
         if rows:
             write_report(rows, args.out, args.name, {"title": f"{args.config} (random weights) on {extra['card']}",
-                                                      "margin": 0.0})
+                                                      "margin": round(margin, 4)})
         Path(args.out, f"{args.name}_extra.json").write_text(json.dumps(extra, indent=2))
 
     if args.hf:
         from hf_baseline import hf_exact, hf_finder
 
         for seq in args.seq:
-            res, model, opt = hf_exact(weights, seq)
+            res, model, opt = hf_exact(weights, seq, margin)
             rows.append(res)
             print(format_table([res]), flush=True)
             save()
@@ -88,13 +94,13 @@ def main() -> None:
         stack = memfit.Stack.from_spec(spec)
         model = memfit.load_model(weights, stack)
         for seq in args.seq:
-            rows.append(plan(model, stack, seq_len=seq, margin=0.0, fresh=True))
+            rows.append(plan(model, stack, seq_len=seq, margin=margin, fresh=True))
             print(format_table(rows[-1:]), flush=True)
             save()
         del model
         free_device()
     if args.train:
-        extra["train"].append(train_check(weights, args.train, args.seq[0], args.train_steps))
+        extra["train"].append(train_check(weights, args.train, args.seq[0], args.train_steps, margin))
         print(extra["train"][-1], flush=True)
         save()
     print(format_table(rows))

@@ -62,12 +62,13 @@ def hf_probe_fn(model, opt, meter: CudaMeter, seq: int):
     return probe
 
 
-def hf_exact(weights_dir: str, seq: int) -> tuple[PlanResult, object, object]:
+def hf_exact(weights_dir: str, seq: int, margin: float = 0.0) -> tuple[PlanResult, object, object]:
     model, opt = load_hf_recipe(weights_dir)
-    meter = CudaMeter(torch.device("cuda", 0), margin=0.0)
+    meter = CudaMeter(torch.device("cuda", 0), margin=margin)
     start = time.perf_counter()
     best, probes = search_max(hf_probe_fn(model, opt, meter, seq), budget=meter.budget, baseline=meter.baseline,
                               limit=4096)
+    meter.release()
     at_max = [p for p in probes if p.fits and p.micro_batch == best]
     res = PlanResult(stack="HF recipe (QLoRA fp16, prepare_model_for_kbit_training)", seq_len=seq,
                      max_micro_batch=best, grad_accum=1, effective_batch=best, budget_gib=meter.budget / GiB,

@@ -37,7 +37,7 @@ class MemoryEstimate:
     linear_weight_bits: float | None = None  # decoder linear weights when quantized
     trainable_params: int | None = None  # None: full fine-tune (every parameter)
     trainable_bytes: float | None = None  # bytes per trainable param (None: same as weights)
-    optimizer_bytes_per_param: float = 8.0  # AdamW: two fp32 moments
+    optimizer_bytes_per_param: float | None = None  # None: torch AdamW, two moments in the parameter dtype
     small_tensor_optimizer_bytes: float | None = None
     checkpointed_layers: int = 0
     offloaded: bool = False  # checkpointed layer inputs live in host memory
@@ -98,7 +98,7 @@ class MemoryEstimate:
         adapters = n_train * t_bytes if self.trainable_params is not None else 0.0
         return {"weights": self.linear_params * lin_b + self.other_params * self.weight_bytes + adapters,
                 "gradients": n_train * t_bytes,
-                "optimizer": n_train * self.optimizer_bytes_per_param,
+                "optimizer": n_train * (self.optimizer_bytes_per_param or 2 * t_bytes),
                 "workspace": float(self.workspace_bytes)}
 
     def layer_activation_bytes_per_token(self) -> float:
@@ -121,9 +121,10 @@ class MemoryEstimate:
         layer = self.layer_activation_bytes_per_token()
         ckpt = self.checkpointed_layers
         kept = (self.n_layers - ckpt) * layer + (0 if self.offloaded else ckpt * s * h)
-        recompute = layer if ckpt else 0.0  # one layer's activations rebuilt at a time in backward
-        if self.logits == "full":  # logits in compute dtype, fp32 upcast, fp32 grad of logits
-            logits = self.vocab * (s + 4 + 4)
+        # one layer's activations rebuilt at a time in backward, plus its MLP gradients (gate and up) in flight
+        recompute = layer + 2 * s * self.intermediate if ckpt else 0.0
+        if self.logits == "full":  # logits in compute dtype, their fp32 copy, the saved log-softmax, and ~1 byte
+            logits = self.vocab * (s + 4 + 4 + 1)  # per entry of gradient transients (measured on an H100, seq 512)
         else:  # only the hidden states and their gradient; logits exist per chunk only
             logits = 2 * s * h
         return {"activations": kept, "recompute": recompute, "logits": float(logits),
