@@ -89,6 +89,18 @@ def _not_found(name: str, exc: Exception) -> str:
             f"or log in / go online for gated Hub models.")
 
 
+def _local_problem(path: Path) -> str | None:
+    """What is wrong with a local model folder, before transformers gets a chance to unpickle anything."""
+    if not (path / "config.json").exists():
+        return f"model folder {path} has no config.json: point --model at a saved transformers model folder"
+    if not any(path.glob("*.safetensors")):
+        found = ", ".join(sorted(p.name for p in path.glob("*.bin"))) or "no weight files"
+        return (f"model folder {path} holds no safetensors weights ({found}): memfit loads safetensors only, because "
+                f"pickle files can run code. Convert once with `AutoModelForCausalLM.from_pretrained(path)."
+                f"save_pretrained(new_path)` in a trusted environment")
+    return None
+
+
 def resolve_weights(model: str) -> str:
     """Where from_pretrained should read: the embedded copy, a local dir, or a Hub id."""
     if model.lower() == EMBEDDED:
@@ -156,12 +168,19 @@ def load_model(model: str = EMBEDDED, stack=None, ctx=None, *, random_init: bool
         source = str(random_weights_dir(config, kwargs["dtype"], ctx.device))
     else:
         source = resolve_weights(model)
+        if Path(source).is_dir() and (problem := _local_problem(Path(source))):
+            raise ModelError(problem)
     if quantized:  # bitsandbytes quantizes while moving weights onto the device
         kwargs["device_map"] = {"": ctx.device.index if ctx.device.type == "cuda" else "cpu"}
     try:
         net = AutoModelForCausalLM.from_pretrained(source, use_safetensors=True, trust_remote_code=False, **kwargs)
     except OSError as exc:
         raise ModelError(_not_found(model, exc)) from None
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc) or "custom code" in str(exc):
+            raise ModelError(f"model {model!r} needs its own Python code (trust_remote_code), which memfit never "
+                             f"runs: use a model whose architecture transformers ships (e.g. Llama)") from None
+        raise
     if not quantized:
         net.to(ctx.device)
     return stack.apply_model(net, ctx)

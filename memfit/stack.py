@@ -82,7 +82,17 @@ class Stack:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "Stack":
-        return cls.from_dict(yaml.safe_load(Path(path).read_text()))
+        """A stack from a YAML file; safe_load only, so a file can never run code. Errors name the file."""
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as exc:
+            raise StackError(f"cannot read stack file {path}: {exc.strerror or exc}") from None
+        except yaml.YAMLError as exc:
+            raise StackError(f"stack file {path} is not valid YAML: {exc}".replace("\n", " ")) from None
+        try:
+            return cls.from_dict(data)
+        except StackError as exc:
+            raise StackError(f"{path}: {exc}") from None
 
     @classmethod
     def coerce(cls, stack: "Stack | str | dict | list | None") -> "Stack":

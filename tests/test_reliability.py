@@ -396,8 +396,6 @@ def test_pickle_only_model_is_refused_without_unpickling(tmp_path, monkeypatch):
         memfit.load_model(str(folder))
 
 
-@pytest.mark.xfail(strict=True, reason="needs the memfit/models.py patch in issue 9's report: today the message says "
-                                       "the (existing) directory 'was not found'")
 def test_pickle_only_model_message_says_why(tmp_path):
     with pytest.raises(ModelError, match=r"pytorch_model.bin.*safetensors only"):
         memfit.load_model(str(_pickle_only_model(tmp_path / "bin-only")))
@@ -413,7 +411,7 @@ def test_remote_code_is_never_run(tmp_path):
     from safetensors.torch import save_file
 
     save_file({"w": torch.zeros(1)}, str(folder / "model.safetensors"))  # weights are not what stops it
-    with pytest.raises(ValueError, match="trust_remote_code"):  # ModelError once models.py is patched (report)
+    with pytest.raises(ModelError, match="trust_remote_code"):
         memfit.load_model(str(folder))
     assert not marker.exists()
 
@@ -440,13 +438,11 @@ def test_stack_yaml_cannot_run_code(tmp_path):
     marker = tmp_path / "code-ran"
     path = tmp_path / "stack.yaml"
     path.write_text(f"strategies: !!python/object/apply:os.system ['touch {marker}']\n")
-    with pytest.raises((yaml.YAMLError, StackError)):  # StackError naming the file once stack.py is patched
+    with pytest.raises(StackError, match="stack.yaml"):
         Stack.from_yaml(path)
     assert not marker.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="needs the memfit/stack.py patch in issue 9's report: YAML syntax errors and "
-                                       "validation errors do not name the file today")
 def test_stack_yaml_errors_name_the_file(tmp_path):
     path = tmp_path / "my-stack.yaml"
     path.write_text("strategies: [lora, {name: ga\n")
