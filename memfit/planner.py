@@ -49,6 +49,7 @@ class PlanResult:
     device: str = "cpu"
     versions: dict[str, str] = field(default_factory=dict)
     cache_hit: bool = False
+    cache_path: Optional[str] = None  # the JSON this plan is cached in (the loop's OOM back-off updates it)
 
     @property
     def probe_count(self) -> int:
@@ -189,7 +190,7 @@ def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Opt
                     if isinstance(meter, SimulatedMeter) else None, "target": target_effective_batch})
     path = Path(cache_dir or cache_root() / "plans") / f"{key}.json"
     if _reduce(float(path.exists() and not fresh), "MIN", device):  # every rank hits, or all re-probe
-        return PlanResult.from_dict({**json.loads(path.read_text()), "cache_hit": True})
+        return PlanResult.from_dict({**json.loads(path.read_text()), "cache_hit": True, "cache_path": str(path)})
 
     meter = meter or (CudaMeter(device, margin) if device.type == "cuda" else None)
     if meter is None:
@@ -220,6 +221,7 @@ def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Opt
         meter.release()
     result = _result(stack, seq_len, best, probes, est, meter, target_effective_batch, world, predicted, device)
     result.search_seconds = time.perf_counter() - start
+    result.cache_path = str(path)
     if not _distributed() or torch.distributed.get_rank() == 0:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result.to_dict(), indent=2))
