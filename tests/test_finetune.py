@@ -1,0 +1,145 @@
+"""The climate example's code path end to end on CPU: tiny random Llama, in-process tokenizer, two generated PDFs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, tiny_config
+
+sys.path.insert(0, str(Path(__file__).parent / "data"))
+from pdf_factory import english_page, write_text_pdf  # noqa: E402
+
+from memfit.data import DataError  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny matmuls gain nothing from a second thread, and its spin-waiting on a busy 2-core runner costs ~5x."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _example():
+    return _load("climate_example", REPO / "examples" / "climate.py")
+
+
+# the data tests' in-process byte-level BPE tokenizer (a session fixture; pytest collects it from this namespace)
+tiny_tokenizer = _load("data_fixtures", Path(__file__).parent / "data" / "conftest.py").tiny_tokenizer
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path, tiny_tokenizer) -> Path:
+    """A tiny random Llama and the tokenizer, saved like a Hub checkpoint."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_config(vocab_size=len(tiny_tokenizer)))
+    out = tmp_path / "tiny-llama"
+    model.save_pretrained(out)
+    tiny_tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture
+def climate_pdfs(tmp_path) -> Path:
+    folder = tmp_path / "pdfs"
+    folder.mkdir()
+    for i, name in enumerate(("ocean.pdf", "land.pdf")):
+        write_text_pdf(folder / name, [english_page(seed=10 * i + page) for page in range(4)])
+    return folder
+
+
+def _argv(pdfs: Path, model: Path, out: Path, run: str) -> list[str]:
+    return ["--pdf-dir", str(pdfs), "--model", str(model), "--output-dir", str(out), "--run-name", run,
+            "--seq-len", "32", "--target-effective-batch", "16", "--max-steps", "3", "--lr", "3e-3",
+            "--eval-context", "32", "--eval-max-tokens", "96", "--cpu-budget-gib", "0.001", "--max-micro-batch", "12"]
+
+
+def test_example_end_to_end_writes_every_result_and_reuses_caches(tmp_path, monkeypatch, tiny_model_dir,
+                                                                   climate_pdfs, capsys):
+    monkeypatch.setenv("MEMFIT_CACHE", str(tmp_path / "cache"))
+    example, out = _example(), tmp_path / "results"
+    first = example.main(_argv(climate_pdfs, tiny_model_dir, out, "first"))
+    run = out / "first"
+    saved = json.loads((run / "results.json").read_text())
+    assert saved == json.loads(json.dumps(first, default=str))
+
+    # the headline numbers, and how they relate
+    plan, train, ev = saved["plan"], saved["train"], saved["evaluation"]
+    assert 1 <= saved["max_batch_size"] == plan["max_micro_batch"] < 12  # memory, not the cap, decided
+    assert plan["capped_by_max_micro_batch"] is False and not plan["cache_hit"]
+    fits = {p["micro_batch"]: p["fits"] for p in plan["probes"]}
+    assert fits[saved["max_batch_size"]] and fits[saved["max_batch_size"] + 1] is False  # exact boundary
+    k = saved["gradient_accumulation_steps"]
+    assert k == math.ceil(16 / saved["max_batch_size"]) == train["grad_accum"]
+    assert saved["effective_batch_size"] == saved["max_batch_size"] * k * saved["num_processes"]
+    assert saved["num_processes"] == 1 and saved["device"] == "cpu"
+    for key in ("base_perplexity", "final_perplexity", "base_bits_per_byte", "final_bits_per_byte"):
+        assert math.isfinite(saved[key]) and saved[key] > 0
+    assert saved["perplexity_change_pct"] == pytest.approx(
+        100 * (saved["final_perplexity"] / saved["base_perplexity"] - 1))
+    assert saved["final_perplexity"] < saved["base_perplexity"]  # 3 steps at lr 3e-3 on repetitive prose
+    assert saved["tokens_per_s"] > 0 and train["steps"] == 3 and len(train["losses"]) == 3
+    assert train["tokens"] > 0 and train["micro_batch"] == saved["max_batch_size"]
+
+    # memory, device, versions, data, stack, evaluation sample
+    assert saved["memory"]["train"]["peak_rss_gib"] > 0 and saved["memory"]["planned_peak_gib"] > 0
+    assert saved["memory"]["budget_gib"] == pytest.approx(0.001) and saved["memory"]["breakdown_gib"]
+    assert {"python", "torch", "transformers", "peft", "accelerate"} <= set(saved["versions"])
+    data = saved["data"]
+    assert data["documents"] == 2 and data["skipped_files"] == [] and data["text_from_cache"] == 0
+    assert set(data["split"]) == {"train", "test"} and data["split"]["train"]["blocks"] > 0
+    assert data["test_documents"] and all(name.endswith(".pdf") for name in data["test_documents"])
+    assert saved["stack"] == "lora+gc+ga:effective_batch=16" and "LoRA" in saved["stack_description"]
+    assert ev["sampled"] and ev["pieces"] == 3 and ev["piece_tokens"] == 32 and ev["context_length"] == 32
+    assert ev["scored_tokens"] == 3 * 31 == ev["base"]["tokens"] == ev["final"]["tokens"]
+    assert ev["scored_bytes"] > 0 and "note" in ev
+    assert set(saved["seconds"]) == {"data_s", "load_s", "plan_s", "base_eval_s", "train_s", "final_eval_s",
+                                     "total_s"}
+    assert saved["config"]["seq_len"] == 32 and saved["config"]["run_name"] == "first"
+    assert saved["random_init"] is False and saved["model"] == str(tiny_model_dir)
+
+    # the adapter and the Markdown summary
+    assert (Path(saved["adapter_dir"]) / "adapter_config.json").exists()
+    assert any(Path(saved["adapter_dir"]).glob("adapter_model.safetensors"))
+    summary = (run / "summary.md").read_text()
+    for row in ("maximum batch size", "gradient accumulation steps", "effective batch size", "final perplexity",
+                "base perplexity", "memory", "tokens/s", "device", "versions"):
+        assert f"| {row}" in summary or row in summary
+    assert f"| maximum batch size | {saved['max_batch_size']} " in summary
+    assert f"| gradient accumulation steps | {k} |" in summary
+    assert f"{saved['final_perplexity']:.3f}" in summary
+    assert summary in capsys.readouterr().out  # the example prints it
+
+    # a second run reads the extracted text and the plan from the caches, and trains the same way
+    second = example.main(_argv(climate_pdfs, tiny_model_dir, out, "second"))
+    assert second["data"]["text_from_cache"] == 2
+    assert second["plan"]["cache_hit"] is True and second["max_batch_size"] == saved["max_batch_size"]
+    assert second["base_perplexity"] == pytest.approx(saved["base_perplexity"], rel=1e-6)
+    assert second["final_perplexity"] == pytest.approx(saved["final_perplexity"], rel=1e-4)
+
+
+def test_empty_pdf_dir_fails_with_instructions(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEMFIT_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"no \.pdf files in .*empty(.|\n)*--pdf-dir"):
+        _example().main(["--pdf-dir", str(tmp_path / "empty"), "--output-dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
