@@ -1,7 +1,7 @@
-"""Activation offloading: checkpointed layer inputs live in pinned host memory, not on the GPU.
+"""Activation offloading: checkpointed layer inputs live in host memory, not on the GPU.
 
 Gradient checkpointing still keeps one hidden-state tensor per layer on the device (layers x tokens x hidden). Here
-each checkpointed layer's input is copied to pinned host memory on a side stream while the next layers compute, and
+each checkpointed layer's input is copied to host memory on a side stream while the next layers compute, and
 copied back one layer ahead of the backward pass (prefetch), so device memory per sample approaches a single
 layer's recompute working set. The recompute restores the RNG and autocast state of the forward (dropout masks match).
 """
@@ -36,8 +36,8 @@ _OFFLOADERS: "weakref.WeakSet[Offloader]" = weakref.WeakSet()
 class Offloader:
     """Per-model runtime state: streams, the stack of parked inputs of the current step, the host-memory cap."""
 
-    def __init__(self, max_host_bytes: float):
-        self.max_host_bytes = max_host_bytes
+    def __init__(self, max_host_bytes: float, pin: bool = False):
+        self.max_host_bytes, self.pin = max_host_bytes, pin
         self.parked: list[_Saved] = []
         self.host_bytes = 0
         self.stream: Optional[torch.cuda.Stream] = None
@@ -61,7 +61,10 @@ class Offloader:
                                          f"{self.max_host_bytes / 2**30:.1f} GiB (ActivationOffload max_host_gib)")
         if x.device.type != "cuda":  # CPU runs (tests): nothing to move, keep a private copy
             return _Saved(x.detach().clone(), x.device)
-        host = torch.empty(x.shape, dtype=x.dtype, pin_memory=True)
+        # Pinned buffers come from torch's caching host allocator, which rounds every block up to a power of two
+        # (a 1.3 GiB layer input takes 2 GiB) and page-locks it: on the H100 VM that exhausted the driver's page
+        # tables at ~5 GiB. Pageable, exact-size buffers are the default; `pin=True` trades that for faster copies.
+        host = torch.empty(x.shape, dtype=x.dtype, pin_memory=self.pin)
         stream = self._side_stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
@@ -150,9 +153,11 @@ class ActivationOffload(BaseModel):
     phase: ClassVar[int] = PHASE_OFFLOAD
 
     max_host_gib: Optional[float] = Field(None, gt=0)  # default: 80% of the host memory available at load time
+    pin: bool = False  # page-locked host buffers (faster, asynchronous copies; see Offloader.park)
 
     def describe(self) -> str:
-        return "checkpointed layer inputs offloaded to pinned host memory, prefetched one layer ahead in backward"
+        kind = "pinned" if self.pin else "pageable"
+        return f"checkpointed layer inputs offloaded to {kind} host memory, prefetched one layer ahead in backward"
 
     def check(self, stack) -> None:
         if "gc" not in stack:
@@ -161,7 +166,7 @@ class ActivationOffload(BaseModel):
 
     def transform_model(self, model, ctx):
         cap = self.max_host_gib * 2**30 if self.max_host_gib else 0.8 * _host_memory_bytes()
-        off = Offloader(cap)
+        off = Offloader(cap, self.pin)
         for layer in checkpointed_layers(model):
             layer._gradient_checkpointing_func = off.checkpoint
         # The first layer's input must require grad, or autograd never calls back into the offloaded layers
