@@ -1,0 +1,197 @@
+"""launch_configs/: every file is read by accelerate's own config classes and launcher code (no GPU needed), the
+DeepSpeed JSON by accelerate's DeepSpeedPlugin, and the stacks the README recommends pass memfit's checks under the
+engine each file selects. One real `accelerate launch` proves cpu_2proc.yaml starts two processes in one group."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from memfit import StackError
+from memfit.distributed import Launch, check_stack_for_distributed
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "launch_configs"
+YAMLS = sorted(p.name for p in CONFIGS.glob("*.yaml"))
+QLORA_SHARDABLE = "lora+quant4bit:quant_storage=bf16+bf16+gc"
+
+# file -> (distributed_type, num_processes, num_machines, the launcher accelerate picks)
+EXPECTED = {
+    "cpu_2proc.yaml": ("MULTI_GPU", 2, 1, "torchrun"),
+    "single_gpu.yaml": ("NO", 1, 1, "simple"),
+    "ddp.yaml": ("MULTI_GPU", 2, 1, "torchrun"),
+    "deepspeed_zero2.yaml": ("DEEPSPEED", 2, 1, "deepspeed"),
+    "deepspeed_zero3.yaml": ("DEEPSPEED", 2, 1, "deepspeed"),
+    "fsdp.yaml": ("FSDP", 2, 1, "torchrun"),
+    "multinode_ddp.yaml": ("MULTI_GPU", 16, 2, "torchrun"),
+    "multinode_deepspeed.yaml": ("DEEPSPEED", 16, 2, "deepspeed"),
+}
+
+
+@pytest.fixture(autouse=True)
+def _no_port_probe(monkeypatch):
+    """The launcher probes main_process_port (29500 in the multinode templates): irrelevant here, and a busy port on
+    the test machine must not fail a config check."""
+    monkeypatch.setattr("accelerate.utils.launch.is_port_in_use", lambda port: False)
+
+
+def test_every_config_is_known_here():
+    assert set(YAMLS) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", YAMLS)
+def test_accelerate_loads_the_config(name):
+    from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file
+
+    config = load_config_from_file(str(CONFIGS / name))  # unknown top-level keys raise here
+    assert isinstance(config, ClusterConfig)
+    kind, processes, machines, _ = EXPECTED[name]
+    assert (config.distributed_type.value, config.num_processes, config.num_machines) == (kind, processes, machines)
+    if machines > 1:
+        assert config.main_process_ip and config.main_process_port and config.machine_rank == 0
+
+
+def _launch_args(name: str):
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    args = launch_command_parser().parse_args(["--config_file", str(CONFIGS / name), "train.py"])
+    dests = set(vars(args))
+    args, defaults, _ = _validate_launch_command(args)
+    return args, defaults, dests
+
+
+def _launcher(args) -> str:
+    """The branch accelerate.commands.launch.launch_command takes."""
+    if args.use_deepspeed and not args.cpu:
+        return "deepspeed"
+    if (args.use_fsdp or args.multi_gpu) and not args.cpu:
+        return "torchrun"
+    return "simple"
+
+
+def _launch_env(name: str) -> dict[str, str]:
+    """The environment accelerate's launcher would give the training processes (nothing is started)."""
+    from accelerate.utils.launch import (prepare_deepspeed_cmd_env, prepare_multi_gpu_env,
+                                         prepare_simple_launcher_cmd_env)
+
+    args, _, _ = _launch_args(name)
+    kind = _launcher(args)
+    if kind == "deepspeed":
+        args.deepspeed_fields_from_accelerate_config = ""
+        env = prepare_deepspeed_cmd_env(args)[1]
+        env["WORLD_SIZE"] = str(args.num_processes)  # what torchrun adds for each process
+    elif kind == "torchrun":
+        env = prepare_multi_gpu_env(args)
+        env["WORLD_SIZE"] = str(args.num_processes)  # what torchrun adds for each process
+    else:
+        env = prepare_simple_launcher_cmd_env(args)[1]
+    return env
+
+
+@pytest.mark.parametrize("name", YAMLS)
+def test_accelerate_launcher_accepts_the_config(name, monkeypatch):
+    monkeypatch.chdir(REPO)  # DeepSpeed JSON paths are relative to where `accelerate launch` runs
+    args, defaults, dests = _launch_args(name)
+    assert _launcher(args) == EXPECTED[name][3]
+    # accelerate copies nested keys onto its arguments without checking them: a typo would be silently ignored
+    for section, prefix in (("deepspeed_config", ""), ("fsdp_config", "fsdp_")):
+        for key in getattr(defaults, section):
+            assert (key if key.startswith(prefix) else prefix + key) in dests, f"{name}: unknown {section} key {key}"
+    env = _launch_env(name)
+    if EXPECTED[name][0] == "DEEPSPEED":
+        assert (REPO / env["ACCELERATE_DEEPSPEED_CONFIG_FILE"]).is_file()
+
+
+def test_cpu_config_starts_two_processes_through_torchrun_not_the_single_process_launcher():
+    args, _, _ = _launch_args("cpu_2proc.yaml")
+    assert args.multi_gpu and not args.cpu and args.num_processes == 2
+    assert args.num_cpu_threads_per_process >= 1
+
+
+def test_fsdp_config_is_fsdp2_per_decoder_layer():
+    from accelerate.utils import FullyShardedDataParallelPlugin, patch_environment
+
+    from _distributed_worker import fixtures
+
+    env = _launch_env("fsdp.yaml")
+    assert env["FSDP_VERSION"] == "2" and env["FSDP_TRANSFORMER_CLS_TO_WRAP"] == "LlamaDecoderLayer"
+    assert env["FSDP_ACTIVATION_CHECKPOINTING"] == "false"
+    with patch_environment(**{k: v for k, v in env.items() if k.startswith(("FSDP_", "ACCELERATE_USE_FSDP"))}):
+        plugin = FullyShardedDataParallelPlugin()
+    assert plugin.fsdp_version == 2 and plugin.transformer_cls_names_to_wrap == ["LlamaDecoderLayer"]
+    plugin.set_auto_wrap_policy(fixtures().tiny_model())  # the class name resolves in a real Llama
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+    assert LlamaDecoderLayer in plugin.auto_wrap_policy.keywords["transformer_layer_cls"]
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_json_is_read_by_accelerate_and_leaves_the_optimizer_to_memfit(stage):
+    pytest.importorskip("deepspeed")
+    from accelerate.utils import DeepSpeedPlugin
+
+    path = CONFIGS / f"deepspeed_zero{stage}.json"
+    config = json.loads(path.read_text())
+    plugin = DeepSpeedPlugin(hf_ds_config=str(path))
+    assert plugin.zero_stage == stage and plugin.hf_ds_config.is_zero3() == (stage == 3)
+    # memfit builds the optimizer and the LR schedule from the stack: accelerate refuses them in both places
+    assert "optimizer" not in config and "scheduler" not in config
+    # "auto": accelerate fills batch sizes, accumulation and precision from memfit's own settings
+    assert {config[k] for k in ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps")} == {"auto"}
+    assert config["bf16"]["enabled"] == config["fp16"]["enabled"] == "auto"
+
+
+@pytest.mark.parametrize("name", ["deepspeed_zero3.yaml", "fsdp.yaml"])
+def test_sharding_configs_take_the_documented_qlora_stack(name, monkeypatch):
+    """The env each config gives its processes, read back by memfit: the README's QLoRA stack passes; byte-stored
+    4-bit weights are refused (FSDP) or noted (ZeRO-3)."""
+    monkeypatch.chdir(REPO)
+    launch = Launch.from_env(_launch_env(name))
+    facts = {k: v for k, v in vars(launch).items() if k != "distributed_type"}
+    assert launch.sharded_weights and launch.num_processes == 2
+    assert check_stack_for_distributed(QLORA_SHARDABLE, launch.distributed_type, **facts) == []
+    if launch.distributed_type == "FSDP":
+        with pytest.raises(StackError, match="quant_storage=bf16"):
+            check_stack_for_distributed("lora+q4+bf16+gc", "FSDP", **facts)
+    else:
+        assert check_stack_for_distributed("lora+q4+bf16+gc", "DEEPSPEED", **facts)
+
+
+@pytest.mark.parametrize("name", ["ddp.yaml", "deepspeed_zero2.yaml", "cpu_2proc.yaml", "single_gpu.yaml"])
+def test_replicating_configs_take_byte_stored_4bit(name, monkeypatch):
+    monkeypatch.chdir(REPO)
+    launch = Launch.from_env(_launch_env(name))
+    facts = {k: v for k, v in vars(launch).items() if k != "distributed_type"}
+    assert not launch.sharded_weights
+    assert check_stack_for_distributed("lora+q4+bf16+gc", launch.distributed_type, **facts) == []
+    check_stack_for_distributed("lora+q4+bf16+gc+adam8", launch.distributed_type, **facts)  # allowed (DeepSpeed: a note)
+
+
+def test_readme_names_every_config_and_only_existing_files():
+    readme = (CONFIGS / "README.md").read_text()
+    for name in YAMLS:
+        assert name in readme, f"README does not mention {name}"
+    for path in re.findall(r"--config_file (\S+)", readme):
+        assert (REPO / path).is_file(), f"README points at missing {path}"
+
+
+@pytest.mark.slow
+def test_accelerate_launch_with_cpu_config_really_runs_two_processes(tmp_path):
+    """The real launcher, nothing simulated: two processes, one gloo group (memfit.distributed.partial_state)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get(
+        "PYTHONPATH", "")])}
+    env.pop("ACCELERATE_USE_CPU", None)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "launch_configs/cpu_2proc.yaml",
+           "launch_configs/smoke.py"]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    decoder = json.JSONDecoder()  # each process writes its line at once; still, do not rely on line boundaries
+    reports = [decoder.raw_decode(done.stdout, m.end())[0] for m in re.finditer(r"SMOKE ", done.stdout)]
+    assert sorted(r["rank"] for r in reports) == [0, 1]
+    assert {(r["num_processes"], r["distributed_type"]) for r in reports} == {(2, "MULTI_CPU")}
