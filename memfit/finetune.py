@@ -269,7 +269,9 @@ def summary_markdown(r: dict[str, Any], data_table: str = "") -> str:
         ("final perplexity", f"{r['final_perplexity']:.3f} ({r['final_bits_per_byte'] or math.nan:.4f} bits/byte)"),
         ("base perplexity", f"{r['base_perplexity']:.3f} ({r['base_bits_per_byte'] or math.nan:.4f} bits/byte); "
                             f"change {r['perplexity_change_pct']:+.1f} %"),
-        ("training", f"{r['train']['steps']} steps, {r['train']['tokens']:,} tokens, {r['tokens_per_s']:,.0f} tokens/s"),
+        ("training", f"{r['train']['steps']} steps, {r['train']['tokens']:,} tokens, {r['tokens_per_s']:,.0f} tokens/s"
+                     + (f" (resumed from {r['train']['resumed_from']}: the rate covers only the steps run now)"
+                        if r["train"].get("resumed_from") else "")),
         ("memory", f"peak {peak:.2f} GiB ({'allocator' if 'peak_gib' in mem['train'] else 'process RSS'}); planner: "
                    f"{p['peak_gib'] or 0:.2f} GiB at the max of a {p['budget_gib']:.1f} GiB budget"),
         ("device", f"{r['device']} x {r['num_processes']}"),

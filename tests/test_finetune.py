@@ -136,6 +136,12 @@ def test_example_end_to_end_writes_every_result_and_reuses_caches(tmp_path, monk
     assert second["base_perplexity"] == pytest.approx(saved["base_perplexity"], rel=1e-6)
     assert second["final_perplexity"] == pytest.approx(saved["final_perplexity"], rel=1e-4)
 
+    # the same run again continues from its final checkpoint instead of training on top of the trained adapter
+    again = example.main(_argv(climate_pdfs, tiny_model_dir, out, "first"))
+    assert again["train"]["resumed_from"] and again["train"]["steps"] == 3
+    assert again["final_perplexity"] == pytest.approx(saved["final_perplexity"], rel=1e-5)
+    assert "resumed from" in (run / "summary.md").read_text()
+
 
 def test_empty_pdf_dir_fails_with_instructions(tmp_path, monkeypatch):
     monkeypatch.setenv("MEMFIT_CACHE", str(tmp_path / "cache"))
