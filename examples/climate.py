@@ -1,6 +1,7 @@
 """Fine-tune a LLaMA-architecture model on climate-report PDFs with memfit, end to end.
 
     accelerate launch examples/climate.py --pdf-dir ../shared/corpus/climate     # or: python examples/climate.py ...
+    accelerate launch --config_file launch_configs/ddp.yaml examples/climate.py ...   # several GPUs (see launch_configs/)
 
 Extracts the PDFs, splits them by document, loads the model with the memory-strategy stack, plans the largest
 micro-batch, trains with accumulation up to the target effective batch, measures test perplexity before and after,

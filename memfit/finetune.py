@@ -28,6 +28,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from .data import DataError, build_datasets, extract_pdfs
+from .distributed import accelerator_kwargs as launch_kwargs
+from .distributed import check_launch, partial_state
 from .evaluation import perplexity
 from .loop import TrainConfig, make_accelerator, train
 from .models import load_model, load_tokenizer
@@ -138,21 +140,13 @@ def load_corpus(pdf_dir: str, cache: Optional[str]):
     return corpus
 
 
-def _partial_state():
-    """accelerate's PartialState; memfit.distributed's version (where present) also builds the gloo group that
-    several CPU processes under `accelerate launch` need (plain PartialState leaves each of them alone)."""
-    try:
-        from .distributed import partial_state
-    except ImportError:
-        from accelerate import PartialState as partial_state
-    return partial_state()
-
-
 def run_finetune(cfg: FinetuneConfig | None = None, **overrides: Any) -> dict[str, Any]:
     """Run the whole job (see the module docstring); returns what results.json holds."""
     from accelerate.utils import set_seed
 
-    state = _partial_state()  # joins the process group under `accelerate launch` before the planner's collectives
+    # before anything else touches accelerate: under `accelerate launch` it joins (on CPU: builds) the process group
+    # that the planner's collectives and the Accelerator use
+    state = partial_state()
 
     def info(message: str) -> None:  # progress lines from the main process only
         if state.is_main_process:
@@ -175,6 +169,8 @@ def run_finetune(cfg: FinetuneConfig | None = None, **overrides: Any) -> dict[st
     t = phase("data_s", t)
 
     stack = with_accumulation(cfg.stack, cfg.target_effective_batch)
+    for note in check_launch(stack):  # a stack the launch engine cannot run fails here, before loading
+        info(f"note: {note}")
     device = state.device
     if device.type == "cuda" and device.index is None:  # one GPU without a process group: make the index explicit
         device = torch.device("cuda", torch.cuda.current_device())  # (load_model's device_map needs it)
@@ -196,7 +192,8 @@ def run_finetune(cfg: FinetuneConfig | None = None, **overrides: Any) -> dict[st
          f"({'cached plan' if planned.cache_hit else f'{planned.probe_count} probes'})")
     t = phase("plan_s", t)
 
-    acc = make_accelerator(stack, planned.max_micro_batch, project_dir=str(run_dir))
+    acc = make_accelerator(stack, planned.max_micro_batch, project_dir=str(run_dir),
+                           **launch_kwargs(stack, state))
     eval_docs, eval_info = sample_documents(bundle.test, tokenizer, cfg.eval_max_tokens, cfg.eval_context)
 
     def evaluate(label: str):

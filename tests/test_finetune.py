@@ -149,3 +149,25 @@ def test_empty_pdf_dir_fails_with_instructions(tmp_path, monkeypatch):
     with pytest.raises(DataError, match=r"no \.pdf files in .*empty(.|\n)*--pdf-dir"):
         _example().main(["--pdf-dir", str(tmp_path / "empty"), "--output-dir", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_example_under_accelerate_launch_with_two_cpu_processes(tmp_path, tiny_model_dir, climate_pdfs):
+    """The real launcher: both ranks plan the same micro-batch, accumulation counts both processes, rank 0 writes."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MEMFIT_CACHE": str(tmp_path / "cache"),
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env.pop("ACCELERATE_USE_CPU", None)
+    out = tmp_path / "results"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "launch_configs/cpu_2proc.yaml",
+           "examples/climate.py", *_argv(climate_pdfs, tiny_model_dir, out, "ddp")]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = json.loads((out / "ddp" / "results.json").read_text())
+    micro, k = saved["max_batch_size"], saved["gradient_accumulation_steps"]
+    assert saved["num_processes"] == saved["plan"]["num_processes"] == 2
+    assert k == math.ceil(16 / (micro * 2)) and saved["effective_batch_size"] == micro * k * 2
+    assert saved["final_perplexity"] < saved["base_perplexity"]
+    assert done.stdout.count("| maximum batch size |") == 1  # one summary, from rank 0
