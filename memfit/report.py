@@ -46,7 +46,7 @@ def format_table(results: Iterable[PlanResult]) -> str:
 def to_markdown(results: list[PlanResult], meta: dict[str, Any]) -> str:
     head = "| " + " | ".join(h for h, _, _ in COLUMNS) + " |"
     sep = "|" + "|".join("---" for _ in COLUMNS) + "|"
-    body = ["| " + " | ".join(_cells(r)).replace("|", "\\|") + " |" for r in results]
+    body = ["| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |" for r in results]
     about = [f"- **{k}**: {v}" for k, v in meta.items() if not isinstance(v, (dict, list))]
     vers = meta.get("versions") or (results[0].versions if results else {})
     about.append("- **versions**: " + ", ".join(f"{k} {v}" for k, v in vers.items()))
