@@ -16,6 +16,16 @@ from .registry import register_strategy
 from .stack import Stack
 
 __version__ = "0.1.0"
-__all__ = ["HOOKS", "Context", "MemoryEstimate", "ModelError", "NumericError", "Stack", "StackError", "Strategy",
+
+
+def __getattr__(name: str):
+    # The end-to-end pipeline pulls in pypdf/datasets: import it only when asked for.
+    if name in ("FinetuneConfig", "run_finetune"):
+        from . import finetune
+
+        return getattr(finetune, name)
+    raise AttributeError(f"module 'memfit' has no attribute {name!r}")
+
+__all__ = ["FinetuneConfig", "HOOKS", "Context", "MemoryEstimate", "ModelError", "NumericError", "Stack", "StackError", "Strategy",
            "TrainConfig", "TrainResult", "available_strategies", "estimate", "load_config", "load_model",
-           "load_tokenizer", "register_strategy", "shipped_configs", "train"]
+           "load_tokenizer", "register_strategy", "run_finetune", "shipped_configs", "train"]

@@ -28,7 +28,6 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from .data import DataError, build_datasets, extract_pdfs
-from .distributed import accelerator_kwargs as launch_kwargs
 from .distributed import check_launch, partial_state
 from .evaluation import perplexity
 from .loop import TrainConfig, make_accelerator, train
@@ -192,8 +191,7 @@ def run_finetune(cfg: FinetuneConfig | None = None, **overrides: Any) -> dict[st
          f"({'cached plan' if planned.cache_hit else f'{planned.probe_count} probes'})")
     t = phase("plan_s", t)
 
-    acc = make_accelerator(stack, planned.max_micro_batch, project_dir=str(run_dir),
-                           **launch_kwargs(stack, state))
+    acc = make_accelerator(stack, planned.max_micro_batch, project_dir=str(run_dir), data_seed=cfg.seed)
     eval_docs, eval_info = sample_documents(bundle.test, tokenizer, cfg.eval_max_tokens, cfg.eval_context)
 
     def evaluate(label: str):

@@ -90,19 +90,27 @@ class NumericError(RuntimeError):
     """The loss stayed NaN/inf: training stops instead of corrupting the weights further."""
 
 
-def make_accelerator(stack: Stack, micro_batch: int, log_with: Optional[str] = None, project_dir=None, **overrides):
-    """An Accelerator configured by the stack, with accumulation windows that ignore epoch boundaries."""
-    from accelerate import Accelerator, PartialState
+def make_accelerator(stack: Stack, micro_batch: int, log_with: Optional[str] = None, project_dir=None,
+                     data_seed: int = 0, **overrides):
+    """An Accelerator configured by the stack and the launch (DDP kwargs, scheduler stepping), with accumulation
+    windows that ignore epoch boundaries."""
+    from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, GradientAccumulationPlugin
 
-    state = PartialState()
+    from .distributed import accelerator_kwargs as launch_kwargs
+    from .distributed import partial_state
+
+    state = partial_state()  # must be the first PartialState: on a GPU-less launch it builds the gloo group
     ctx = stack.context(state.device, state.distributed_type, state.num_processes, micro_batch=micro_batch)
     kwargs = stack.accelerator_kwargs(ctx)
     steps = kwargs.pop("gradient_accumulation_steps", accumulation_steps(stack, micro_batch, state.num_processes))
     plugin = GradientAccumulationPlugin(num_steps=steps, sync_with_dataloader=False)
     _forget_previous_accelerator(kwargs.get("mixed_precision", "no"))
+    # launch_kwargs sets step_scheduler_with_optimizer=False: accelerate would otherwise step a prepared scheduler
+    # once per process at every optimizer step, running the schedule `world` times too fast.
     return Accelerator(gradient_accumulation_plugin=plugin, log_with=log_with, project_dir=project_dir,
-                       dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True), **{**kwargs, **overrides})
+                       dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=data_seed),
+                       **{**kwargs, **launch_kwargs(stack, state), **overrides})
 
 
 def _forget_previous_accelerator(mixed_precision: str) -> None:
@@ -140,7 +148,7 @@ def train(model: torch.nn.Module, stack: Stack | str, train_data, config: TrainC
     stack, cfg = Stack.coerce(stack), config or TrainConfig()
     if cfg.output_dir:
         ensure_writable(cfg.output_dir)  # fail now, not after hours of training
-    acc = accelerator or make_accelerator(stack, cfg.micro_batch, cfg.log_with, cfg.output_dir)
+    acc = accelerator or make_accelerator(stack, cfg.micro_batch, cfg.log_with, cfg.output_dir, data_seed=cfg.seed)
     from accelerate.utils import set_seed
 
     set_seed(cfg.seed)
@@ -239,7 +247,8 @@ def _run(model, stack, ctx, acc, optimizer, scheduler, loader, total, cfg, saver
 
 def _accumulate(model, acc, stack, ctx, pieces, window_tokens) -> torch.Tensor:
     """Forward+backward over one window's micro-batches, from zero gradients; returns the summed NLL."""
-    model.zero_grad(set_to_none=True)  # a window retried after an OOM must not keep the failed attempt's gradients
+    # a window retried after an OOM must not keep the failed attempt's gradients (DeepSpeed's engine takes no args)
+    model.zero_grad() if acc.distributed_type == "DEEPSPEED" else model.zero_grad(set_to_none=True)
     acc.step, acc.gradient_accumulation_steps = 0, len(pieces)
     # Each micro-batch contributes nll_sum / window_tokens. accelerate divides by the accumulation steps, DDP averages
     # over processes: multiply both back so the step's gradient is exactly sum(nll) / sum(tokens).

@@ -60,7 +60,8 @@ def embedded_model_dir() -> Path:
     tmp = out.with_name(out.name + ".tmp")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    tmp.replace(out) if not out.exists() else None
+    if not out.exists():  # another process may have finished the same conversion first
+        tmp.replace(out)
     return out
 
 
@@ -124,14 +125,17 @@ def random_weights_dir(config, dtype: torch.dtype, device: torch.device) -> Path
         tmp = out.with_name(out.name + f".tmp{os.getpid()}")
         model.save_pretrained(tmp)
         del model
-        os.replace(tmp, out) if not out.exists() else None
+        if not out.exists():  # another rank may have written the same weights first
+            os.replace(tmp, out)
     return out
 
 
 def load_tokenizer(model: str | None):
+    """The model's own tokenizer; the embedded SmolLM2 one for the default and for weight-less shipped configs."""
     from transformers import AutoTokenizer
 
-    source = model if model and model.lower() != EMBEDDED and Path(model).is_dir() else embedded_model_dir()
+    own = model and model.lower() != EMBEDDED and not (CONFIG_DIR / f"{model.lower()}.json").exists()
+    source = model if own else embedded_model_dir()
     try:
         tok = AutoTokenizer.from_pretrained(source)
     except Exception as exc:
@@ -142,11 +146,12 @@ def load_tokenizer(model: str | None):
 
 
 def load_model(model: str = EMBEDDED, stack=None, ctx=None, *, random_init: bool = False,
-               extra_kwargs: dict[str, Any] | None = None) -> torch.nn.Module:
+               extra_kwargs: dict[str, Any] | None = None, seed: int | None = 0) -> torch.nn.Module:
     """Load `model` with the stack's loading kwargs and apply its model transforms.
 
     `model`: the embedded default, a local directory, a Hub id, or (with random_init) a shipped config name.
-    Safetensors only (no pickle), and remote code is never trusted implicitly.
+    Safetensors only (no pickle), and remote code is never trusted implicitly. `seed` fixes the random parts the
+    stack adds (LoRA's A matrices), so two loads give the same starting point.
     """
     from transformers import AutoModelForCausalLM
 
@@ -164,14 +169,16 @@ def load_model(model: str = EMBEDDED, stack=None, ctx=None, *, random_init: bool
             with torch.device(ctx.device):
                 net = AutoModelForCausalLM.from_config(config, dtype=kwargs["dtype"],
                                                        attn_implementation=kwargs["attn_implementation"])
-            return stack.apply_model(net, ctx)
+            return _apply(stack, net, ctx, seed)
         source = str(random_weights_dir(config, kwargs["dtype"], ctx.device))
     else:
         source = resolve_weights(model)
         if Path(source).is_dir() and (problem := _local_problem(Path(source))):
             raise ModelError(problem)
     if quantized:  # bitsandbytes quantizes while moving weights onto the device
-        kwargs["device_map"] = {"": ctx.device.index if ctx.device.type == "cuda" else "cpu"}
+        cuda = ctx.device.type == "cuda"
+        index = ctx.device.index if ctx.device.index is not None else (torch.cuda.current_device() if cuda else None)
+        kwargs["device_map"] = {"": index if cuda else "cpu"}
     try:
         net = AutoModelForCausalLM.from_pretrained(source, use_safetensors=True, trust_remote_code=False, **kwargs)
     except OSError as exc:
@@ -183,4 +190,10 @@ def load_model(model: str = EMBEDDED, stack=None, ctx=None, *, random_init: bool
         raise
     if not quantized:
         net.to(ctx.device)
+    return _apply(stack, net, ctx, seed)
+
+
+def _apply(stack, net, ctx, seed: int | None):
+    if seed is not None:
+        torch.manual_seed(seed)
     return stack.apply_model(net, ctx)

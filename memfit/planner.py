@@ -217,7 +217,7 @@ def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Opt
                 break
             best -= 1
     finally:
-        del optimizer
+        optimizer.state.clear()  # the planner's optimizer state must not outlive the plan
         meter.release()
     result = _result(stack, seq_len, best, probes, est, meter, target_effective_batch, world, predicted, device)
     result.search_seconds = time.perf_counter() - start

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Protocol, runtime_che
 import torch
 
 if TYPE_CHECKING:
-    from .memory import MemoryEstimate
     from .stack import Stack
 
 # Hook points, in the order a training run reaches them.

@@ -11,7 +11,6 @@ import importlib
 import importlib.util
 import json
 import os
-import sys
 import time
 import traceback
 from datetime import timedelta
@@ -39,14 +38,10 @@ class Recorder:
 
 
 def fixtures():
-    """tests/conftest.py by path: `import conftest` finds whichever conftest.py pytest imported last (tests/data/
-    has one too), so a full run would hand this module the wrong one."""
-    name = "memfit_tests_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(__file__), "conftest.py"))
-        sys.modules[name] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    """The tiny-model helpers (tests/_models.py; this directory is on sys.path in the spawned workers too)."""
+    import _models
+
+    return _models
 
 
 def recording(spec: str):

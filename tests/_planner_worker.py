@@ -9,7 +9,7 @@ def plan_on_each_rank(out_dir: str) -> None:
     sys.path.insert(0, os.path.dirname(__file__))
     from accelerate import PartialState
 
-    from conftest import tiny_model
+    from _models import tiny_model
     from memfit import Stack
     from memfit.planner import plan
     from memfit.probe import SimulatedMeter

@@ -34,7 +34,7 @@ import transformers.models.llama.modeling_llama  # noqa: E402,F401
 
 import memfit  # noqa: E402
 import memfit.checkpoint as checkpoint  # noqa: E402
-from conftest import random_blocks, tiny_model  # noqa: E402
+from _models import random_blocks, tiny_model  # noqa: E402
 from memfit.protocol import strategy_config  # noqa: E402
 
 SPEC = "lora:r=64+adam8+ga2"  # r=64: LoRA A/B of 4096 values, the size bitsandbytes keeps 8-bit moments for

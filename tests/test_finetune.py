@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, tiny_config
+from _models import REPO, tiny_config
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
 from pdf_factory import english_page, write_text_pdf  # noqa: E402

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 import memfit
 from memfit import Stack, TrainConfig
 from memfit.protocol import strategy_config
-from conftest import random_blocks, tiny_model
+from _models import random_blocks, tiny_model
 
 
 class PlainSGD(BaseModel):

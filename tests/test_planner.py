@@ -10,7 +10,7 @@ import torch
 from memfit import Stack
 from memfit.planner import plan, search_max
 from memfit.probe import Probe, SimulatedMeter, run_probe
-from conftest import tiny_model
+from _models import tiny_model
 
 SEQ, BUDGET = 64, 3.0e6
 

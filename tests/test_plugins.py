@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import textwrap
 
-import torch
 
 from memfit import Stack, registry
 
@@ -41,7 +40,7 @@ def test_plugin_distribution_on_sys_path_is_usable_by_name(tmp_path, monkeypatch
         stack = Stack.from_spec("freeze_embeddings:scale=2+gc")
         assert stack.get("freeze_embeddings").scale == 2.0
         assert Stack.from_dict(["freeze_embeddings"]).spec == "freeze_embeddings"
-        from conftest import tiny_model
+        from _models import tiny_model
 
         model = stack.apply_model(tiny_model(), stack.context("cpu"))
         assert not model.get_input_embeddings().weight.requires_grad

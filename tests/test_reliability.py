@@ -29,7 +29,7 @@ from memfit.checkpoint import CheckpointError, list_checkpoints, load_adapter
 from memfit.loss import causal_lm_nll
 from memfit.probe import SimulatedMeter
 from memfit.protocol import strategy_config
-from conftest import random_blocks, tiny_model
+from _models import random_blocks, tiny_model
 
 HERE = Path(__file__).resolve().parent
 
@@ -433,8 +433,6 @@ def test_stack_yaml_with_unknown_keys_wrong_types_or_impossible_stacks(tmp_path,
 
 
 def test_stack_yaml_cannot_run_code(tmp_path):
-    import yaml
-
     marker = tmp_path / "code-ran"
     path = tmp_path / "stack.yaml"
     path.write_text(f"strategies: !!python/object/apply:os.system ['touch {marker}']\n")

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 import memfit
 from memfit import Stack, StackError
 from memfit.protocol import strategy_config
-from conftest import random_blocks, tiny_model
+from _models import random_blocks, tiny_model
 
 
 def test_spec_round_trip_and_order_of_listing_does_not_matter():

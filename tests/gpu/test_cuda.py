@@ -7,7 +7,7 @@ import torch
 
 from memfit import Stack
 from memfit.planner import plan
-from conftest import random_blocks, tiny_model
+from _models import random_blocks, tiny_model
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 torch.backends.cuda.matmul.allow_tf32 = False

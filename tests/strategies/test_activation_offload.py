@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from memfit import Stack, StackError
-from conftest import random_blocks, tiny_model
+from _models import random_blocks, tiny_model
 
 
 def _grads(spec: str):

@@ -5,7 +5,7 @@ import torch
 
 from memfit import Stack
 from memfit.strategies.chunked_cross_entropy import linear_cross_entropy
-from conftest import random_blocks, tiny_model
+from _models import random_blocks, tiny_model
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 64, 1000])

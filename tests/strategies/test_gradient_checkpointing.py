@@ -5,7 +5,7 @@ import torch
 
 from memfit import Stack
 from memfit.strategies.gradient_checkpointing import checkpointed_layers
-from conftest import random_blocks, tiny_model
+from _models import random_blocks, tiny_model
 
 
 def _saved_bytes_and_grads(spec: str, layers: int = 4):

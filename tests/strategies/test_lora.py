@@ -4,7 +4,7 @@ import torch
 
 import memfit
 from memfit import Stack, TrainConfig
-from conftest import random_blocks, tiny_model
+from _models import random_blocks, tiny_model
 
 
 def test_trainable_fraction_is_below_one_percent_on_a_realistic_shape():

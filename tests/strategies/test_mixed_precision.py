@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-import pytest
 import torch
 
 import memfit
 from memfit import Stack
-from conftest import random_blocks, tiny_model
+from _models import random_blocks, tiny_model
 
 
 def _residual_dtypes(model, ctx_dtype):

@@ -7,7 +7,7 @@ import torch
 
 import memfit
 from memfit import Stack, TrainConfig
-from conftest import random_blocks, tiny_model
+from _models import random_blocks, tiny_model
 
 bnb = pytest.importorskip("bitsandbytes")
 
