@@ -224,7 +224,8 @@ def _run(model, stack, ctx, acc, optimizer, scheduler, loader, total, cfg, saver
         rate = meter.update(int(window_tokens.item()))
         if step % cfg.log_every == 0 or step == total:
             mem = memory_stats(acc.device)
-            bar.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{rate:,.0f}", mem=f"{mem.get('peak_gib', 0):.2f}G")
+            peak = mem.get("peak_gib", mem.get("peak_rss_gib", 0.0))  # CUDA allocator peak, or the CPU process's RSS
+            bar.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{rate:,.0f}", mem=f"{peak:.2f}G")
             acc.log({"loss": step_loss, "lr": scheduler.get_last_lr()[0], "tokens_per_s": rate,
                      "micro_batch": backoff.micro_batch, "skipped_steps": result.skipped_steps}, step=step)
         bar.update(1)
