@@ -108,11 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("data", help="`memfit data inspect DIR`: extraction artefacts and split statistics")
     args = parser.parse_args(argv)
     from . import StackError
+    from .data import DataError
     from .models import ModelError
 
     try:
         return args.func(args)
-    except (StackError, ModelError) as exc:
+    except (StackError, ModelError, DataError, ValueError) as exc:  # user errors: the message says the fix
         print(f"memfit: {exc}", file=sys.stderr)
         return 2
 
