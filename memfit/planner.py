@@ -195,7 +195,7 @@ def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Opt
     meter = meter or (CudaMeter(device, margin) if device.type == "cuda" else None)
     if meter is None:
         raise ValueError("planning on CPU needs a SimulatedMeter(budget_bytes): CPU memory has no OOM boundary to "
-                         "search for; run on a GPU or pass meter=SimulatedMeter(...)")
+                         "search for; run on a GPU or pass meter=SimulatedMeter(...) (CLI: --cpu-budget-gib N)")
     est = estimate(stack, config, seq_len, ctx)
     budget = _reduce(meter.budget, "MIN", device)  # the smallest device decides
     predicted = int(_reduce(est.max_micro_batch(budget), "MIN", device))
