@@ -11,10 +11,10 @@ import time
 
 import torch
 
+from memfit.memory import GiB
 from memfit.planner import PlanResult, search_max, versions
 from memfit.probe import CudaMeter, Probe, is_oom
 
-GiB = 2**30
 
 
 def load_hf_recipe(weights_dir: str):

@@ -14,11 +14,16 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if batch.get(k) is not None}
 
 
-def shifted_labels(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def masked_labels(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Labels aligned with input_ids (HF convention), padding set to IGNORE_INDEX."""
     labels = batch.get("labels", batch["input_ids"])
     if batch.get("attention_mask") is not None:
         labels = labels.masked_fill(batch["attention_mask"] == 0, IGNORE_INDEX)
-    return labels[:, 1:]
+    return labels
+
+
+def shifted_labels(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return masked_labels(batch)[:, 1:]
 
 
 def count_predicted_tokens(batch: dict[str, torch.Tensor]) -> int:

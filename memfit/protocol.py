@@ -7,7 +7,6 @@ so composition never depends on the order the user listed them in.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Protocol, runtime_checkable
 
@@ -79,8 +78,6 @@ def exclusive_claims(strategies: Iterable[Any]) -> dict[str, list[str]]:
                 claims.setdefault(h, []).append(s.name)
     return claims
 
-
-StepContext = AbstractContextManager
 
 
 def strategy_config():

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-GiB = 1024**3
+from .memory import GiB
 
 
 def reset_peak(device: torch.device) -> None:

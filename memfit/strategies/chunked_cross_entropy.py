@@ -17,7 +17,7 @@ import torch
 from pydantic import BaseModel, Field
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from ..loss import IGNORE_INDEX, model_inputs, shifted_labels
+from ..loss import IGNORE_INDEX, masked_labels, model_inputs
 from ..protocol import PHASE_LOSS, strategy_config
 from ..registry import register_strategy
 
@@ -109,11 +109,9 @@ class ChunkedCrossEntropy(BaseModel):
         return model
 
     def compute_loss(self, model, batch, ctx):
-        labels = batch.get("labels", batch["input_ids"])
-        if batch.get("attention_mask") is not None:
-            labels = labels.masked_fill(batch["attention_mask"] == 0, IGNORE_INDEX)
+        labels = masked_labels(batch)
         out = model(**model_inputs(batch), labels=labels, use_cache=False)
-        return out.loss, (shifted_labels(batch) != IGNORE_INDEX).sum()
+        return out.loss, (labels[:, 1:] != IGNORE_INDEX).sum()
 
     def estimate_memory(self, est, ctx):
         est.logits, est.loss_chunk_tokens = "chunked", self.chunk
