@@ -56,6 +56,7 @@ def main() -> None:
     ap.add_argument("--finder", action="store_true", help="also accelerate.find_executable_batch_size on it")
     ap.add_argument("--train", help="stack spec to train --train-steps steps at its planned size")
     ap.add_argument("--train-steps", type=int, default=50)
+    ap.add_argument("--train-seq", type=int, help="sequence length of the --train run (default: the first --seq)")
     ap.add_argument("--memory-gib", type=float, help="cap the card at this many GiB (compare an H200 with an H100)")
     ap.add_argument("--out", default=os.environ.get("OUT", "benchmarks/results"))
     ap.add_argument("--name", default="bench")
@@ -100,7 +101,8 @@ def main() -> None:
         del model
         free_device()
     if args.train:
-        extra["train"].append(train_check(weights, args.train, args.seq[0], args.train_steps, margin))
+        extra["train"].append(train_check(weights, args.train, args.train_seq or args.seq[0], args.train_steps,
+                                              margin))
         print(extra["train"][-1], flush=True)
         save()
     print(format_table(rows))

@@ -1,9 +1,14 @@
 """Activation offloading: checkpointed layer inputs live in host memory, not on the GPU.
 
 Gradient checkpointing still keeps one hidden-state tensor per layer on the device (layers x tokens x hidden). Here
-each checkpointed layer's input is copied to host memory on a side stream while the next layers compute, and
-copied back one layer ahead of the backward pass (prefetch), so device memory per sample approaches a single
-layer's recompute working set. The recompute restores the RNG and autocast state of the forward (dropout masks match).
+each checkpointed layer's input is copied to host memory while the next layers compute, and copied back one layer
+ahead of the backward pass (prefetch), so device memory per sample approaches a single layer's recompute working set.
+The recompute restores the RNG and autocast state of the forward (dropout masks match).
+
+Host memory comes from an arena that is reused step after step: a fresh 2.5 GiB pageable buffer per layer and step
+costs more in page faults than the copy itself, and torch's pinned caching allocator rounds every block up to a
+power of two. On CUDA the copies run on a worker thread and a side stream: a copy into pageable memory blocks the
+calling thread, which would otherwise stop queueing the next layers' kernels.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import ClassVar, Optional
 
 import torch
@@ -20,12 +26,49 @@ from ..protocol import PHASE_OFFLOAD, StackError, strategy_config
 from ..registry import register_strategy
 from .gradient_checkpointing import checkpointed_layers
 
+_ALIGN = 512  # bytes: keeps every view aligned for any dtype and for fast DMA
+
+
+class HostArena:
+    """Host buffers handed out front to back within a step and all reused by the next one (`rewind`)."""
+
+    def __init__(self, max_bytes: float, pin: bool = False):
+        self.max_bytes, self.pin = max_bytes, pin
+        self.chunks: list[list] = []  # [uint8 buffer, bytes used this step]
+        self.generation = 0  # bumped by rewind: a view from an older generation may have been overwritten
+
+    @property
+    def reserved(self) -> int:
+        return sum(c[0].numel() for c in self.chunks)
+
+    def rewind(self) -> None:
+        self.generation += 1
+        for c in self.chunks:
+            c[1] = 0
+
+    def view(self, shape, dtype: torch.dtype) -> torch.Tensor:
+        nbytes = torch.Size(shape).numel() * dtype.itemsize
+        size = -(-nbytes // _ALIGN) * _ALIGN
+        fits = [c for c in self.chunks if c[0].numel() - c[1] >= size]
+        if not fits:
+            if self.reserved + size > self.max_bytes:  # drop what this step has not touched (sizes of old probes)
+                self.chunks = [c for c in self.chunks if c[1]]
+            if self.reserved + size > self.max_bytes:
+                raise torch.OutOfMemoryError(
+                    f"offloaded activations would exceed the host-memory cap of {self.max_bytes / 2**30:.1f} GiB "
+                    f"(ActivationOffload max_host_gib)")
+            fits = [[torch.empty(size, dtype=torch.uint8, pin_memory=self.pin), 0]]
+            self.chunks += fits
+        chunk = min(fits, key=lambda c: c[0].numel() - c[1])  # best fit: big chunks stay free for big tensors
+        start, chunk[1] = chunk[1], chunk[1] + size
+        return chunk[0][start:start + nbytes].view(dtype).view(shape)
+
 
 class _Saved:
-    """One layer input parked on the host, and the event that says its copy back to the device is done."""
+    """One parked layer input: its host copy (pending while `copied` runs) and, once fetched, its device copy."""
 
-    def __init__(self, host: torch.Tensor, device: torch.device):
-        self.host, self.device = host, device
+    def __init__(self, host: torch.Tensor, device: torch.device, generation: int, copied: Optional[Future] = None):
+        self.host, self.device, self.generation, self.copied = host, device, generation, copied
         self.on_device: Optional[torch.Tensor] = None
         self.ready: Optional[torch.cuda.Event] = None
 
@@ -34,62 +77,75 @@ _OFFLOADERS: "weakref.WeakSet[Offloader]" = weakref.WeakSet()
 
 
 class Offloader:
-    """Per-model runtime state: streams, the stack of parked inputs of the current step, the host-memory cap."""
+    """Per-model runtime state: the arena, the parked inputs of the current step in forward order, the copy worker."""
 
     def __init__(self, max_host_bytes: float, pin: bool = False):
-        self.max_host_bytes, self.pin = max_host_bytes, pin
+        self.arena = HostArena(max_host_bytes, pin)
         self.parked: list[_Saved] = []
-        self.host_bytes = 0
         self.stream: Optional[torch.cuda.Stream] = None
+        self.worker: Optional[ThreadPoolExecutor] = None
         _OFFLOADERS.add(self)
 
-    def reset(self) -> None:
-        """Forget a step that died half-way (an OOM): its parked host tensors are released."""
+    def new_step(self) -> None:
+        """A forward begins: the previous step's backward is over, its host buffers can be written again."""
         self.parked.clear()
-        self.host_bytes = 0
+        self.arena.rewind()
 
-    def _side_stream(self):
+    def _cuda(self):
         if self.stream is None:
             self.stream = torch.cuda.Stream()
-        return self.stream
+            self.worker = ThreadPoolExecutor(1, thread_name_prefix="memfit-offload")
+        return self.stream, self.worker
 
     def park(self, x: torch.Tensor) -> _Saved:
-        self.host_bytes += x.numel() * x.element_size()
-        if self.host_bytes > self.max_host_bytes:
-            self.host_bytes = 0
-            raise torch.OutOfMemoryError(f"offloaded activations would exceed the host-memory cap of "
-                                         f"{self.max_host_bytes / 2**30:.1f} GiB (ActivationOffload max_host_gib)")
-        if x.device.type != "cuda":  # CPU runs (tests): nothing to move, keep a private copy
-            return _Saved(x.detach().clone(), x.device)
-        # Pinned buffers come from torch's caching host allocator, which rounds every block up to a power of two
-        # (a 1.3 GiB layer input takes 2 GiB) and page-locks it: on the H100 VM that exhausted the driver's page
-        # tables at ~5 GiB. Pageable, exact-size buffers are the default; `pin=True` trades that for faster copies.
-        host = torch.empty(x.shape, dtype=x.dtype, pin_memory=self.pin)
-        stream = self._side_stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            host.copy_(x.detach(), non_blocking=True)
-        x.record_stream(stream)  # the allocator must not reuse x before the copy has read it
-        return _Saved(host, x.device)
+        host = self.arena.view(x.shape, x.dtype)
+        if x.device.type != "cuda":  # CPU runs (tests): a plain copy
+            host.copy_(x.detach())
+            return _Saved(host, x.device, self.arena.generation)
+        stream, worker = self._cuda()
+        produced = torch.cuda.Event()
+        produced.record()  # x is complete once the current stream reaches this point
+        x = x.detach()  # the closure holds x until its copy is done: its memory cannot be handed out before
+
+        def copy() -> None:
+            with torch.cuda.device(x.device), torch.cuda.stream(stream):
+                stream.wait_event(produced)
+                host.copy_(x)
+                stream.synchronize()  # pageable destination: done when the bytes are in host memory
+
+        return _Saved(host, x.device, self.arena.generation, worker.submit(copy))
 
     def fetch(self, saved: _Saved) -> None:
-        """Start copying a parked input back to the device (no-op when already there)."""
+        """Start copying a parked input back to the device (no-op when already there or on CPU)."""
         if saved.on_device is not None or saved.device.type != "cuda":
             return
-        stream = self._side_stream()
-        with torch.cuda.stream(stream):
-            saved.on_device = saved.host.to(saved.device, non_blocking=True)
-            saved.ready = torch.cuda.Event()
-            saved.ready.record(stream)
+        if saved.generation != self.arena.generation:
+            raise RuntimeError("offloaded activations were overwritten: run backward before the next forward "
+                               "(ActivationOffload keeps one step's layer inputs)")
+        stream, worker = self._cuda()
+        saved.on_device = torch.empty(saved.host.shape, dtype=saved.host.dtype, device=saved.device)
+        allocated, saved.ready = torch.cuda.Event(), torch.cuda.Event()
+        allocated.record()  # the new block may still be in use by kernels queued before it was freed
+
+        def copy() -> None:
+            if saved.copied is not None:
+                saved.copied.result()
+            with torch.cuda.device(saved.device), torch.cuda.stream(stream):
+                stream.wait_event(allocated)
+                saved.on_device.copy_(saved.host, non_blocking=True)
+                saved.ready.record(stream)
+
+        saved.copied = worker.submit(copy)
 
     def take(self, saved: _Saved) -> torch.Tensor:
         if saved.device.type != "cuda":
-            return saved.host
+            if saved.generation != self.arena.generation:
+                raise RuntimeError("offloaded activations were overwritten: run backward before the next forward")
+            return saved.host.clone()
         self.fetch(saved)
+        saved.copied.result()
         torch.cuda.current_stream().wait_event(saved.ready)
-        x = saved.on_device
-        x.record_stream(torch.cuda.current_stream())
-        saved.on_device = None
+        x, saved.on_device = saved.on_device, None
         return x
 
     def prefetch_before(self, saved: _Saved) -> None:
@@ -101,6 +157,8 @@ class Offloader:
     def checkpoint(self, run_fn, hidden, *args):
         if not torch.is_tensor(hidden):
             raise TypeError("activation offload expects the layer's hidden states as its first positional argument")
+        if not torch.is_grad_enabled():  # evaluation in train mode: nothing will be recomputed
+            return run_fn(hidden, *args)
         return _OffloadedLayer.apply(self, run_fn, hidden, *args)
 
 
@@ -125,9 +183,6 @@ class _OffloadedLayer(torch.autograd.Function):
         off = ctx.off
         off.prefetch_before(ctx.saved)
         hidden = off.take(ctx.saved).detach().requires_grad_(True)
-        if ctx.saved in off.parked:
-            off.parked.remove(ctx.saved)
-            off.host_bytes -= hidden.numel() * hidden.element_size()
         dev = hidden.device
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else [], device_type=dev.type):
             torch.set_rng_state(ctx.cpu_rng)
@@ -153,11 +208,11 @@ class ActivationOffload(BaseModel):
     phase: ClassVar[int] = PHASE_OFFLOAD
 
     max_host_gib: Optional[float] = Field(None, gt=0)  # default: 80% of the host memory available at load time
-    pin: bool = False  # page-locked host buffers (faster, asynchronous copies; see Offloader.park)
+    pin: bool = False  # page-locked arena (faster copies; the VM we measured on refused large page-locked sizes)
 
     def describe(self) -> str:
         kind = "pinned" if self.pin else "pageable"
-        return f"checkpointed layer inputs offloaded to {kind} host memory, prefetched one layer ahead in backward"
+        return f"checkpointed layer inputs offloaded to a reused {kind} host arena, prefetched one layer ahead in backward"
 
     def check(self, stack) -> None:
         if "gc" not in stack:
@@ -177,13 +232,10 @@ class ActivationOffload(BaseModel):
 
     @contextlib.contextmanager
     def step_context(self, ctx):
+        # Rewind at the start only: the backward may run after this context has closed (the planner's probes do).
         for off in list(_OFFLOADERS):
-            off.reset()
-        try:
-            yield
-        finally:
-            for off in list(_OFFLOADERS):
-                off.reset()
+            off.new_step()
+        yield
 
     def estimate_memory(self, est, ctx):
         est.offloaded = True

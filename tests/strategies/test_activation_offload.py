@@ -35,3 +35,41 @@ def test_offload_needs_checkpointing_and_respects_the_host_cap():
     with pytest.raises(torch.OutOfMemoryError, match="host-memory cap"):
         with stack.step_context(stack.context("cpu")):
             stack.compute_loss(model, batch, stack.context("cpu"))
+
+
+def _forward(stack, model, batch):
+    with stack.step_context(stack.context("cpu")):
+        nll, _ = stack.compute_loss(model, batch, stack.context("cpu"))
+    return nll
+
+
+def test_host_arena_is_reused_step_after_step():
+    stack = Stack.from_spec("lora+gc+offload")
+    model = stack.apply_model(tiny_model(num_hidden_layers=3), stack.context("cpu"))
+    batch = {k: torch.tensor([r[k] for r in random_blocks(4, 32)]) for k in ("input_ids", "labels")}
+    arena = model._memfit_offloader.arena
+    _forward(stack, model, batch).backward()
+    reserved = arena.reserved
+    assert reserved >= 3 * 4 * 32 * model.config.hidden_size * 4  # three layer inputs, fp32
+    for _ in range(3):
+        _forward(stack, model, batch).backward()
+    assert arena.reserved == reserved and len(arena.chunks) == 3  # no new host memory after the first step
+
+
+def test_backward_after_a_second_forward_is_refused_not_silently_wrong():
+    stack = Stack.from_spec("lora+gc+offload")
+    model = stack.apply_model(tiny_model(), stack.context("cpu"))
+    batch = {k: torch.tensor([r[k] for r in random_blocks(2, 16)]) for k in ("input_ids", "labels")}
+    first = _forward(stack, model, batch)
+    _forward(stack, model, batch)  # rewinds the arena: the first graph's parked inputs may be overwritten
+    with pytest.raises(RuntimeError, match="run backward before the next forward"):
+        first.backward()
+
+
+def test_no_grad_forward_in_train_mode_parks_nothing():
+    stack = Stack.from_spec("lora+gc+offload")
+    model = stack.apply_model(tiny_model(), stack.context("cpu"))
+    batch = {k: torch.tensor([r[k] for r in random_blocks(2, 16)]) for k in ("input_ids", "labels")}
+    with torch.no_grad():
+        _forward(stack, model, batch)
+    assert model._memfit_offloader.arena.reserved == 0 and model.training
