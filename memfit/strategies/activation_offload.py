@@ -127,9 +127,11 @@ class Offloader:
         allocated, saved.ready = torch.cuda.Event(), torch.cuda.Event()
         allocated.record()  # the new block may still be in use by kernels queued before it was freed
 
+        parked = saved.copied  # this input's copy to the host (the worker runs jobs in order; kept for clarity)
+
         def copy() -> None:
-            if saved.copied is not None:
-                saved.copied.result()
+            if parked is not None:
+                parked.result()
             with torch.cuda.device(saved.device), torch.cuda.stream(stream):
                 stream.wait_event(allocated)
                 saved.on_device.copy_(saved.host, non_blocking=True)
