@@ -137,6 +137,8 @@ def _train(args, state, out: str) -> dict:
     acc = make_accelerator(stack, micro, **accelerator_kwargs(stack, state))
     notes += check_launch(stack, acc)
     report["zero_stage"] = Launch.from_accelerator(acc).zero_stage
+    # the Accelerator's engine: PartialState (the line's first field) says MULTI_GPU under an FSDP config
+    report["distributed_type"] = str(acc.distributed_type).split(".")[-1]
     rows = _RandomRows(micro * acc.num_processes * args.steps * acc.gradient_accumulation_steps, args.seq,
                        model.config.vocab_size)
     cfg = TrainConfig(micro_batch=micro, max_steps=args.steps, lr=1e-3, warmup=0, progress=False, output_dir=out,

@@ -120,7 +120,8 @@ class MemoryEstimate:
         s, h = self.compute_bytes, self.hidden
         layer = self.layer_activation_bytes_per_token()
         ckpt = self.checkpointed_layers
-        kept = (self.n_layers - ckpt) * layer + (0 if self.offloaded else ckpt * s * h)
+        # offloaded: the input being recomputed and the next one, prefetched, are still on the device
+        kept = (self.n_layers - ckpt) * layer + (2 * s * h if self.offloaded else ckpt * s * h)
         # one layer's activations rebuilt at a time in backward, plus its MLP gradients (gate and up) in flight
         recompute = layer + 2 * s * self.intermediate if ckpt else 0.0
         if self.logits == "full":  # logits in compute dtype, their fp32 copy, the saved log-softmax, and ~1 byte

@@ -149,6 +149,23 @@ def search_max(probe: Callable[[int], Probe], *, predicted: Optional[int] = None
     return lo, probes
 
 
+def retry_boundary(probe: Callable[[int], Probe], probes: list[Probe], best: int, limit: int) -> int:
+    """Fragmentation after OOMs can make a size fail that fits from a clean start (accelerate's finder rejected 22
+    after 20 OOMs although 22 fits), never the reverse. So the size just above the answer is probed once more when
+    its OOM came after other OOMs; a size that fits then raises the answer and its neighbour gets the same check."""
+    retried: set[int] = set()
+    while 0 < best < limit and best + 1 not in retried:
+        failed = [i for i, p in enumerate(probes) if p.micro_batch == best + 1 and not p.fits]
+        if not failed or all(p.fits for p in probes[:failed[-1]]):
+            break  # that OOM happened with no earlier OOM in the process: nothing to distrust
+        retried.add(best + 1)
+        probes.append(again := probe(best + 1))
+        if not again.fits:
+            break
+        best += 1
+    return best
+
+
 def _interpolate(points: list[tuple[int, float]], budget: Optional[float], baseline) -> Optional[int]:
     """Where the line through the largest measured (b, peak) point and the one farthest from it crosses the
     budget (adjacent points give a noisy slope)."""
@@ -211,11 +228,8 @@ def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Opt
         best, probes = search_max(probe, predicted=predicted or None, budget=budget,
                                   baseline=lambda: _reduce(meter.baseline(), "MAX", device),
                                   limit=limit)
-        while best and device.type == "cuda":  # verify from a clean allocator state: fragmentation can lie
-            probes.append(final := probe(best))
-            if final.fits:
-                break
-            best -= 1
+        if device.type == "cuda":
+            best = retry_boundary(probe, probes, best, limit)
     finally:
         optimizer.state.clear()  # the planner's optimizer state must not outlive the plan
         meter.release()

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from memfit import Stack
-from memfit.planner import plan, search_max
+from memfit.planner import plan, retry_boundary, search_max
 from memfit.probe import Probe, SimulatedMeter, run_probe
 from _models import tiny_model
 
@@ -142,3 +142,20 @@ def test_two_ranks_agree_on_the_smaller_device(tmp_path):
     stack, model = _model()
     alone = plan(model, stack, seq_len=SEQ, meter=SimulatedMeter(2.2e6), cache_dir=tmp_path / "solo")
     assert r0["max_micro_batch"] == alone.max_micro_batch  # the smaller rank's answer
+
+
+def test_boundary_that_failed_after_other_ooms_is_probed_again():
+    asked = []
+
+    def clean_probe(b: int) -> Probe:  # from a clean allocator, sizes up to 10 fit
+        asked.append(b)
+        return Probe(b, b <= 10)
+
+    # 10 failed right after OOMs at 12 and 11: fragmentation may have lied
+    seen = [Probe(1, True), Probe(12, False), Probe(11, False), Probe(10, False), Probe(9, True)]
+    assert retry_boundary(clean_probe, seen, 9, limit=100) == 10
+    assert asked == [10, 11]  # 10 fits again; 11, also failed after an OOM, gets its one retry and fails
+
+    asked.clear()  # a boundary whose OOM was the process's first is trusted: no extra probe
+    assert retry_boundary(clean_probe, [Probe(1, True), Probe(10, True), Probe(11, False)], 10, limit=100) == 10
+    assert asked == []
