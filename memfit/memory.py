@@ -41,6 +41,7 @@ class MemoryEstimate:
     small_tensor_optimizer_bytes: float | None = None
     checkpointed_layers: int = 0
     offloaded: bool = False  # checkpointed layer inputs live in host memory
+    mlp_tile_tokens: int = 0  # tiled MLP: intermediates exist for this many tokens at a time (0: not tiled)
     lora_dropout: bool = True
     logits: str = "full"  # "full" (HF path) or "chunked"
     loss_chunk_tokens: int = 1024
@@ -114,6 +115,9 @@ class MemoryEstimate:
             proj = per_input * ((3 if self.lora_dropout else 1) * h + a)
         attention = s * (2 * a + 2 * kv) + 4 * self.heads  # q, k, v, out, logsumexp
         mlp = s * 3 * i  # gate, silu(gate), up
+        if self.mlp_tile_tokens:  # only the MLP's input is kept; its linears' inputs are rebuilt per chunk
+            proj -= s * (h + i) if full else 0
+            mlp = s * h
         return float(norms + proj + attention + mlp)
 
     def per_token_bytes(self) -> dict[str, float]:
@@ -123,7 +127,8 @@ class MemoryEstimate:
         # offloaded: the input being recomputed and the next one, prefetched, are still on the device
         kept = (self.n_layers - ckpt) * layer + (2 * s * h if self.offloaded else ckpt * s * h)
         # one layer's activations rebuilt at a time in backward, plus its MLP gradients (gate and up) in flight
-        recompute = layer + 2 * s * self.intermediate if ckpt else 0.0
+        mlp_grads = 0 if self.mlp_tile_tokens else 2 * s * self.intermediate
+        recompute = layer + mlp_grads if ckpt else 0.0
         if self.logits == "full":  # logits in compute dtype, their fp32 copy, the saved log-softmax, and ~1 byte
             logits = self.vocab * (s + 4 + 4 + 1)  # per entry of gradient transients (measured on an H100, seq 512)
         else:  # only the hidden states and their gradient; logits exist per chunk only
@@ -134,6 +139,7 @@ class MemoryEstimate:
     def peak_bytes(self, micro_batch: int) -> float:
         per_token = sum(self.per_token_bytes().values())
         chunk = self.vocab * self.loss_chunk_tokens * 12 if self.logits == "chunked" else 0
+        chunk += self.mlp_tile_tokens * 5 * self.intermediate * self.compute_bytes  # 3 intermediates + 2 gradients
         return sum(self.static_bytes().values()) + micro_batch * self.seq_len * per_token + chunk
 
     def max_micro_batch(self, budget_bytes: float) -> int:

@@ -12,5 +12,6 @@ __all__ = ["GradientAccumulation", "GradientCheckpointing", "LoRA", "MixedPrecis
            "Quant8bit"]
 from .activation_offload import ActivationOffload  # noqa: E402
 from .chunked_cross_entropy import ChunkedCrossEntropy  # noqa: E402
+from .tiled_mlp import TiledMLP  # noqa: E402
 
-__all__ += ["ActivationOffload", "ChunkedCrossEntropy"]
+__all__ += ["ActivationOffload", "ChunkedCrossEntropy", "TiledMLP"]
