@@ -63,8 +63,8 @@ def main() -> None:
     args = ap.parse_args()
 
     t0 = time.perf_counter()
-    # torch 2.11's cuDNN attention failed a backward at seq 2048 ("mha_graph.execute ... is_good()", not an OOM):
-    # flash / memory-efficient SDPA for every row, the HF baseline included
+    # memfit.load_model turns cuDNN SDPA off (torch 2.11's failed a backward at seq 2048); the HF baseline loads
+    # its model itself, so the same setting is made here for it
     torch.backends.cuda.enable_cudnn_sdp(False)
     total = torch.cuda.get_device_properties(0).total_memory / 2**30
     margin = max(0.0, 1 - args.memory_gib / total) if args.memory_gib else 0.0

@@ -38,13 +38,23 @@ def _error_line(log: Path, timed_out: bool) -> str | None:
     return hits[-1][:300] if hits else None
 
 
+def _rank_reports(out: Path, name: str) -> list[dict]:
+    """Each rank's smoke_rank<r>.json, or, where those did not come back (the device tool returns a limited number
+    of files), the same JSON from the `SMOKE {...}` lines of the launch log."""
+    files = list((out / name).glob("smoke_rank*.json"))
+    if files:
+        return [json.loads(p.read_text()) for p in files]
+    log = out / f"{name}.log"
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    return [json.loads(line[len("SMOKE "):]) for line in lines if line.startswith("SMOKE {")]
+
+
 def collect(out: Path) -> list[dict]:
     names = {p.parent.name for p in out.glob("*/smoke_rank*.json")} | {p.stem for p in out.glob("*.log")}
     names = [n for n in ORDER if n in names] + sorted(n for n in names - set(ORDER) if not n.startswith("_"))
     rows = []
     for name in names:
-        ranks = sorted((json.loads(p.read_text()) for p in (out / name).glob("smoke_rank*.json")),
-                       key=lambda r: r["rank"])
+        ranks = sorted(_rank_reports(out, name), key=lambda r: r["rank"])
         rc, main = _rc(out, name), (ranks[0] if ranks else {})
         expected = main.get("num_processes", len(ranks))
         errors = [r["error"] for r in ranks if r.get("error")]

@@ -33,7 +33,6 @@ def main() -> None:
     ap.add_argument("--out", default=os.environ.get("OUT", "benchmarks/results"))
     ap.add_argument("--name", default="offload_probe")
     args = ap.parse_args()
-    torch.backends.cuda.enable_cudnn_sdp(False)  # as in gpu_bench.py
     device = torch.device("cuda", 0)
     weights = str(random_weights_dir(memfit.load_config(args.config), torch.bfloat16, device))
     rows = []

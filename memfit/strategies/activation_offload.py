@@ -119,19 +119,13 @@ class Offloader:
         """Start copying a parked input back to the device (no-op when already there or on CPU)."""
         if saved.on_device is not None or saved.device.type != "cuda":
             return
-        if saved.generation != self.arena.generation:
-            raise RuntimeError("offloaded activations were overwritten: run backward before the next forward "
-                               "(ActivationOffload keeps one step's layer inputs)")
+        self._check_current(saved)
         stream, worker = self._cuda()
         saved.on_device = torch.empty(saved.host.shape, dtype=saved.host.dtype, device=saved.device)
         allocated, saved.ready = torch.cuda.Event(), torch.cuda.Event()
         allocated.record()  # the new block may still be in use by kernels queued before it was freed
 
-        parked = saved.copied  # this input's copy to the host (the worker runs jobs in order; kept for clarity)
-
-        def copy() -> None:
-            if parked is not None:
-                parked.result()
+        def copy() -> None:  # one worker runs jobs in order: this input's copy to the host is already done
             with torch.cuda.device(saved.device), torch.cuda.stream(stream):
                 stream.wait_event(allocated)
                 saved.on_device.copy_(saved.host, non_blocking=True)
@@ -139,10 +133,14 @@ class Offloader:
 
         saved.copied = worker.submit(copy)
 
+    def _check_current(self, saved: _Saved) -> None:
+        if saved.generation != self.arena.generation:
+            raise RuntimeError("offloaded activations were overwritten: run backward before the next forward "
+                               "(ActivationOffload keeps one step's layer inputs)")
+
     def take(self, saved: _Saved) -> torch.Tensor:
         if saved.device.type != "cuda":
-            if saved.generation != self.arena.generation:
-                raise RuntimeError("offloaded activations were overwritten: run backward before the next forward")
+            self._check_current(saved)
             return saved.host.clone()
         self.fetch(saved)
         saved.copied.result()

@@ -14,51 +14,23 @@ from typing import ClassVar
 
 import torch
 from pydantic import BaseModel, Field
+from torch.utils.checkpoint import checkpoint
 
 from ..protocol import PHASE_CHECKPOINT, strategy_config
 from ..registry import register_strategy
 from .gradient_checkpointing import decoder_layers
 
 
-class TiledMLPFunction(torch.autograd.Function):
-    """y = mlp(x) token chunk by token chunk; saves x only. Gradients of the MLP's own trainable parameters (LoRA
-    on gate/up/down, or a full fine-tune) are accumulated into their .grad by the per-chunk backward."""
-
-    @staticmethod
-    def forward(ctx, mlp, x, tokens: int, *trainable):  # trainable: only so autograd calls back (see backward)
-        ctx.mlp, ctx.tokens = mlp, tokens
-        dev = x.device.type
-        ctx.autocast = (torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
-        ctx.save_for_backward(x)
-        flat = x.reshape(-1, x.shape[-1])
-        with torch.no_grad():
-            out = torch.cat([mlp.forward_untiled(c) for c in flat.split(tokens)])
-        return out.view(*x.shape[:-1], out.shape[-1])
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        (x,) = ctx.saved_tensors
-        flat = x.detach().reshape(-1, x.shape[-1])
-        grads = grad_out.reshape(-1, grad_out.shape[-1])
-        grad_x = torch.empty_like(flat) if ctx.needs_input_grad[1] else None
-        dev = x.device.type
-        for start in range(0, flat.shape[0], ctx.tokens):
-            chunk = flat[start:start + ctx.tokens].detach().requires_grad_(grad_x is not None)
-            with torch.enable_grad(), torch.autocast(dev, dtype=ctx.autocast[1], enabled=ctx.autocast[0]):
-                out = ctx.mlp.forward_untiled(chunk)
-            if out.requires_grad:
-                torch.autograd.backward(out, grads[start:start + ctx.tokens])
-            if grad_x is not None:
-                grad_x[start:start + ctx.tokens] = chunk.grad
-        # the parameters' gradients were accumulated by the chunk backwards above
-        return (None, grad_x.view_as(x) if grad_x is not None else None, None) + (None,) * len(ctx.needs_input_grad[3:])
-
-
 def _tiled_forward(mlp, x):
-    if not torch.is_grad_enabled() or x.shape[:-1].numel() <= mlp.memfit_tile_tokens:
+    flat = x.reshape(-1, x.shape[-1])
+    if not torch.is_grad_enabled() or flat.shape[0] <= mlp.memfit_tile_tokens:
         return mlp.forward_untiled(x)  # evaluation, or a batch no larger than one tile: nothing to save
-    trainable = [p for p in mlp.parameters() if p.requires_grad]  # LoRA on gate/up/down, or a full fine-tune
-    return TiledMLPFunction.apply(mlp, x, mlp.memfit_tile_tokens, *trainable)
+    # Each chunk is checkpointed: it keeps only its input (a view of x), and autograd runs one chunk's backward
+    # (recompute included) before the next, so one chunk's intermediates exist at a time. torch's checkpoint
+    # restores autocast and RNG and lets the MLP's own trainable weights (LoRA on gate/up/down) get gradients.
+    out = torch.cat([checkpoint(mlp.forward_untiled, c, use_reentrant=False)
+                     for c in flat.split(mlp.memfit_tile_tokens)])
+    return out.view(*x.shape[:-1], out.shape[-1])
 
 
 @register_strategy(aliases=("tmlp",))
