@@ -30,9 +30,9 @@ HOOKS = (
 EXCLUSIVE_HOOKS = frozenset({"make_optimizer", "compute_loss"})
 
 # Phases: the canonical application order. Loading decisions first, then dtype, adapters,
-# checkpointing, offload, loss, optimizer and finally the step schedule.
+# checkpointing, offload, loss, compilation (of the modules the earlier phases left), optimizer, step schedule.
 PHASE_LOAD, PHASE_DTYPE, PHASE_ADAPTER, PHASE_CHECKPOINT, PHASE_OFFLOAD = 10, 20, 30, 40, 50
-PHASE_LOSS, PHASE_OPTIMIZER, PHASE_SCHEDULE = 60, 70, 80
+PHASE_LOSS, PHASE_COMPILE, PHASE_OPTIMIZER, PHASE_SCHEDULE = 60, 65, 70, 80
 
 
 class StackError(ValueError):

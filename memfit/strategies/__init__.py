@@ -1,5 +1,8 @@
 """Built-in memory strategies, one file each. Importing this package registers them by name."""
 
+from .activation_offload import ActivationOffload
+from .chunked_cross_entropy import ChunkedCrossEntropy
+from .compile_layers import CompileLayers
 from .gradient_accumulation import GradientAccumulation
 from .gradient_checkpointing import GradientCheckpointing
 from .lora import LoRA
@@ -7,11 +10,7 @@ from .mixed_precision import MixedPrecision
 from .optimizer8bit import Optimizer8bit
 from .quant4bit import Quant4bit
 from .quant8bit import Quant8bit
+from .tiled_mlp import TiledMLP
 
-__all__ = ["GradientAccumulation", "GradientCheckpointing", "LoRA", "MixedPrecision", "Optimizer8bit", "Quant4bit",
-           "Quant8bit"]
-from .activation_offload import ActivationOffload  # noqa: E402
-from .chunked_cross_entropy import ChunkedCrossEntropy  # noqa: E402
-from .tiled_mlp import TiledMLP  # noqa: E402
-
-__all__ += ["ActivationOffload", "ChunkedCrossEntropy", "TiledMLP"]
+__all__ = ["ActivationOffload", "ChunkedCrossEntropy", "CompileLayers", "GradientAccumulation",
+           "GradientCheckpointing", "LoRA", "MixedPrecision", "Optimizer8bit", "Quant4bit", "Quant8bit", "TiledMLP"]

@@ -1,6 +1,8 @@
-"""Time single training steps of one stack at fixed micro-batches (no search): where the planner's search is too slow.
+"""Time single training steps of stacks at fixed micro-batches (no search): for stacks whose probes are too slow to
+search in one call (offload), and for throughput comparisons at one size (repeat a size: the first step of a compiled
+stack includes compilation).
 
-    python benchmarks/offload_probe.py --stack "lora+q4+bf16+gc+cce+offload+paged_adam8" --seq 512 --sizes 128 128 850
+    python benchmarks/step_probe.py --stack "lora+q4+bf16+gc+cce+offload+paged_adam8" --seq 512 --sizes 128 128 850
 
 Prints and writes (--out) one row per probe: fits, peak GiB, seconds, tokens/s, offload host arena GiB.
 """
@@ -31,7 +33,7 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--sizes", type=int, nargs="+", required=True)
     ap.add_argument("--out", default=os.environ.get("OUT", "benchmarks/results"))
-    ap.add_argument("--name", default="offload_probe")
+    ap.add_argument("--name", default="step_probe")
     args = ap.parse_args()
     device = torch.device("cuda", 0)
     weights = str(random_weights_dir(memfit.load_config(args.config), torch.bfloat16, device))

@@ -1,0 +1,52 @@
+"""torch.compile of the parts of each decoder layer: fuses their elementwise work (RMSNorm, rotary, SiLU*up, LoRA
+dropout and scaling) into a few kernels, which is most of what eager mode spends beyond the matmuls.
+
+Per layer part (attention, MLP, norms), not the whole model or the layer itself: the layers are identical, so one graph
+per part serves all of them, and the loop, the chunked loss and everything that wraps a layer stays eager. That last
+point matters: transformers (from 5.2x) puts the checkpoint call inside the layer's forward, where compiling the layer
+would trace checkpointing and activation offload's autograd Function instead of running them. Recomputes run the
+compiled parts too. Memory is unchanged to first order; the win is tokens/s, paid for by compiling in the first step.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal, Optional
+
+from pydantic import BaseModel
+
+from ..protocol import PHASE_COMPILE, strategy_config
+from ..registry import register_strategy
+from .gradient_checkpointing import decoder_layers
+
+# Every layer module is a distinct object with the same code: dynamo may specialise a graph per layer (e.g. on its
+# layer index) before it shares one, and the planner's probes change the micro-batch. The default limit (8) would
+# silently fall back to eager for the later layers, so it is raised to cover 1 graph per layer of an 8B model and more.
+RECOMPILE_LIMIT = 128
+
+
+@register_strategy
+class CompileLayers(BaseModel):
+    model_config = strategy_config()
+    name: ClassVar[str] = "compile"
+    phase: ClassVar[int] = PHASE_COMPILE
+
+    mode: Literal["default", "max-autotune-no-cudagraphs"] = "default"  # CUDA graphs are out: shapes change per probe
+    backend: str = "inductor"  # "aot_eager" traces the same graphs without code generation (tests, debugging)
+    dynamic: Optional[bool] = None  # None: specialise on the first shape, go dynamic once a second one is seen
+
+    def describe(self) -> str:
+        return f"torch.compile each decoder layer ({self.backend}, mode={self.mode})"
+
+    def transform_model(self, model, ctx):
+        import torch._dynamo
+
+        for key in ("cache_size_limit", "recompile_limit"):  # renamed in torch 2.6; set whichever exists
+            if hasattr(torch._dynamo.config, key):
+                setattr(torch._dynamo.config, key, max(getattr(torch._dynamo.config, key), RECOMPILE_LIMIT))
+        kwargs = {"backend": self.backend, "dynamic": self.dynamic}
+        if self.backend == "inductor":
+            kwargs["mode"] = self.mode
+        for layer in decoder_layers(model):
+            for part in layer.children():
+                part.compile(**kwargs)  # in place: parameter names, state dicts and peft's save paths are unchanged
+        return model
