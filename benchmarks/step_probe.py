@@ -55,7 +55,8 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             Path(args.out).mkdir(parents=True, exist_ok=True)
             Path(args.out, f"{args.name}.json").write_text(json.dumps(
-                {"card": torch.cuda.get_device_name(0), "versions": versions(), "rows": rows}, indent=2))
+                {"card": torch.cuda.get_device_name(0), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                 "versions": versions(), "rows": rows}, indent=2))
         del model, optimizer
         free_device()
 

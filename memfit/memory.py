@@ -4,8 +4,9 @@ peak(b) = static + b * seq * per_token, where
   static    = weights (by dtype / quantisation) + trainable params + grads + optimizer states + workspace
   per_token = activations kept for backward (all layers, or only checkpointed layer inputs)
               + one layer's recompute working set (when checkpointing) + the logits/loss path.
-The per-layer coefficients count what HF's Llama layer saves for backward (see tests/test_memory.py, which checks
-them against bytes seen by `saved_tensors_hooks`). Strategies edit the estimate through their `estimate_memory` hook.
+The per-layer coefficients count what HF's Llama layer saves for backward (tests/test_memory.py checks them against
+the bytes `saved_tensors_hooks` sees, one layer isolated as the difference of a 3- and a 2-layer model; the compiled
+variant is calibrated on H100 peaks, benchmarks/results/README.md). Strategies edit the estimate through their `estimate_memory` hook.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 GiB = 1024**3
+ATTN_BACKWARD_FP32_COPIES = 4.0  # see per_token_bytes
 
 
 def _bytes(dtype: torch.dtype) -> int:
@@ -43,6 +45,7 @@ class MemoryEstimate:
     offloaded: bool = False  # checkpointed layer inputs live in host memory
     mlp_tile_tokens: int = 0  # tiled MLP: intermediates exist for this many tokens at a time (0: not tiled)
     lora_dropout: bool = True
+    fused_elementwise: bool = False  # torch.compile'd layer parts: norms and SiLU are recomputed, not saved
     logits: str = "full"  # "full" (HF path) or "chunked"
     loss_chunk_tokens: int = 1024
     workspace_bytes: int = 512 * 1024**2  # cuBLAS workspaces, allocator slack, CUDA graphs of kernels
@@ -107,14 +110,17 @@ class MemoryEstimate:
         s, h, i = self.compute_bytes, self.hidden, self.intermediate
         a, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
         full = self.trainable_params is None
-        norms = 2 * (4 * h + 4)  # RMSNorm keeps an fp32 copy of its input and the rsqrt
+        fused = self.fused_elementwise
+        # eager RMSNorm keeps an fp32 copy of its input and the rsqrt; compiled, only the rsqrt (the input is recomputed)
+        norms = 2 * (4 + (0 if fused else 4 * h))
         if full:  # every linear keeps its input for the weight gradient
             proj = s * (2 * h + a + i)
-        else:  # frozen base: only LoRA keeps (dropped-out) inputs: q/k/v each their own, plus o
-            per_input = s + (1 if self.lora_dropout else 0)
-            proj = per_input * ((3 if self.lora_dropout else 1) * h + a)
+        else:  # frozen base: each LoRA A keeps its own copy of its input (peft casts x to the fp32 adapter dtype and
+            # autocast casts it back, per module), plus the dropout mask (1 byte; 2 per element measured compiled)
+            per_input = s + ((2 if fused else 1) if self.lora_dropout else 0)
+            proj = per_input * (3 * h + a)
         attention = s * (2 * a + 2 * kv) + 4 * self.heads  # q, k, v, out, logsumexp
-        mlp = s * 3 * i  # gate, silu(gate), up
+        mlp = s * (2 if fused else 3) * i  # gate, up and (eager only) silu(gate)
         if self.mlp_tile_tokens:  # only the MLP's input is kept; its linears' inputs are rebuilt per chunk
             proj -= s * (h + i) if full else 0
             mlp = s * h
@@ -126,9 +132,15 @@ class MemoryEstimate:
         ckpt = self.checkpointed_layers
         # offloaded: the input being recomputed and the next one, prefetched, are still on the device
         kept = (self.n_layers - ckpt) * layer + (2 * s * h if self.offloaded else ckpt * s * h)
-        # one layer's activations rebuilt at a time in backward, plus its MLP gradients (gate and up) in flight
+        # One layer's activations rebuilt at a time in backward; its peak is the larger of two phases. MLP phase: the
+        # whole layer's saved tensors plus the MLP gradients (gate and up) in flight. Attention phase (the MLP's are
+        # freed): fp32 gradient transients of norm backward, flash attention's dq accumulator and LoRA's fp32 input
+        # gradients, ~4 hidden-size fp32 tensors per token, calibrated on the H100 peaks of offload + tiled MLP
+        # (seq 512 x 800/900, 2048 x 200), where this phase decides because the MLP phase is tiled away.
         mlp_grads = 0 if self.mlp_tile_tokens else 2 * s * self.intermediate
-        recompute = layer + mlp_grads if ckpt else 0.0
+        mlp_saved = s * h if self.mlp_tile_tokens else s * (2 if self.fused_elementwise else 3) * self.intermediate
+        attention_phase = layer - mlp_saved + ATTN_BACKWARD_FP32_COPIES * 4 * h
+        recompute = max(layer + mlp_grads, attention_phase) if ckpt else 0.0
         if self.logits == "full":  # logits in compute dtype, their fp32 copy, the saved log-softmax, and ~1 byte
             logits = self.vocab * (s + 4 + 4 + 1)  # per entry of gradient transients (measured on an H100, seq 512)
         else:  # only the hidden states and their gradient; logits exist per chunk only

@@ -50,3 +50,6 @@ class CompileLayers(BaseModel):
             for part in layer.children():
                 part.compile(**kwargs)  # in place: parameter names, state dicts and peft's save paths are unchanged
         return model
+
+    def estimate_memory(self, est, ctx):
+        est.fused_elementwise = self.backend == "inductor"

@@ -41,3 +41,4 @@ class LoRA(BaseModel):
 
     def estimate_memory(self, est, ctx):
         est.set_trainable(est.lora_params(self.r, self.targets), bytes_per_param=4)
+        est.lora_dropout = self.dropout > 0

@@ -74,4 +74,4 @@ def test_compiled_layers_match_eager_on_the_device():
         loss_c, g_c, _ = _step(spec + "+compile")
         assert loss_c == pytest.approx(loss_ref, rel=1e-5)
         for k, g in g_ref.items():
-            torch.testing.assert_close(g_c[k], g, rtol=1e-3, atol=1e-5)
+            torch.testing.assert_close(g_c[k], g, rtol=1e-3, atol=1e-4)  # fused kernels sum in another order

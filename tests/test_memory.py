@@ -1,0 +1,69 @@
+"""The analytic memory model: its per-layer coefficients against the bytes autograd really saves, and its predictions
+against the exact maxima measured on the H100 (benchmarks/results/h100-2026-11-26*/)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import memfit
+from memfit import Stack
+from memfit.memory import estimate
+from memfit.probe import autocast_for
+from _models import random_blocks, tiny_model
+
+SHAPE = dict(hidden_size=128, intermediate_size=352, num_attention_heads=4, num_key_value_heads=2)
+
+
+def _saved_bytes(spec: str, layers: int, n: int = 2, seq: int = 64) -> tuple[int, object]:
+    """Bytes of distinct non-parameter storages saved for backward by one forward in the stack's compute dtype."""
+    stack = Stack.from_spec(spec)
+    ctx = stack.context("cpu")
+    model = stack.apply_model(tiny_model(num_hidden_layers=layers, **SHAPE).to(ctx.compute_dtype), ctx)
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    batch = {k: torch.tensor([r[k] for r in random_blocks(n, seq)]) for k in ("input_ids", "labels")}
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast_for(stack, ctx), stack.step_context(ctx):
+        stack.compute_loss(model, batch, ctx)
+    return sum(seen.values()), model.config
+
+
+# LoRA dropout 0: on CPU autocast the dropout keeps a 4-byte mask per element, on CUDA 1 byte (what the model counts).
+@pytest.mark.parametrize("spec", ["lora:dropout=0+bf16", "bf16", "lora:dropout=0+bf16+tiled_mlp:tokens=16"])
+def test_layer_coefficients_match_saved_bytes(spec):
+    three, config = _saved_bytes(spec, 3)
+    two, _ = _saved_bytes(spec, 2)
+    measured = (three - two) / (2 * 64)  # one decoder layer, per token
+    predicted = estimate(Stack.from_spec(spec), config, 64).layer_activation_bytes_per_token()
+    assert predicted == pytest.approx(measured, rel=0.1)
+
+
+# (stack, seq, largest size that fitted, smallest that failed): exact searches and fixed-size probes on one H100 80GB
+MEASURED = [
+    ("lora+q4+bf16+paged_adam8", 512, 31, 32),
+    ("lora+q4+bf16+gc+paged_adam8", 512, 92, 93),
+    ("lora+q4+bf16+gc+paged_adam8", 2048, 23, 24),
+    ("lora+q4+bf16+gc+cce+paged_adam8", 512, 450, 451),
+    ("lora+q4+bf16+gc+cce+paged_adam8", 2048, 112, 113),
+    ("lora+bf16+gc", 512, 88, 89),
+    ("lora+bf16+cce", 512, 41, 42),
+    ("lora+bf16+cce+compile", 512, 53, 54),
+    ("lora:dropout=0+bf16+cce+compile", 512, 70, 71),
+    ("lora:dropout=0+bf16+cce+compile", 2048, 17, 18),
+    ("lora+q4+bf16+gc+cce+offload+tiled_mlp+paged_adam8", 512, 900, 1000),
+    ("lora+q4+bf16+gc+cce+offload+tiled_mlp+paged_adam8", 2048, 200, 240),
+]
+
+
+@pytest.mark.parametrize("spec,seq,fits,fails", MEASURED, ids=[f"{m[0]}@{m[1]}" for m in MEASURED])
+def test_predictions_match_the_h100(spec, seq, fits, fails):
+    est = estimate(Stack.from_spec(spec), memfit.load_config("llama-3.2-3b"), seq)
+    predicted = est.max_micro_batch(79.18 * 2**30)  # the H100's usable memory
+    assert 0.9 * fits <= predicted <= 1.1 * (fails - 1), predicted
