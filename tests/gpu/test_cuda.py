@@ -46,8 +46,9 @@ def test_offload_matches_checkpointing_and_uses_less_device_memory():
 
 
 def test_chunked_cross_entropy_matches_and_cuts_the_logits_peak():
-    loss_ref, g_ref, peak_ref = _step("lora:dropout=0+gc")
-    loss_cce, g_cce, peak_cce = _step("lora:dropout=0+gc+cce")
+    # short sequences, many of them: the fp32 attention of the recomputed layer stays small next to the logits path
+    loss_ref, g_ref, peak_ref = _step("lora:dropout=0+gc", batch_size=16, seq=256)
+    loss_cce, g_cce, peak_cce = _step("lora:dropout=0+gc+cce", batch_size=16, seq=256)
     assert loss_cce == pytest.approx(loss_ref, rel=1e-5)
     for k, g in g_ref.items():
         torch.testing.assert_close(g_cce[k], g, rtol=1e-2, atol=1e-4)  # fp32 sums in another order
