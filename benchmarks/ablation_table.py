@@ -24,11 +24,28 @@ SEARCHED = [
     ("+ `compile`, LoRA dropout 0 (throughput-best)", "bf16+lora:dropout=0.0+cce+compile", "c"),
 ]
 OFFLOAD = "lora+q4+bf16+gc+cce+offload+tiled_mlp+paged_adam8"
+# fixed-size step_probe rows (no search): (label, stack, files)
+PROBED = [("+ `offload` + `tiled_mlp` (from + `cce`)", OFFLOAD, ("goal512", "goal512b", "goal2048")),
+          ("+ `offload` + `tiled_mlp` + `compile`", OFFLOAD.replace("paged", "compile+paged"), ("goal512_compile",))]
 
 
 def _load(d: Path, name: str) -> dict:
     p = d / f"{name}.json"
     return json.loads(p.read_text()) if p.exists() else {}
+
+
+def _probed_row(label: str, seq: int, probes: list[dict], hf: dict) -> dict:
+    fit = [p for p in probes if p["fits"]]
+    fail = [p["micro_batch"] for p in probes if not p["fits"]]
+    top = max(p["micro_batch"] for p in fit)
+    # the first step at a new size also faults the host arena's new pages in; a repeated size shows the rate
+    best = max(fit, key=lambda p: p["tokens_per_s"])
+    return {"label": label, "seq": seq, "max": top, "fails": min(fail) if fail else None,
+            "x_hf_batch": top / hf["max"], "tok_s_max": max(p["tokens_per_s"] for p in fit if p["micro_batch"] == top),
+            "tok_s_best": best["tokens_per_s"], "best_micro": best["micro_batch"],
+            "x_hf_tok_s": best["tokens_per_s"] / hf["tok_s_max"], "hf_tok_s": hf["tok_s_max"],
+            "peak_gib": max(p["peak_gib"] for p in fit if p["micro_batch"] == top),
+            "source": "step_probe files (fixed sizes, not a search)"}
 
 
 def build(d: Path) -> dict:
@@ -47,21 +64,10 @@ def build(d: Path) -> dict:
                          "x_hf_tok_s": best / call_hf["tokens_per_s"], "peak_gib": r["peak_gib"],
                          "hf_tok_s": call_hf["tokens_per_s"], "source": f"{stem}{seq}.json"})
             hf[seq] = rows[-1] if stack == HF else hf.get(seq)
-        probes = [p for name in ("goal512", "goal512b", "goal2048") for p in _load(d, name).get("rows", [])
-                  if p["stack"] == OFFLOAD and p["seq"] == seq]
-        if probes and seq in hf:
-            fit = [p for p in probes if p["fits"]]
-            fail = [p["micro_batch"] for p in probes if not p["fits"]]
-            top = max(p["micro_batch"] for p in fit)
-            # the first step at a new size also faults the host arena's new pages in; a repeated size shows the rate
-            best = max(fit, key=lambda p: p["tokens_per_s"])
-            rows.append({"label": "+ `offload` + `tiled_mlp` (from + `cce`)", "seq": seq, "max": top,
-                         "fails": min(fail) if fail else None, "x_hf_batch": top / hf[seq]["max"],
-                         "tok_s_max": max(p["tokens_per_s"] for p in fit if p["micro_batch"] == top),
-                         "tok_s_best": best["tokens_per_s"], "best_micro": best["micro_batch"],
-                         "x_hf_tok_s": best["tokens_per_s"] / hf[seq]["tok_s_max"], "hf_tok_s": hf[seq]["tok_s_max"],
-                         "peak_gib": max(p["peak_gib"] for p in fit if p["micro_batch"] == top),
-                         "source": "goal*.json (fixed-size steps, not a search)"})
+        for label, stack, files in PROBED:
+            probes = [p for name in files for p in _load(d, name).get("rows", []) if p["stack"] == stack and p["seq"] == seq]
+            if probes and seq in hf:
+                rows.append(_probed_row(label, seq, probes, hf[seq]))
     meta = _load(d, "abl512").get("meta", {})
     return {"card": meta.get("device"), "date": meta.get("date"), "rows": rows}
 

@@ -17,6 +17,7 @@ import torch
 
 GiB = 1024**3
 ATTN_BACKWARD_FP32_COPIES = 4.0  # see per_token_bytes
+FUSED_BACKWARD_FP32_SAVING = 1.8  # see per_token_bytes
 
 
 def _bytes(dtype: torch.dtype) -> int:
@@ -140,7 +141,10 @@ class MemoryEstimate:
         mlp_grads = 0 if self.mlp_tile_tokens else 2 * s * self.intermediate
         mlp_saved = s * h if self.mlp_tile_tokens else s * (2 if self.fused_elementwise else 3) * self.intermediate
         attention_phase = layer - mlp_saved + ATTN_BACKWARD_FP32_COPIES * 4 * h
-        recompute = max(layer + mlp_grads, attention_phase) if ckpt else 0.0
+        # compiled, norm backward's fp32 intermediates are fused away in either phase (H100: seed + cce at 128 and
+        # offload + tiled MLP at 800, both ~1.8 hidden-size fp32 tensors per token below eager beyond the saved norms)
+        fused = FUSED_BACKWARD_FP32_SAVING * 4 * h if self.fused_elementwise else 0.0
+        recompute = max(layer + mlp_grads, attention_phase) - fused if ckpt else 0.0
         if self.logits == "full":  # logits in compute dtype, their fp32 copy, the saved log-softmax, and ~1 byte
             logits = self.vocab * (s + 4 + 4 + 1)  # per entry of gradient transients (measured on an H100, seq 512)
         else:  # only the hidden states and their gradient; logits exist per chunk only

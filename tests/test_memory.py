@@ -67,3 +67,20 @@ def test_predictions_match_the_h100(spec, seq, fits, fails):
     est = estimate(Stack.from_spec(spec), memfit.load_config("llama-3.2-3b"), seq)
     predicted = est.max_micro_batch(79.18 * 2**30)  # the H100's usable memory
     assert 0.9 * fits <= predicted <= 1.1 * (fails - 1), predicted
+
+
+# (stack, seq, micro-batch, measured peak GiB): fixed-size steps on the H100 (step_probe.py), sizes far from the boundary
+PEAKS = [
+    ("lora+bf16+cce", 512, 32, 61.9),
+    ("lora:dropout=0+bf16+cce", 512, 32, 56.8),
+    ("lora+bf16+cce+compile", 512, 32, 49.8),
+    ("lora:dropout=0+bf16+cce+compile", 512, 32, 39.4),
+    ("lora+q4+bf16+gc+cce+offload+tiled_mlp+paged_adam8", 512, 800, 67.1),
+    ("lora+q4+bf16+gc+cce+offload+tiled_mlp+compile+paged_adam8", 512, 800, 53.8),
+]
+
+
+@pytest.mark.parametrize("spec,seq,micro_batch,peak_gib", PEAKS, ids=[f"{p[0]}x{p[2]}" for p in PEAKS])
+def test_peaks_match_the_h100(spec, seq, micro_batch, peak_gib):
+    est = estimate(Stack.from_spec(spec), memfit.load_config("llama-3.2-3b"), seq)
+    assert est.peak_bytes(micro_batch) / 2**30 == pytest.approx(peak_gib, rel=0.05)
