@@ -6,6 +6,7 @@
 import json
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -25,10 +26,10 @@ def main(pdf_dir: str, out: str) -> None:
         res = perplexity(model, bundle.test, context_length=context, stride=stride, batch_size=4, progress=True)
         rows.append({**res.to_dict(), "seconds": time.perf_counter() - t})
         print(rows[-1], flush=True)
-    json.dump({"model": "SmolLM2-135M-Instruct (embedded GGUF, dequantized, fp32)", "device": "cpu",
-               "date": time.strftime("%Y-%m-%d"), "test_documents": list(bundle.test["name"]),
-               "versions": versions(), "results": rows, "threads": torch.get_num_threads()},
-              open(out, "w"), indent=2)
+    Path(out).write_text(json.dumps(
+        {"model": "SmolLM2-135M-Instruct (embedded GGUF, dequantized, fp32)", "device": "cpu",
+         "date": time.strftime("%Y-%m-%d"), "test_documents": list(bundle.test["name"]),
+         "versions": versions(), "results": rows, "threads": torch.get_num_threads()}, indent=2))
 
 
 if __name__ == "__main__":

@@ -122,8 +122,9 @@ def main(argv=None) -> int:
     out = Path(argv[0])
     rows = collect(out)
     (out / "multi_gpu.json").write_text(json.dumps(rows, indent=1))
-    (out / "multi_gpu.md").write_text(markdown(rows))
-    print(markdown(rows), end="")
+    table = markdown(rows)
+    (out / "multi_gpu.md").write_text(table)
+    print(table, end="")
     return 0
 
 

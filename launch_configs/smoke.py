@@ -114,7 +114,7 @@ def _base(args, out: str, state):
 
 def _train(args, state, out: str) -> dict:
     import memfit
-    from memfit.distributed import Launch, accelerator_kwargs, check_launch
+    from memfit.distributed import Launch, check_launch
     from memfit.loop import TrainConfig, make_accelerator
     from memfit.planner import versions
 
@@ -134,8 +134,8 @@ def _train(args, state, out: str) -> dict:
         _phase(state, start, f"planned micro-batch {micro} ({report['plan_probes']} probes)")
         if micro < 1:
             raise RuntimeError(f"the planner found no micro-batch that fits at seq {args.seq}")
-    acc = make_accelerator(stack, micro, **accelerator_kwargs(stack, state))
-    notes += check_launch(stack, acc)
+    acc = make_accelerator(stack, micro)
+    notes = list(dict.fromkeys(notes + check_launch(stack, acc)))  # the Accelerator adds facts, not repeats
     report["zero_stage"] = Launch.from_accelerator(acc).zero_stage
     # the Accelerator's engine: PartialState (the line's first field) says MULTI_GPU under an FSDP config
     report["distributed_type"] = str(acc.distributed_type).split(".")[-1]

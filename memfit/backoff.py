@@ -20,13 +20,13 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
 import torch
 
-from .probe import is_oom
+from .planner import write_plan_cache
+from .probe import is_oom, oom_summary
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,9 +72,7 @@ def update_plan_cache(path: str | Path, micro_batch: int, event: dict[str, Any])
     if (data.get("best_micro_batch") or 0) > micro_batch:
         data.update(best_micro_batch=micro_batch, best_grad_accum=ga, best_tokens_per_s=None)
     data.setdefault("backoffs", []).append(event)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    write_plan_cache(path, data)
 
 
 class OOMBackoff:
@@ -99,7 +97,7 @@ class OOMBackoff:
             except Exception as exc:  # noqa: BLE001 - only OOMs are handled, everything else propagates
                 if not is_oom(exc):
                     raise
-                error = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                error = oom_summary(exc)
             # Out of the except block: the traceback (and with it the failed step's graph) is gone now.
             gc.collect()
             if torch.cuda.is_available():

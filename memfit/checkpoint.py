@@ -191,13 +191,14 @@ class Checkpointer:
         if self.acc.is_main_process and self.root.is_dir():  # leftovers of saves or deletions that were killed
             for junk in self.root.glob(".t*-step-*"):
                 shutil.rmtree(junk, ignore_errors=True)
+        latest = self.latest()
         if mode is False or mode == "never":
-            if self.latest() is not None:
-                raise CheckpointError(f"{self.root} already holds checkpoints up to {self.latest().name} of an "
+            if latest is not None:
+                raise CheckpointError(f"{self.root} already holds checkpoints up to {latest.name} of an "
                                       f"earlier run and resume is off: use resume='auto' to continue it, or another "
                                       f"output_dir to start over")
             return None
-        folder = self.latest() if mode in (True, "auto") else Path(mode)
+        folder = latest if mode in (True, "auto") else Path(mode)
         if folder is None:
             if mode is True:
                 raise CheckpointError(f"resume=True but {self.root} holds no complete checkpoint")

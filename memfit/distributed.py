@@ -292,8 +292,9 @@ def partial_state(**kwargs):
     process wins, so call this before anything else creates one."""
     from accelerate import PartialState
 
-    if wants_cpu_group():
-        kwargs.setdefault("cpu", True)
-    elif _flag(os.environ, "ACCELERATE_USE_DEEPSPEED") and _launched(os.environ) and not _has_accelerator():
-        kwargs.setdefault("backend", "gloo")
+    if _launched(os.environ) and not _has_accelerator():
+        if _flag(os.environ, "ACCELERATE_USE_DEEPSPEED"):
+            kwargs.setdefault("backend", "gloo")
+        else:  # wants_cpu_group()
+            kwargs.setdefault("cpu", True)
     return PartialState(**kwargs)

@@ -24,7 +24,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional, Union
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from .data import DataError, build_datasets, extract_pdfs
@@ -141,8 +140,6 @@ def load_corpus(pdf_dir: str, cache: Optional[str]):
 
 def run_finetune(cfg: FinetuneConfig | None = None, **overrides: Any) -> dict[str, Any]:
     """Run the whole job (see the module docstring); returns what results.json holds."""
-    from accelerate.utils import set_seed
-
     # before anything else touches accelerate: under `accelerate launch` it joins (on CPU: builds) the process group
     # that the planner's collectives and the Accelerator use
     state = partial_state()
@@ -170,13 +167,10 @@ def run_finetune(cfg: FinetuneConfig | None = None, **overrides: Any) -> dict[st
     stack = with_accumulation(cfg.stack, cfg.target_effective_batch)
     for note in check_launch(stack):  # a stack the launch engine cannot run fails here, before loading
         info(f"note: {note}")
-    device = state.device
-    if device.type == "cuda" and device.index is None:  # one GPU without a process group: make the index explicit
-        device = torch.device("cuda", torch.cuda.current_device())  # (load_model's device_map needs it)
-    ctx = stack.context(device, state.distributed_type, state.num_processes)
+    ctx = stack.context(state.device, state.distributed_type, state.num_processes)
     info(f"stack {stack.spec}:\n{stack.describe()}")
-    set_seed(cfg.seed)  # LoRA's initial A matrices come from the global RNG
-    model = load_model(cfg.architecture or cfg.model, stack, ctx, random_init=cfg.random_init or bool(cfg.architecture))
+    model = load_model(cfg.architecture or cfg.model, stack, ctx, random_init=cfg.random_init or bool(cfg.architecture),
+                       seed=cfg.seed)  # the seed LoRA's initial A matrices are drawn with
     t = phase("load_s", t)
 
     meter = SimulatedMeter(cfg.cpu_budget_gib * 2**30) if state.device.type != "cuda" else None

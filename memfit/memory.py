@@ -6,7 +6,8 @@ peak(b) = static + b * seq * per_token, where
               + one layer's recompute working set (when checkpointing) + the logits/loss path.
 The per-layer coefficients count what HF's Llama layer saves for backward (tests/test_memory.py checks them against
 the bytes `saved_tensors_hooks` sees, one layer isolated as the difference of a 3- and a 2-layer model; the compiled
-variant is calibrated on H100 peaks, benchmarks/results/README.md). Strategies edit the estimate through their `estimate_memory` hook.
+variant and the backward transients are calibrated on H100 peaks, benchmarks/results/README.md). Strategies edit the
+estimate through their `estimate_memory` hook.
 """
 
 from __future__ import annotations
@@ -108,6 +109,10 @@ class MemoryEstimate:
 
     def layer_activation_bytes_per_token(self) -> float:
         """Bytes one decoder layer keeps for backward per token (flash-style attention, no T x T matrix)."""
+        return sum(self._layer_parts())
+
+    def _layer_parts(self) -> tuple[float, float]:
+        """(attention half: norms, projections' inputs, attention; MLP half) of what one layer keeps per token."""
         s, h, i = self.compute_bytes, self.hidden, self.intermediate
         a, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
         full = self.trainable_params is None
@@ -125,11 +130,12 @@ class MemoryEstimate:
         if self.mlp_tile_tokens:  # only the MLP's input is kept; its linears' inputs are rebuilt per chunk
             proj -= s * (h + i) if full else 0
             mlp = s * h
-        return float(norms + proj + attention + mlp)
+        return float(norms + proj + attention), float(mlp)
 
     def per_token_bytes(self) -> dict[str, float]:
         s, h = self.compute_bytes, self.hidden
-        layer = self.layer_activation_bytes_per_token()
+        attention_half, mlp_saved = self._layer_parts()
+        layer = attention_half + mlp_saved
         ckpt = self.checkpointed_layers
         # offloaded: the input being recomputed and the next one, prefetched, are still on the device
         kept = (self.n_layers - ckpt) * layer + (2 * s * h if self.offloaded else ckpt * s * h)
@@ -139,8 +145,7 @@ class MemoryEstimate:
         # gradients, ~4 hidden-size fp32 tensors per token, calibrated on the H100 peaks of offload + tiled MLP
         # (seq 512 x 800/900, 2048 x 200), where this phase decides because the MLP phase is tiled away.
         mlp_grads = 0 if self.mlp_tile_tokens else 2 * s * self.intermediate
-        mlp_saved = s * h if self.mlp_tile_tokens else s * (2 if self.fused_elementwise else 3) * self.intermediate
-        attention_phase = layer - mlp_saved + ATTN_BACKWARD_FP32_COPIES * 4 * h
+        attention_phase = attention_half + ATTN_BACKWARD_FP32_COPIES * 4 * h
         # compiled, norm backward's fp32 intermediates are fused away in either phase (H100: seed + cce at 128 and
         # offload + tiled MLP at 800, both ~1.8 hidden-size fp32 tensors per token below eager beyond the saved norms)
         fused = FUSED_BACKWARD_FP32_SAVING * 4 * h if self.fused_elementwise else 0.0

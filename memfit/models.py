@@ -180,9 +180,7 @@ def load_model(model: str = EMBEDDED, stack=None, ctx=None, *, random_init: bool
         if Path(source).is_dir() and (problem := _local_problem(Path(source))):
             raise ModelError(problem)
     if quantized:  # bitsandbytes quantizes while moving weights onto the device
-        cuda = ctx.device.type == "cuda"
-        index = ctx.device.index if ctx.device.index is not None else (torch.cuda.current_device() if cuda else None)
-        kwargs["device_map"] = {"": index if cuda else "cpu"}
+        kwargs["device_map"] = {"": ctx.device.index if ctx.device.type == "cuda" else "cpu"}
     try:
         net = AutoModelForCausalLM.from_pretrained(source, use_safetensors=True, trust_remote_code=False, **kwargs)
     except OSError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -237,9 +238,16 @@ def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Opt
     result.search_seconds = time.perf_counter() - start
     result.cache_path = str(path)
     if not _distributed() or torch.distributed.get_rank() == 0:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result.to_dict(), indent=2))
+        write_plan_cache(path, result.to_dict())
     return result
+
+
+def write_plan_cache(path: Path, data: dict[str, Any]) -> None:
+    """Temp file + rename: other ranks and later runs read this file, and the loop's OOM back-off rewrites it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
 
 
 def grad_accum_for(stack: Stack, micro_batch: int, world: int, target: Optional[int]) -> int:

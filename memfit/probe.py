@@ -32,6 +32,12 @@ class Probe:
     error: Optional[str] = None
 
 
+def oom_summary(exc: BaseException) -> str:
+    """The first line of an OOM message (CUDA's goes on for lines about the allocator)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
 def is_oom(exc: BaseException) -> bool:
     if isinstance(exc, OOM):
         return True
@@ -173,7 +179,7 @@ def run_probe(model, optimizer, stack: Stack, ctx, meter, micro_batch: int, seq_
     except Exception as exc:  # noqa: BLE001 - only OOMs are answers, anything else is re-raised
         if not is_oom(exc):
             raise
-        return Probe(micro_batch, False, None, time.perf_counter() - start, error=str(exc).splitlines()[0][:200])
+        return Probe(micro_batch, False, None, time.perf_counter() - start, error=oom_summary(exc))
     finally:
         # Drop every reference the failed step may hold (the exception's traceback pins the whole graph).
         batch = nll = None

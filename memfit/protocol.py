@@ -79,7 +79,6 @@ def exclusive_claims(strategies: Iterable[Any]) -> dict[str, list[str]]:
     return claims
 
 
-
 def strategy_config():
     """pydantic settings every strategy uses: unknown arguments are errors, instances are immutable values."""
     from pydantic import ConfigDict

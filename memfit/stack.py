@@ -167,6 +167,8 @@ class Stack:
     def context(self, device: torch.device | str | None = None, distributed_type: str = "NO",
                 num_processes: int = 1, **extras: Any) -> Context:
         dev = torch.device(device) if device is not None else _default_device()
+        if dev.type == "cuda" and dev.index is None:  # one GPU, no process group: name the card (device_map needs it)
+            dev = torch.device("cuda", torch.cuda.current_device())
         return Context(stack=self, compute_dtype=self.compute_dtype, device=dev,
                        distributed_type=str(distributed_type).split(".")[-1], num_processes=num_processes,
                        extras=extras)

@@ -8,7 +8,6 @@ A run that raises reports its error instead, so one failing engine does not hide
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
 import os
 import time
@@ -37,13 +36,6 @@ class Recorder:
         return causal_lm_nll(model, batch)
 
 
-def fixtures():
-    """The tiny-model helpers (tests/_models.py; this directory is on sys.path in the spawned workers too)."""
-    import _models
-
-    return _models
-
-
 def recording(spec: str):
     from memfit import Stack
 
@@ -53,16 +45,14 @@ def recording(spec: str):
 def train_config(micro_batch: int, output_dir: str):
     from memfit.loop import TrainConfig
 
-    cfg = dict(micro_batch=micro_batch, max_steps=STEPS, lr=LR, warmup=0, progress=False, output_dir=output_dir)
-    if "checkpoint_every" in TrainConfig.model_fields:  # checkpoints are another issue's business
-        cfg["checkpoint_every"] = None
-    return TrainConfig(**cfg)
+    return TrainConfig(micro_batch=micro_batch, max_steps=STEPS, lr=LR, warmup=0, progress=False,
+                       output_dir=output_dir, checkpoint_every=None)  # checkpoints are another issue's business
 
 
 def train_once(spec: str, micro_batch: int, out_dir: str, accelerator_factory=None) -> dict:
     """One memfit.train run of the tiny model on the shared data; `accelerator_factory(stack, micro_batch)` or the
     loop's own default accelerator."""
-    random_blocks, tiny_model = fixtures().random_blocks, fixtures().tiny_model
+    from _models import random_blocks, tiny_model  # tests/ is on sys.path in the spawned workers too
     import memfit
 
     Recorder.seen = []
@@ -76,24 +66,19 @@ def train_once(spec: str, micro_batch: int, out_dir: str, accelerator_factory=No
 
 
 def _accelerator_factory(option):
-    """"default": what memfit.train builds when given no accelerator; "memfit": with memfit.distributed's
-    accelerator kwargs; a path to a DeepSpeed JSON: the same, under that DeepSpeed config."""
-    from accelerate import PartialState
-
-    from memfit.distributed import accelerator_kwargs
+    """"default": none given, memfit.train builds its own; "memfit": make_accelerator passed in; a path to a DeepSpeed
+    JSON: make_accelerator under that DeepSpeed config."""
     from memfit.loop import make_accelerator
 
     if option == "default":
-        return lambda stack, mb: _remember(make_accelerator(stack, mb))
+        return None
     if option == "memfit":
-        return lambda stack, mb: _remember(make_accelerator(stack, mb, **accelerator_kwargs(stack, PartialState())))
+        return lambda stack, mb: _remember(make_accelerator(stack, mb))
 
     def deepspeed(stack, mb):
         from accelerate.utils import DeepSpeedPlugin
 
-        plugin = DeepSpeedPlugin(hf_ds_config=option)
-        return _remember(make_accelerator(stack, mb, deepspeed_plugin=plugin,
-                                          **accelerator_kwargs(stack, PartialState())))
+        return _remember(make_accelerator(stack, mb, deepspeed_plugin=DeepSpeedPlugin(hf_ds_config=option)))
     return deepspeed
 
 
@@ -120,12 +105,13 @@ def run_all(runs, out_dir: str) -> None:
             # inference; training does not need it. A test-only shortcut, not something users must do.
             importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
         try:
+            _LAST.clear()
             report[name] = train_once(spec, micro_batch, os.path.join(out_dir, name), _accelerator_factory(option))
             report[name]["engine"] = str(AcceleratorState().distributed_type).split(".")[-1]
-            report[name]["scheduler_per_process"] = bool(_LAST["acc"].step_scheduler_with_optimizer)
-            launch = Launch.from_accelerator(_LAST["acc"])  # what memfit.distributed reads off a live Accelerator
-            report[name]["launch"] = {"type": launch.distributed_type, "zero_stage": launch.zero_stage,
-                                      "processes": launch.num_processes, "static_graph": launch.static_graph}
+            if "acc" in _LAST:  # what memfit.distributed reads off a live Accelerator (the runs that pass one)
+                launch = Launch.from_accelerator(_LAST["acc"])
+                report[name]["launch"] = {"type": launch.distributed_type, "zero_stage": launch.zero_stage,
+                                          "processes": launch.num_processes, "static_graph": launch.static_graph}
         except Exception as exc:  # noqa: BLE001 - reported to the test, which decides
             report[name] = {"error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-3000:]}
         report[name]["seconds"] = round(time.perf_counter() - started, 2)

@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "corpus" / "climate"
 
 
 def tiny_config(**overrides):
@@ -36,3 +35,20 @@ def random_blocks(n: int, seq: int, vocab: int = 128, seed: int = 0, pattern: bo
     else:
         ids = torch.randint(3, vocab, (n, seq), generator=g)
     return [{"input_ids": r.tolist(), "labels": r.tolist(), "position_ids": list(range(seq))} for r in ids]
+
+
+def saved_activation_bytes(model, run):
+    """(bytes, run's result): distinct non-parameter storages autograd saves for backward while `run()` executes,
+    each counted once whatever views of it are saved."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = run()
+    return sum(seen.values()), out

@@ -117,7 +117,7 @@ def test_cpu_config_starts_two_processes_through_torchrun_not_the_single_process
 def test_fsdp_config_is_fsdp2_per_decoder_layer():
     from accelerate.utils import FullyShardedDataParallelPlugin, patch_environment
 
-    from _distributed_worker import fixtures
+    from _models import tiny_model
 
     env = _launch_env("fsdp.yaml")
     assert env["FSDP_VERSION"] == "2" and env["FSDP_TRANSFORMER_CLS_TO_WRAP"] == "LlamaDecoderLayer"
@@ -125,7 +125,7 @@ def test_fsdp_config_is_fsdp2_per_decoder_layer():
     with patch_environment(**{k: v for k, v in env.items() if k.startswith(("FSDP_", "ACCELERATE_USE_FSDP"))}):
         plugin = FullyShardedDataParallelPlugin()
     assert plugin.fsdp_version == 2 and plugin.transformer_cls_names_to_wrap == ["LlamaDecoderLayer"]
-    plugin.set_auto_wrap_policy(fixtures().tiny_model())  # the class name resolves in a real Llama
+    plugin.set_auto_wrap_policy(tiny_model())  # the class name resolves in a real Llama
     from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
     assert LlamaDecoderLayer in plugin.auto_wrap_policy.keywords["transformer_layer_cls"]

@@ -10,7 +10,7 @@ import memfit
 from memfit import Stack
 from memfit.memory import estimate
 from memfit.probe import autocast_for
-from _models import random_blocks, tiny_model
+from _models import random_blocks, saved_activation_bytes, tiny_model
 
 SHAPE = dict(hidden_size=128, intermediate_size=352, num_attention_heads=4, num_key_value_heads=2)
 
@@ -20,19 +20,13 @@ def _saved_bytes(spec: str, layers: int, n: int = 2, seq: int = 64) -> tuple[int
     stack = Stack.from_spec(spec)
     ctx = stack.context("cpu")
     model = stack.apply_model(tiny_model(num_hidden_layers=layers, **SHAPE).to(ctx.compute_dtype), ctx)
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in params:
-            seen[storage.data_ptr()] = storage.nbytes()
-        return t
-
     batch = {k: torch.tensor([r[k] for r in random_blocks(n, seq)]) for k in ("input_ids", "labels")}
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast_for(stack, ctx), stack.step_context(ctx):
-        stack.compute_loss(model, batch, ctx)
-    return sum(seen.values()), model.config
+
+    def forward():
+        with autocast_for(stack, ctx), stack.step_context(ctx):
+            stack.compute_loss(model, batch, ctx)
+
+    return saved_activation_bytes(model, forward)[0], model.config
 
 
 # LoRA dropout 0: on CPU autocast the dropout keeps a 4-byte mask per element, on CUDA 1 byte (what the model counts).
@@ -43,6 +37,10 @@ def test_layer_coefficients_match_saved_bytes(spec):
     measured = (three - two) / (2 * 64)  # one decoder layer, per token
     predicted = estimate(Stack.from_spec(spec), config, 64).layer_activation_bytes_per_token()
     assert predicted == pytest.approx(measured, rel=0.1)
+
+
+def _llama_3b(spec: str, seq: int):
+    return estimate(Stack.from_spec(spec), memfit.load_config("llama-3.2-3b"), seq)
 
 
 # (stack, seq, largest size that fitted, smallest that failed): exact searches and fixed-size probes on one H100 80GB
@@ -64,8 +62,7 @@ MEASURED = [
 
 @pytest.mark.parametrize("spec,seq,fits,fails", MEASURED, ids=[f"{m[0]}@{m[1]}" for m in MEASURED])
 def test_predictions_match_the_h100(spec, seq, fits, fails):
-    est = estimate(Stack.from_spec(spec), memfit.load_config("llama-3.2-3b"), seq)
-    predicted = est.max_micro_batch(79.18 * 2**30)  # the H100's usable memory
+    predicted = _llama_3b(spec, seq).max_micro_batch(79.18 * 2**30)  # the H100's usable memory
     assert 0.9 * fits <= predicted <= 1.1 * (fails - 1), predicted
 
 
@@ -82,5 +79,4 @@ PEAKS = [
 
 @pytest.mark.parametrize("spec,seq,micro_batch,peak_gib", PEAKS, ids=[f"{p[0]}x{p[2]}" for p in PEAKS])
 def test_peaks_match_the_h100(spec, seq, micro_batch, peak_gib):
-    est = estimate(Stack.from_spec(spec), memfit.load_config("llama-3.2-3b"), seq)
-    assert est.peak_bytes(micro_batch) / 2**30 == pytest.approx(peak_gib, rel=0.05)
+    assert _llama_3b(spec, seq).peak_bytes(micro_batch) / 2**30 == pytest.approx(peak_gib, rel=0.05)

@@ -5,7 +5,7 @@ import torch
 
 from memfit import Stack
 from memfit.strategies.chunked_cross_entropy import linear_cross_entropy
-from _models import random_blocks, tiny_model
+from _models import random_blocks, saved_activation_bytes, tiny_model
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 64, 1000])
@@ -49,11 +49,6 @@ def test_no_full_logits_are_saved_for_backward():
         stack = Stack.from_spec(spec)
         model = stack.apply_model(tiny_model(vocab_size=4096), stack.context("cpu"))
         batch = {k: torch.tensor([r[k] for r in random_blocks(4, 64, vocab=4096)]) for k in ("input_ids", "labels")}
-        seen = {}
-        with torch.autograd.graph.saved_tensors_hooks(
-                lambda t: seen.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()) and t,
-                lambda t: t):
-            stack.compute_loss(model, batch, stack.context("cpu"))
-        return sum(seen.values())
+        return saved_activation_bytes(model, lambda: stack.compute_loss(model, batch, stack.context("cpu")))[0]
 
     assert saved_bytes("lora:dropout=0+gc+cce") * 4 < saved_bytes("lora:dropout=0+gc")

@@ -5,23 +5,15 @@ import torch
 
 from memfit import Stack
 from memfit.strategies.gradient_checkpointing import checkpointed_layers
-from _models import random_blocks, tiny_model
+from _models import random_blocks, saved_activation_bytes, tiny_model
 
 
 def _saved_bytes_and_grads(spec: str, layers: int = 4):
     stack = Stack.from_spec(spec)
     model = stack.apply_model(tiny_model(num_hidden_layers=layers), stack.context("cpu"))
     batch = {k: torch.tensor([r[k] for r in random_blocks(4, 64)]) for k in ("input_ids", "labels")}
-    seen: dict[int, int] = {}
-
-    def pack(t):  # count each storage once, whatever views autograd keeps of it
-        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        nll, _ = stack.compute_loss(model, batch, stack.context("cpu"))
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    activation_bytes = sum(b for ptr, b in seen.items() if ptr not in params)
+    activation_bytes, (nll, _) = saved_activation_bytes(
+        model, lambda: stack.compute_loss(model, batch, stack.context("cpu")))
     nll.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
     return activation_bytes, grads, model

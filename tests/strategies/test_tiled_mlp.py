@@ -8,7 +8,7 @@ import torch
 
 from memfit import Stack
 from memfit.strategies import GradientCheckpointing, LoRA, TiledMLP
-from _models import random_blocks, tiny_model
+from _models import random_blocks, saved_activation_bytes, tiny_model
 
 ALL_LINEARS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -47,15 +47,7 @@ def _saved_bytes(strategies) -> int:
     stack = Stack(strategies)
     ctx = stack.context("cpu")
     model = stack.apply_model(tiny_model(num_hidden_layers=2), ctx)
-    saved = []
-
-    def pack(t):
-        saved.append(t.numel() * t.element_size())
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        stack.compute_loss(model, _batch(n=4, seq=64), ctx)
-    return sum(saved)
+    return saved_activation_bytes(model, lambda: stack.compute_loss(model, _batch(n=4, seq=64), ctx))[0]
 
 
 def test_tiled_mlp_keeps_only_the_mlp_input():
