@@ -13,7 +13,7 @@ import torch
 import memfit
 from memfit.data import build_datasets, extract_pdfs
 from memfit.evaluation import perplexity
-from memfit.planner import versions
+from memfit.plan.planner import versions
 
 
 def main(pdf_dir: str, out: str) -> None:

@@ -2,7 +2,7 @@
 
     python benchmarks/gpu_bench.py --seq 512 --hf --stacks "lora+q4+bf16+gc+paged_adam8" ... --out $OUT --name b512
 
-Writes NAME.json / NAME.md / NAME.png (memfit.report) plus NAME_extra.json (finder runs, training check).
+Writes NAME.json / NAME.md / NAME.png (memfit.plan.report) plus NAME_extra.json (finder runs, training check).
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 import memfit  # noqa: E402
-from memfit.bench import free_device  # noqa: E402
+from memfit.plan.bench import free_device  # noqa: E402
 from memfit.models import random_weights_dir  # noqa: E402
-from memfit.planner import plan  # noqa: E402
-from memfit.report import format_table, write_report  # noqa: E402
+from memfit.plan.planner import plan  # noqa: E402
+from memfit.plan.report import format_table, write_report  # noqa: E402
 
 
 def train_check(weights: str, spec: str, seq: int, steps: int, cap_margin: float = 0.0) -> dict:

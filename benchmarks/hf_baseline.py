@@ -11,9 +11,9 @@ import time
 
 import torch
 
-from memfit.memory import GiB
-from memfit.planner import PlanResult, search_max, versions
-from memfit.probe import CudaMeter, Probe, is_oom
+from memfit.plan.memory import GiB
+from memfit.plan.planner import PlanResult, search_max, versions
+from memfit.plan.probe import CudaMeter, Probe, is_oom
 
 
 

@@ -20,10 +20,10 @@ os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 import torch  # noqa: E402
 
 import memfit  # noqa: E402
-from memfit.bench import free_device  # noqa: E402
+from memfit.plan.bench import free_device  # noqa: E402
 from memfit.models import random_weights_dir  # noqa: E402
-from memfit.planner import versions  # noqa: E402
-from memfit.probe import CudaMeter, run_probe  # noqa: E402
+from memfit.plan.planner import versions  # noqa: E402
+from memfit.plan.probe import CudaMeter, run_probe  # noqa: E402
 
 
 def main() -> None:

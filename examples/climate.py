@@ -6,7 +6,7 @@
 Extracts the PDFs, splits them by document, loads the model with the memory-strategy stack, plans the largest
 micro-batch, trains with accumulation up to the target effective batch, measures test perplexity before and after,
 and writes <output-dir>/<run>/results.json, summary.md and the adapter. Unset options take device defaults
-(see memfit.finetune.DEVICE_DEFAULTS): the seed stack on a GPU, a ~10-minute fp32 budget on a CPU.
+(see memfit.recipes.finetune.DEVICE_DEFAULTS): the seed stack on a GPU, a ~10-minute fp32 budget on a CPU.
 """
 
 import argparse
@@ -14,7 +14,7 @@ import logging
 import os
 from pathlib import Path
 
-from memfit.finetune import FinetuneConfig, run_finetune
+from memfit.recipes.finetune import FinetuneConfig, run_finetune
 
 
 def parse_args(argv=None) -> FinetuneConfig:

@@ -7,7 +7,7 @@
 Every process prints one JSON line (and with --out writes it to <out>/smoke_rank<r>.json): rank, num_processes, engine
 (distributed_type; DeepSpeed's zero_stage) and device. --train trains a few steps of a random Llama through memfit.train
 (a tiny 2-layer one, or --model-config: a real architecture whose random weights the main process writes once), saves
-the adapter from the main process and reloads it. --plan first searches the largest micro-batch (memfit.planner.plan,
+the adapter from the main process and reloads it. --plan first searches the largest micro-batch (memfit.plan.planner.plan,
 every rank agreeing) and trains at it; under ZeRO-3/FSDP it probes before accelerator.prepare, unsharded (conservative).
 """
 
@@ -39,7 +39,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default=None, help="output folder (default: a temporary one)")
     args = ap.parse_args(argv)
 
-    from memfit.distributed import partial_state
+    from memfit.launch.distributed import partial_state
 
     state = partial_state()  # first: builds the gloo group when the processes run on CPU
     report = {"rank": state.process_index, "num_processes": state.num_processes,
@@ -114,9 +114,9 @@ def _base(args, out: str, state):
 
 def _train(args, state, out: str) -> dict:
     import memfit
-    from memfit.distributed import Launch, check_launch
-    from memfit.loop import TrainConfig, make_accelerator
-    from memfit.planner import versions
+    from memfit.launch.distributed import Launch, check_launch
+    from memfit.training.loop import TrainConfig, make_accelerator
+    from memfit.plan.planner import versions
 
     stack = memfit.Stack.from_spec(args.stack)
     notes = check_launch(stack)  # before the model exists: a refused stack costs no loading time
@@ -168,9 +168,9 @@ def _phase(state, start: float, what: str) -> None:
 
 
 def _plan(model, stack, args, state) -> dict:
-    from memfit.memory import GiB
-    from memfit.planner import plan
-    from memfit.probe import SimulatedMeter
+    from memfit.plan.memory import GiB
+    from memfit.plan.planner import plan
+    from memfit.plan.probe import SimulatedMeter
 
     meter = None if state.device.type == "cuda" else SimulatedMeter(args.cpu_budget_gib * GiB)  # CPU has no OOM
     p = plan(model, stack, seq_len=args.seq, margin=args.margin, fresh=True, meter=meter, limit=args.max_micro_batch)

@@ -7,13 +7,13 @@
 """
 
 from . import strategies  # noqa: F401  (registers the built-in strategies)
-from .loop import NumericError, TrainConfig, TrainResult, train
-from .memory import MemoryEstimate, estimate
+from .training.loop import NumericError, TrainConfig, TrainResult, train
+from .plan.memory import MemoryEstimate, estimate
 from .models import ModelError, load_config, load_model, load_tokenizer, shipped_configs
-from .protocol import HOOKS, Context, Strategy, StackError
-from .registry import available as available_strategies
-from .registry import register_strategy
-from .stack import Stack
+from .core.protocol import HOOKS, Context, Strategy, StackError
+from .core.registry import available as available_strategies
+from .core.registry import register_strategy
+from .core.stack import Stack
 
 __version__ = "0.1.0"
 
@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     # The end-to-end pipeline pulls in pypdf/datasets: import it only when asked for.
     if name in ("FinetuneConfig", "run_finetune"):
-        from . import finetune
+        from .recipes import finetune
 
         return getattr(finetune, name)
     raise AttributeError(f"module 'memfit' has no attribute {name!r}")

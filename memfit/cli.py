@@ -32,7 +32,7 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_plan(args) -> int:
-    from .bench import bench
+    from .plan.bench import bench
 
     model = args.model_config or args.model
     bench(model, args.stack, args.seq_len, random_init=bool(args.model_config) or args.random_init,

@@ -34,7 +34,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from memfit.loss import IGNORE_INDEX, model_inputs, shifted_labels
+from memfit.core.loss import IGNORE_INDEX, model_inputs, shifted_labels
 
 LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]]
 
@@ -112,7 +112,7 @@ def collate_windows(windows: Sequence[Window], token_ids: Sequence[Sequence[int]
 
 
 def scored_positions_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """`memfit.loss.causal_lm_nll`, but the LM head runs only from the first position whose next token is scored
+    """`memfit.core.loss.causal_lm_nll`, but the LM head runs only from the first position whose next token is scored
     (`logits_to_keep`), and only scored positions are upcast to fp32: with a small stride most of a window is context,
     and full-vocabulary fp32 logits of every position are the peak of evaluation memory."""
     target = shifted_labels(batch)  # target[:, j] is predicted from position j
@@ -143,7 +143,7 @@ def perplexity(model: torch.nn.Module, documents, *, context_length: int = 512, 
     stride: new tokens scored per window after a document's first; default context_length - 1 (disjoint windows).
     accelerator: an `accelerate.Accelerator`; without one, an initialised torch.distributed group is used if present.
     loss_fn: `(model, batch) -> (nll_sum, n_tokens)` tensors; batch has `input_ids`, `attention_mask`, `position_ids`
-        and HF-aligned `labels` (-100 = not scored; the loss shifts by one), e.g. `memfit.loss.causal_lm_nll`.
+        and HF-aligned `labels` (-100 = not scored; the loss shifts by one), e.g. `memfit.core.loss.causal_lm_nll`.
         Default `scored_positions_nll`; a stack that never materialises full logits (chunked cross-entropy) plugs in.
     """
     if context_length < 2:

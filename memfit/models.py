@@ -155,7 +155,7 @@ def load_model(model: str = EMBEDDED, stack=None, ctx=None, *, random_init: bool
     """
     from transformers import AutoModelForCausalLM
 
-    from .stack import Stack
+    from .core.stack import Stack
 
     stack = Stack.coerce(stack)
     ctx = ctx or stack.context()

@@ -30,7 +30,7 @@ class Recorder:
         return self.name
 
     def compute_loss(self, model, batch, ctx):
-        from memfit.loss import causal_lm_nll
+        from memfit.core.loss import causal_lm_nll
 
         Recorder.seen.append([row[:8] for row in batch["input_ids"].tolist()])
         return causal_lm_nll(model, batch)
@@ -43,7 +43,7 @@ def recording(spec: str):
 
 
 def train_config(micro_batch: int, output_dir: str):
-    from memfit.loop import TrainConfig
+    from memfit.training.loop import TrainConfig
 
     return TrainConfig(micro_batch=micro_batch, max_steps=STEPS, lr=LR, warmup=0, progress=False,
                        output_dir=output_dir, checkpoint_every=None)  # checkpoints are another issue's business
@@ -68,7 +68,7 @@ def train_once(spec: str, micro_batch: int, out_dir: str, accelerator_factory=No
 def _accelerator_factory(option):
     """"default": none given, memfit.train builds its own; "memfit": make_accelerator passed in; a path to a DeepSpeed
     JSON: make_accelerator under that DeepSpeed config."""
-    from memfit.loop import make_accelerator
+    from memfit.training.loop import make_accelerator
 
     if option == "default":
         return None
@@ -91,7 +91,7 @@ def run_all(runs, out_dir: str) -> None:
     from accelerate import PartialState
     from accelerate.state import AcceleratorState
 
-    from memfit.distributed import Launch, partial_state
+    from memfit.launch.distributed import Launch, partial_state
 
     state = partial_state()
     report = {"distributed_type": str(state.distributed_type).split(".")[-1], "num_processes": state.num_processes}
@@ -108,7 +108,7 @@ def run_all(runs, out_dir: str) -> None:
             _LAST.clear()
             report[name] = train_once(spec, micro_batch, os.path.join(out_dir, name), _accelerator_factory(option))
             report[name]["engine"] = str(AcceleratorState().distributed_type).split(".")[-1]
-            if "acc" in _LAST:  # what memfit.distributed reads off a live Accelerator (the runs that pass one)
+            if "acc" in _LAST:  # what memfit.launch.distributed reads off a live Accelerator (the runs that pass one)
                 launch = Launch.from_accelerator(_LAST["acc"])
                 report[name]["launch"] = {"type": launch.distributed_type, "zero_stage": launch.zero_stage,
                                           "processes": launch.num_processes, "static_graph": launch.static_graph}
@@ -148,7 +148,7 @@ class _Rank:
 
 def spawn_two(function, args, rendezvous_file) -> None:
     """Two spawned CPU processes like `accelerate launch` starts them. Unlike tests/_multiproc.py it does not set
-    ACCELERATE_USE_CPU: memfit.distributed.partial_state must build the CPU group by itself."""
+    ACCELERATE_USE_CPU: memfit.launch.distributed.partial_state must build the CPU group by itself."""
     from accelerate.utils import patch_environment
     from torch.multiprocessing import start_processes
 

@@ -11,8 +11,8 @@ def plan_on_each_rank(out_dir: str) -> None:
 
     from _models import tiny_model
     from memfit import Stack
-    from memfit.planner import plan
-    from memfit.probe import SimulatedMeter
+    from memfit.plan.planner import plan
+    from memfit.plan.probe import SimulatedMeter
 
     state = PartialState(cpu=True)
     stack = Stack.from_spec("lora:dropout=0+gc")

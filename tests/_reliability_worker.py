@@ -1,4 +1,4 @@
-"""SIGKILL trials for tests/test_reliability.py: `python _reliability_worker.py PLAN.json OUT_DIR`.
+"""SIGKILL trials for tests/training/test_reliability.py: `python _reliability_worker.py PLAN.json OUT_DIR`.
 
 Imports torch/transformers/peft/accelerate once (~8 s here), then forks one child per training process, so a dozen
 killed-and-resumed runs cost seconds. No torch op runs in this parent before forking (OpenMP thread pools are not
@@ -33,9 +33,9 @@ import tqdm.auto  # noqa: E402,F401
 import transformers.models.llama.modeling_llama  # noqa: E402,F401
 
 import memfit  # noqa: E402
-import memfit.checkpoint as checkpoint  # noqa: E402
+import memfit.training.checkpoint as checkpoint  # noqa: E402
 from _models import random_blocks, tiny_model  # noqa: E402
-from memfit.protocol import strategy_config  # noqa: E402
+from memfit.core.protocol import strategy_config  # noqa: E402
 
 SPEC = "lora:r=64+adam8+ga2"  # r=64: LoRA A/B of 4096 values, the size bitsandbytes keeps 8-bit moments for
 CONFIG = dict(micro_batch=2, max_steps=12, lr=2e-2, checkpoint_every=3, keep_last=2, seed=3, progress=False)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from memfit.evaluation import collate_windows, document_windows, perplexity
-from memfit.loss import causal_lm_nll
+from memfit.core.loss import causal_lm_nll
 
 VOCAB = 97
 DOC_LENGTHS = (1, 2, 5, 17, 40, 63)  # includes a 1-token document (nothing to score) and several windows' worth

@@ -22,8 +22,8 @@ from typing import ClassVar, Optional
 import torch
 from pydantic import BaseModel, Field
 
-from ..protocol import PHASE_OFFLOAD, StackError, strategy_config
-from ..registry import register_strategy
+from ..core.protocol import PHASE_OFFLOAD, StackError, strategy_config
+from ..core.registry import register_strategy
 from .gradient_checkpointing import checkpointed_layers
 
 _ALIGN = 512  # bytes: keeps every view aligned for any dtype and for fast DMA

@@ -17,9 +17,9 @@ import torch
 from pydantic import BaseModel, Field
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from ..loss import IGNORE_INDEX, masked_labels, model_inputs
-from ..protocol import PHASE_LOSS, strategy_config
-from ..registry import register_strategy
+from ..core.loss import IGNORE_INDEX, masked_labels, model_inputs
+from ..core.protocol import PHASE_LOSS, strategy_config
+from ..core.registry import register_strategy
 
 
 class LinearCrossEntropy(torch.autograd.Function):

@@ -16,8 +16,8 @@ from typing import ClassVar, Literal, Optional
 
 from pydantic import BaseModel
 
-from ..protocol import PHASE_COMPILE, strategy_config
-from ..registry import register_strategy
+from ..core.protocol import PHASE_COMPILE, strategy_config
+from ..core.registry import register_strategy
 from .gradient_checkpointing import decoder_layers
 
 # Every layer module is a distinct object with the same code: dynamo may specialise a graph per layer (e.g. on its

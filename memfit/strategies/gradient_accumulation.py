@@ -11,8 +11,8 @@ from typing import ClassVar, Optional
 
 from pydantic import BaseModel, Field, model_validator
 
-from ..protocol import PHASE_SCHEDULE, strategy_config
-from ..registry import register_strategy
+from ..core.protocol import PHASE_SCHEDULE, strategy_config
+from ..core.registry import register_strategy
 
 
 @register_strategy(aliases=("ga",))

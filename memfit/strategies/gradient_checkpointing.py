@@ -13,8 +13,8 @@ import torch
 from pydantic import BaseModel, Field
 from torch.utils.checkpoint import checkpoint
 
-from ..protocol import PHASE_CHECKPOINT, strategy_config
-from ..registry import register_strategy
+from ..core.protocol import PHASE_CHECKPOINT, strategy_config
+from ..core.registry import register_strategy
 
 
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:

@@ -6,8 +6,8 @@ from typing import ClassVar
 
 from pydantic import BaseModel, Field
 
-from ..protocol import PHASE_ADAPTER, strategy_config
-from ..registry import register_strategy
+from ..core.protocol import PHASE_ADAPTER, strategy_config
+from ..core.registry import register_strategy
 
 
 @register_strategy

@@ -11,8 +11,8 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import BaseModel
 
-from ..protocol import DTYPES, PHASE_DTYPE, StackError, strategy_config
-from ..registry import register_strategy
+from ..core.protocol import DTYPES, PHASE_DTYPE, StackError, strategy_config
+from ..core.registry import register_strategy
 
 
 @register_strategy(aliases={"amp": {}, "bf16": {"dtype": "bf16"}, "fp16": {"dtype": "fp16"}})

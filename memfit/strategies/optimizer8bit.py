@@ -7,8 +7,8 @@ from typing import ClassVar
 
 from pydantic import BaseModel
 
-from ..protocol import PHASE_OPTIMIZER, StackError, bitsandbytes_available, strategy_config
-from ..registry import register_strategy
+from ..core.protocol import PHASE_OPTIMIZER, StackError, bitsandbytes_available, strategy_config
+from ..core.registry import register_strategy
 
 
 @register_strategy(aliases={"adam8": {}, "adamw8bit": {}, "paged_adam8": {"paged": True}})

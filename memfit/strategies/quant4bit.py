@@ -12,8 +12,8 @@ from typing import ClassVar, Literal, Optional
 import torch
 from pydantic import BaseModel
 
-from ..protocol import DTYPE_NAMES, DTYPES, PHASE_LOAD, StackError, bitsandbytes_available, strategy_config
-from ..registry import register_strategy
+from ..core.protocol import DTYPE_NAMES, DTYPES, PHASE_LOAD, StackError, bitsandbytes_available, strategy_config
+from ..core.registry import register_strategy
 
 
 def require_adapters(stack, who: str) -> None:

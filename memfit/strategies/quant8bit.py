@@ -6,8 +6,8 @@ from typing import ClassVar
 
 from pydantic import BaseModel
 
-from ..protocol import PHASE_LOAD, StackError, strategy_config
-from ..registry import register_strategy
+from ..core.protocol import PHASE_LOAD, StackError, strategy_config
+from ..core.registry import register_strategy
 from .quant4bit import freeze_in_compute_dtype, require_adapters
 
 

@@ -16,8 +16,8 @@ import torch
 from pydantic import BaseModel, Field
 from torch.utils.checkpoint import checkpoint
 
-from ..protocol import PHASE_CHECKPOINT, strategy_config
-from ..registry import register_strategy
+from ..core.protocol import PHASE_CHECKPOINT, strategy_config
+from ..core.registry import register_strategy
 from .gradient_checkpointing import decoder_layers
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from memfit import Stack
-from memfit.planner import plan
+from memfit.plan.planner import plan
 from _models import random_blocks, tiny_model
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]

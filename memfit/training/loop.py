@@ -5,8 +5,8 @@ step sees the same number of sequences and the loss is normalised once per windo
 micro-batches on all processes divided by the window's total predicted-token count.
 
 Reliability (issue 9): with an output_dir the run checkpoints atomically every `checkpoint_every` steps and at the end
-and resumes exactly from the latest checkpoint (memfit.checkpoint); a real OOM re-runs the window in smaller
-micro-batches at the same effective batch (memfit.backoff); a non-finite loss skips the update, and a persistent one
+and resumes exactly from the latest checkpoint (memfit.training.checkpoint); a real OOM re-runs the window in smaller
+micro-batches at the same effective batch (memfit.training.backoff); a non-finite loss skips the update, and a persistent one
 stops the run with the last good checkpoint on disk.
 """
 
@@ -24,9 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .backoff import OOMBackoff
 from .checkpoint import BASE_FILE, Checkpointer, CheckpointError, DataStream, TrainState, base_info, ensure_writable
-from .loss import count_predicted_tokens
-from .stack import Stack
-from .strategies.gradient_accumulation import accumulation_steps
+from ..core.loss import count_predicted_tokens
+from ..core.stack import Stack
+from ..strategies.gradient_accumulation import accumulation_steps
 from .telemetry import Meter, memory_stats, reset_peak
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,8 @@ def make_accelerator(stack: Stack, micro_batch: int, log_with: Optional[str] = N
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, GradientAccumulationPlugin
 
-    from .distributed import accelerator_kwargs as launch_kwargs
-    from .distributed import partial_state
+    from ..launch.distributed import accelerator_kwargs as launch_kwargs
+    from ..launch.distributed import partial_state
 
     state = partial_state()  # must be the first PartialState: on a GPU-less launch it builds the gloo group
     ctx = stack.context(state.device, state.distributed_type, state.num_processes, micro_batch=micro_batch)
@@ -264,7 +264,7 @@ def _accumulate(model, acc, stack, ctx, pieces, window_tokens) -> torch.Tensor:
 
 
 def evaluate(model, eval_data, cfg: TrainConfig, acc) -> dict[str, Any]:
-    from .evaluation import perplexity
+    from ..evaluation import perplexity
 
     res = perplexity(model, eval_data, context_length=cfg.eval_context, stride=cfg.eval_stride,
                      batch_size=cfg.eval_batch_size, accelerator=acc)
@@ -274,7 +274,7 @@ def evaluate(model, eval_data, cfg: TrainConfig, acc) -> dict[str, Any]:
 
 def save_trained(model, acc, out: Path) -> str:
     """peft adapters (or full weights) as safetensors, written by the main process only, with the base architecture
-    (memfit.checkpoint.load_adapter checks it before loading)."""
+    (memfit.training.checkpoint.load_adapter checks it before loading)."""
     acc.wait_for_everyone()
     state = acc.get_state_dict(model)  # gathers ZeRO-3 / FSDP shards on every rank
     if acc.is_main_process:

@@ -20,11 +20,11 @@ import pytest
 import torch
 
 from memfit import StackError
-from memfit.distributed import (Launch, accelerator_kwargs, check_stack_for_distributed, ddp_kwargs,
+from memfit.launch.distributed import (Launch, accelerator_kwargs, check_stack_for_distributed, ddp_kwargs,
                                 wants_cpu_group)
 from _distributed_worker import LR, STACK, STEPS, run_all, spawn_two, train_once
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LOSS_RTOL, WEIGHT_ATOL = 1e-6, 3 * LR / 1000
 
 check = check_stack_for_distributed
@@ -123,8 +123,8 @@ def test_accelerator_kwargs_per_engine():
 
 def test_check_launch_reads_a_live_accelerator():
     from memfit import Stack
-    from memfit.distributed import check_launch
-    from memfit.loop import make_accelerator
+    from memfit.launch.distributed import check_launch
+    from memfit.training.loop import make_accelerator
 
     acc = make_accelerator(Stack.from_spec("lora+gc+ga2"), 2)
     launch = Launch.from_accelerator(acc)
@@ -196,7 +196,7 @@ def _assert_trains_like_one_process(ranks: list[dict], name: str, one: dict, k: 
 
 @pytest.mark.slow
 def test_ddp_processes_form_one_cpu_group_by_themselves(two):
-    """No ACCELERATE_USE_CPU in the environment: memfit.distributed.partial_state builds the gloo group."""
+    """No ACCELERATE_USE_CPU in the environment: memfit.launch.distributed.partial_state builds the gloo group."""
     assert [(r["distributed_type"], r["num_processes"]) for r in two] == [("MULTI_CPU", 2)] * 2
 
 

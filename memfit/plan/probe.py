@@ -17,7 +17,7 @@ from typing import Optional
 
 import torch
 
-from .stack import Stack
+from ..core.stack import Stack
 
 OOM = (torch.OutOfMemoryError,)
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from memfit import Stack
-from memfit.planner import plan, retry_boundary, search_max
-from memfit.probe import Probe, SimulatedMeter, run_probe
+from memfit.plan.planner import plan, retry_boundary, search_max
+from memfit.plan.probe import Probe, SimulatedMeter, run_probe
 from _models import tiny_model
 
 SEQ, BUDGET = 64, 3.0e6
@@ -41,7 +41,7 @@ def test_search_is_exact_without_memory_readings():
 
 
 def test_search_uses_few_probes_when_memory_is_linear():
-    from memfit.planner import ALLOCATOR_SLACK
+    from memfit.plan.planner import ALLOCATOR_SLACK
 
     # the allocator's real limit sits ~1% under the budget (measured on an H100: see benchmarks/results)
     budget = (1e9 + 800.5e7) / (1 - ALLOCATOR_SLACK)

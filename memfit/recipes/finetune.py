@@ -1,7 +1,7 @@
 """The climate job as one library call: PDFs -> document split -> model + stack -> planned micro-batch -> training
 -> perplexity before and after -> `<output_dir>/<run>/results.json`, `summary.md` and the adapter.
 
-    from memfit.finetune import FinetuneConfig, run_finetune
+    from memfit.recipes.finetune import FinetuneConfig, run_finetune
     results = run_finetune(FinetuneConfig(pdf_dir="papers/", max_steps=50))
 
 Settings left at None take a device default (`DEVICE_DEFAULTS`). On CUDA the default stack is the seed's:
@@ -26,15 +26,15 @@ from typing import Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .data import DataError, build_datasets, extract_pdfs
-from .distributed import check_launch, partial_state
-from .evaluation import perplexity
-from .loop import TrainConfig, make_accelerator, train
-from .models import load_model, load_tokenizer
-from .planner import plan, versions
-from .probe import SimulatedMeter
-from .stack import Stack
-from .strategies.gradient_accumulation import GradientAccumulation
+from ..data import DataError, build_datasets, extract_pdfs
+from ..launch.distributed import check_launch, partial_state
+from ..evaluation import perplexity
+from ..training.loop import TrainConfig, make_accelerator, train
+from ..models import load_model, load_tokenizer
+from ..plan.planner import plan, versions
+from ..plan.probe import SimulatedMeter
+from ..core.stack import Stack
+from ..strategies.gradient_accumulation import GradientAccumulation
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,11 @@ from typing import Optional
 
 import torch
 
-from .models import load_model
+from ..models import load_model
 from .planner import PlanResult, plan
 from .probe import SimulatedMeter
 from .report import format_table, write_report
-from .stack import Stack
+from ..core.stack import Stack
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from typing import Any, Callable, Optional, TypeVar
 
 import torch
 
-from .planner import write_plan_cache
-from .probe import is_oom, oom_summary
+from ..plan.planner import write_plan_cache
+from ..plan.probe import is_oom, oom_summary
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,7 +58,7 @@ def _set_rng_state(state) -> None:
 
 
 def update_plan_cache(path: str | Path, micro_batch: int, event: dict[str, Any]) -> None:
-    """Lower the cached PlanResult (the JSON `memfit.planner.plan` writes) to a micro-batch that trained, keeping its
+    """Lower the cached PlanResult (the JSON `memfit.plan.planner.plan` writes) to a micro-batch that trained, keeping its
     effective batch, and record the back-off in it. Written atomically; a missing entry is left alone."""
     path = Path(path)
     if not path.is_file():

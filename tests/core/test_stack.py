@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 import memfit
 from memfit import Stack, StackError
-from memfit.protocol import strategy_config
+from memfit.core.protocol import strategy_config
 from _models import random_blocks, tiny_model
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from memfit import StackError
-from memfit.distributed import Launch, check_stack_for_distributed
+from memfit.launch.distributed import Launch, check_stack_for_distributed
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "launch_configs"
 YAMLS = sorted(p.name for p in CONFIGS.glob("*.yaml"))
 QLORA_SHARDABLE = "lora+quant4bit:quant_storage=bf16+bf16+gc"
@@ -183,7 +183,7 @@ def test_readme_names_every_config_and_only_existing_files():
 
 @pytest.mark.slow
 def test_accelerate_launch_with_cpu_config_really_runs_two_processes(tmp_path):
-    """The real launcher, nothing simulated: two processes, one gloo group (memfit.distributed.partial_state)."""
+    """The real launcher, nothing simulated: two processes, one gloo group (memfit.launch.distributed.partial_state)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get(
         "PYTHONPATH", "")])}
     env.pop("ACCELERATE_USE_CPU", None)

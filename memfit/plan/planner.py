@@ -21,10 +21,10 @@ from typing import Any, Callable, Optional
 import torch
 
 from .memory import GiB, estimate
-from .models import cache_root
+from ..models import cache_root
 from .probe import CudaMeter, Probe, SimulatedMeter, run_probe
-from .stack import Stack
-from .strategies.gradient_accumulation import GradientAccumulation
+from ..core.stack import Stack
+from ..strategies.gradient_accumulation import GradientAccumulation
 
 
 @dataclass

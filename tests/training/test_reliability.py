@@ -4,7 +4,7 @@ Bad PDFs are covered where the extractor lives (tests/data/test_data_extract.py)
 (test_page_and_time_limits: timeout), huge files and page counts (test_file_size_limit, test_page_and_time_limits),
 truncated / encrypted / HTML / empty / scanned files (test_every_bad_file_is_reported_and_the_good_ones_survive).
 Only the decompression bomb (tiny file, huge stream) is added here. Impossible stacks given as specs are covered by
-tests/test_stack.py (test_impossible_combinations_fail_with_the_conflict_named); here they come from YAML files.
+tests/core/test_stack.py (test_impossible_combinations_fail_with_the_conflict_named); here they come from YAML files.
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ from pydantic import BaseModel, PrivateAttr
 
 import memfit
 from memfit import ModelError, Stack, StackError, TrainConfig
-from memfit.backoff import next_smaller
-from memfit.checkpoint import CheckpointError, list_checkpoints, load_adapter
-from memfit.loss import causal_lm_nll
-from memfit.probe import SimulatedMeter
-from memfit.protocol import strategy_config
+from memfit.training.backoff import next_smaller
+from memfit.training.checkpoint import CheckpointError, list_checkpoints, load_adapter
+from memfit.core.loss import causal_lm_nll
+from memfit.plan.probe import SimulatedMeter
+from memfit.core.protocol import strategy_config
 from _models import random_blocks, tiny_model
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # tests/
 
 
 @pytest.fixture(autouse=True)
@@ -190,7 +190,7 @@ def _gpu_stack(spec: str, **gpu) -> Stack:
 
 
 def test_oom_backs_off_to_a_smaller_micro_batch_at_the_same_effective_batch(tmp_path):
-    from memfit.planner import plan
+    from memfit.plan.planner import plan
 
     rows, seq = random_blocks(20, 32, seed=2), 32  # 20 rows: windows of 8 straddle epochs at either size
     planned = plan(Stack.from_spec("lora").apply_model(tiny_model(), Stack([]).context("cpu")), "lora", seq_len=seq,
@@ -294,7 +294,7 @@ def test_a_transient_nan_skips_one_update_and_the_run_goes_on():
 
 
 def test_fp16_overflow_is_skipped_by_the_loss_scaler_and_counted(tmp_path):
-    from memfit.loop import make_accelerator
+    from memfit.training.loop import make_accelerator
 
     stack = Stack.from_spec("lora+fp16")
     acc = make_accelerator(stack, 2)

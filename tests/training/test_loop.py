@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 import memfit
 from memfit import Stack, TrainConfig
-from memfit.protocol import strategy_config
+from memfit.core.protocol import strategy_config
 from _models import random_blocks, tiny_model
 
 

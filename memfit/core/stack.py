@@ -39,7 +39,7 @@ class Stack:
         items = list(strategies)
         for s in items:
             if not hasattr(s, "name") or not hasattr(s, "phase"):
-                raise StackError(f"{s!r} is not a strategy: it needs `name` and `phase` (see memfit.protocol.Strategy)")
+                raise StackError(f"{s!r} is not a strategy: it needs `name` and `phase` (see memfit.core.protocol.Strategy)")
         names = [s.name for s in items]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

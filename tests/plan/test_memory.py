@@ -8,8 +8,8 @@ import torch
 
 import memfit
 from memfit import Stack
-from memfit.memory import estimate
-from memfit.probe import autocast_for
+from memfit.plan.memory import estimate
+from memfit.plan.probe import autocast_for
 from _models import random_blocks, saved_activation_bytes, tiny_model
 
 SHAPE = dict(hidden_size=128, intermediate_size=352, num_attention_heads=4, num_key_value_heads=2)

@@ -3,7 +3,7 @@ loop relies on. A stack that cannot work fails before the model is loaded, with 
 but wastes something gets a note. Order (launch_configs/README.md): `partial_state()` first, `check_launch(stack)`
 before loading the model, `accelerator_kwargs(stack, state)` into `Accelerator(...)`.
 
-Measured on CPU/gloo (torch 2.13, accelerate 1.15, deepspeed 0.19.8; tests/test_distributed.py): DDP with
+Measured on CPU/gloo (torch 2.13, accelerate 1.15, deepspeed 0.19.8; tests/launch/test_distributed.py): DDP with
 find_unused_parameters=False, static_graph=False trains LoRA + 'gc' (non-reentrant) and LoRA + 'offload' exactly like
 one process, with and without accumulation. static_graph=True crashes on the second micro-batch of a window (reducer
 INTERNAL ASSERT expect_autograd_hooks_: static graph vs accelerate's no_sync); find_unused_parameters=True crashes with
@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping, Optional
 
-from .protocol import DTYPE_NAMES, StackError
+from ..core.protocol import DTYPE_NAMES, StackError
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ class Launch:
 def check_stack_for_distributed(stack, distributed_type: str = "NO", **facts: Any) -> list[str]:
     """Raise memfit.StackError when `stack` cannot train under the engine; return notes for choices that work but
     waste memory or time. `facts` are `Launch` fields (zero_stage=3, offload_optimizer="cpu", fsdp_version=2, ...)."""
-    from .stack import Stack
+    from ..core.stack import Stack
 
     stack = Stack.coerce(stack)
     unknown = sorted(set(facts) - {f.name for f in fields(Launch)})
@@ -177,7 +177,7 @@ def _check_quantized_weights(stack, launch: Launch, notes: list[str]) -> None:
 
 
 def _check_optimizer(stack, launch: Launch, notes: list[str]) -> None:
-    from .stack import spec_of
+    from ..core.stack import spec_of
 
     if launch.distributed_type != "DEEPSPEED":
         return

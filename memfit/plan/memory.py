@@ -4,7 +4,7 @@ peak(b) = static + b * seq * per_token, where
   static    = weights (by dtype / quantisation) + trainable params + grads + optimizer states + workspace
   per_token = activations kept for backward (all layers, or only checkpointed layer inputs)
               + one layer's recompute working set (when checkpointing) + the logits/loss path.
-The per-layer coefficients count what HF's Llama layer saves for backward (tests/test_memory.py checks them against
+The per-layer coefficients count what HF's Llama layer saves for backward (tests/plan/test_memory.py checks them against
 the bytes `saved_tensors_hooks` sees, one layer isolated as the difference of a 3- and a 2-layer model; the compiled
 variant and the backward transients are calibrated on H100 peaks, benchmarks/results/README.md). Strategies edit the
 estimate through their `estimate_memory` hook.

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from .memory import GiB
+from ..plan.memory import GiB
 
 
 def reset_peak(device: torch.device) -> None:

@@ -6,7 +6,8 @@ import sys
 import textwrap
 
 
-from memfit import Stack, registry
+from memfit import Stack
+from memfit.core import registry
 
 
 def test_plugin_distribution_on_sys_path_is_usable_by_name(tmp_path, monkeypatch):
@@ -14,7 +15,7 @@ def test_plugin_distribution_on_sys_path_is_usable_by_name(tmp_path, monkeypatch
     (tmp_path / "freeze_embeddings_plugin.py").write_text(textwrap.dedent('''
         from typing import ClassVar
         from pydantic import BaseModel
-        from memfit.protocol import strategy_config
+        from memfit.core.protocol import strategy_config
 
         class FreezeEmbeddings(BaseModel):
             model_config = strategy_config()
@@ -55,7 +56,7 @@ def test_register_strategy_decorator_in_process():
 
     from pydantic import BaseModel
 
-    from memfit.protocol import strategy_config
+    from memfit.core.protocol import strategy_config
 
     @registry.register_strategy(aliases=("noop2",))
     class Noop(BaseModel):

@@ -12,7 +12,7 @@ import pytest
 
 from _models import REPO, tiny_config
 
-sys.path.insert(0, str(Path(__file__).parent / "data"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "data"))
 from pdf_factory import english_page, write_text_pdf  # noqa: E402
 
 from memfit.data import DataError  # noqa: E402
@@ -41,7 +41,7 @@ def _example():
 
 
 # the data tests' in-process byte-level BPE tokenizer (a session fixture; pytest collects it from this namespace)
-tiny_tokenizer = _load("data_fixtures", Path(__file__).parent / "data" / "conftest.py").tiny_tokenizer
+tiny_tokenizer = _load("data_fixtures", Path(__file__).parents[1] / "data" / "conftest.py").tiny_tokenizer
 
 
 @pytest.fixture
