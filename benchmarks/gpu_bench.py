@@ -53,6 +53,9 @@ def main() -> None:
     ap.add_argument("--seq", type=int, nargs="+", default=[512])
     ap.add_argument("--stacks", nargs="*", default=[])
     ap.add_argument("--hf", action="store_true", help="HF recipe baseline, exact search")
+    ap.add_argument("--hf-liger", action="store_true", help="the HF recipe with Liger's kernels (run it alone: it "
+                    "patches transformers process-wide)")
+    ap.add_argument("--hf-max-seq", action="store_true", help="also the recipe's longest context at micro-batch 1")
     ap.add_argument("--finder", action="store_true", help="also accelerate.find_executable_batch_size on it")
     ap.add_argument("--train", help="stack spec to train --train-steps steps at its planned size")
     ap.add_argument("--train-steps", type=int, default=50)
@@ -80,11 +83,12 @@ def main() -> None:
                                                       "margin": round(margin, 4)})
         Path(args.out, f"{args.name}_extra.json").write_text(json.dumps(extra, indent=2))
 
-    if args.hf:
-        from hf_baseline import hf_exact, hf_finder
+    if args.hf or args.hf_liger:
+        from hf_baseline import hf_exact, hf_finder, hf_max_seq, load_hf_recipe
 
+        loaded = load_hf_recipe(weights, args.hf_liger)
         for seq in args.seq:
-            res, model, opt = hf_exact(weights, seq, margin)
+            res, model, opt = hf_exact(weights, seq, margin, args.hf_liger, loaded)
             rows.append(res)
             print(format_table([res]), flush=True)
             save()
@@ -92,8 +96,12 @@ def main() -> None:
                 extra["finder"].append(hf_finder(model, opt, seq))
                 print(extra["finder"][-1], flush=True)
                 save()
-            del model, opt
-            free_device()
+        if args.hf_max_seq:
+            extra.setdefault("max_seq", []).append(hf_max_seq(*loaded, margin, liger=args.hf_liger))
+            print(extra["max_seq"][-1], flush=True)
+            save()
+        del model, opt, loaded
+        free_device()
     for spec in args.stacks:
         stack = memfit.Stack.from_spec(spec)
         model = memfit.load_model(weights, stack)

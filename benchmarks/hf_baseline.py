@@ -17,11 +17,19 @@ from memfit.plan.probe import CudaMeter, Probe, is_oom
 
 
 
-def load_hf_recipe(weights_dir: str):
+def load_hf_recipe(weights_dir: str, liger: bool = False):
+    """liger=True: the peer TRL users get with `use_liger_kernel=True` (Liger's RMSNorm, SwiGLU, RoPE and fused
+    linear cross-entropy patched into transformers' Llama classes before loading). It patches process-wide, so a
+    benchmark process that measures it must not measure anything else afterwards."""
     import bitsandbytes as bnb
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
+    if liger:
+        from liger_kernel.transformers import apply_liger_kernel_to_llama
+
+        apply_liger_kernel_to_llama(rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
+                                    fused_linear_cross_entropy=True)
     q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                            bnb_4bit_compute_dtype=torch.float16)
     model = AutoModelForCausalLM.from_pretrained(weights_dir, quantization_config=q, device_map={"": 0})
@@ -62,15 +70,17 @@ def hf_probe_fn(model, opt, meter: CudaMeter, seq: int):
     return probe
 
 
-def hf_exact(weights_dir: str, seq: int, margin: float = 0.0) -> tuple[PlanResult, object, object]:
-    model, opt = load_hf_recipe(weights_dir)
+def hf_exact(weights_dir: str, seq: int, margin: float = 0.0, liger: bool = False,
+             loaded=None) -> tuple[PlanResult, object, object]:
+    model, opt = loaded or load_hf_recipe(weights_dir, liger)
     meter = CudaMeter(torch.device("cuda", 0), margin=margin)
     start = time.perf_counter()
     best, probes = search_max(hf_probe_fn(model, opt, meter, seq), budget=meter.budget, baseline=meter.baseline,
                               limit=4096)
     meter.release()
     at_max = [p for p in probes if p.fits and p.micro_batch == best]
-    res = PlanResult(stack="HF recipe (QLoRA fp16, prepare_model_for_kbit_training)", seq_len=seq,
+    label = "HF recipe (QLoRA fp16, prepare_model_for_kbit_training)" + (" + Liger kernels" if liger else "")
+    res = PlanResult(stack=label, seq_len=seq,
                      max_micro_batch=best, grad_accum=1, effective_batch=best, budget_gib=meter.budget / GiB,
                      peak_gib=at_max[-1].peak_bytes / GiB if at_max else None,
                      tokens_per_s=at_max[-1].tokens_per_s if at_max else None,
@@ -95,3 +105,20 @@ def hf_finder(model, opt, seq: int, start: int = 512) -> dict:
     picked = run()
     return {"seq_len": seq, "picked": picked, "probes": len(calls), "seconds": time.perf_counter() - t,
             "sizes": calls}
+
+
+def hf_max_seq(model, opt, margin: float = 0.0, unit: int = 256, liger: bool = False) -> dict:
+    """Longest sequence (in steps of `unit` tokens) the recipe trains at micro-batch 1, exact against real OOMs:
+    the same search as the batch, over k with seq = k * unit (memory is linear in seq with flash-style attention)."""
+    meter = CudaMeter(torch.device("cuda", 0), margin=margin)
+
+    def probe(k: int) -> Probe:
+        p = hf_probe_fn(model, opt, meter, k * unit)(1)
+        return Probe(k, p.fits, p.peak_bytes, p.seconds, p.tokens_per_s, error=p.error)
+
+    start = time.perf_counter()
+    best, probes = search_max(probe, budget=meter.budget, baseline=meter.baseline, limit=1024)
+    meter.release()
+    return {"stack": "HF recipe" + (" + Liger" if liger else ""), "max_seq_len": best * unit, "unit": unit,
+            "probes": len(probes), "seconds": time.perf_counter() - start,
+            "sizes": [(p.micro_batch * unit, p.fits) for p in probes]}
