@@ -27,7 +27,7 @@ class MixedPrecision(BaseModel):
     weights: Literal["compute", "fp32"] = "compute"
 
     @property
-    def compute_dtype(self) -> torch.dtype:
+    def autocast_dtype(self) -> torch.dtype:
         return DTYPES[self.dtype]
 
     def describe(self) -> str:
@@ -44,11 +44,11 @@ class MixedPrecision(BaseModel):
                              "master weights): use 'bf16', 'fp16:weights=fp32', or add 'lora'")
 
     def model_kwargs(self, ctx):
-        return {"dtype": self.compute_dtype if self.weights == "compute" else torch.float32}
+        return {"dtype": self.autocast_dtype if self.weights == "compute" else torch.float32}
 
     def accelerator_kwargs(self, ctx):
         return {"mixed_precision": self.dtype}
 
     def estimate_memory(self, est, ctx):
-        est.set_compute_dtype(self.compute_dtype, weights_in_compute=self.weights == "compute")
+        est.set_compute_dtype(self.autocast_dtype, weights_in_compute=self.weights == "compute")
 
