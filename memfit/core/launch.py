@@ -109,3 +109,14 @@ def has_accelerator() -> bool:
 
 def env_flag(env: Mapping[str, str], key: str, default: str = "false") -> bool:
     return env.get(key, default).lower() in ("1", "true", "yes")
+
+
+def refuse_fsdp1_mixed_dtypes(stack, launch: Launch) -> None:
+    """For strategies that keep frozen weights outside fp32 (quantized or compute-dtype weights): FSDP1 flattens a
+    layer into one buffer of one dtype, so those weights cannot sit beside fp32 adapters there."""
+    from .protocol import StackError
+
+    if launch.distributed_type == "FSDP" and (launch.fsdp_version or 1) == 1 and stack.trains_adapters_only:
+        raise StackError("FSDP1 flattens each decoder layer into one buffer of a single dtype, but LoRA adapters "
+                         "train in fp32 beside frozen bf16/fp16/4-bit weights. Use FSDP2 (fsdp_version: 2, "
+                         "launch_configs/fsdp.yaml), which shards parameter by parameter")

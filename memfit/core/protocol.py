@@ -25,7 +25,7 @@ HOOKS = (
     "compute_loss",  # (model, batch, ctx) -> (nll_sum, n_tokens)                     [exclusive]
     "step_context",  # (ctx) -> context manager wrapped around forward+backward
     "estimate_memory",  # (estimate, ctx) -> None, edits the analytic MemoryEstimate in place
-    "check_launch",  # (launch: memfit.core.launch.Launch) -> list[str] notes; raise StackError naming the fix
+    "check_launch",  # (stack, launch: memfit.core.launch.Launch) -> list[str] notes; raise StackError naming the fix
     "accumulation_steps",  # (micro_batch, num_processes) -> int micro-batches per optimizer step  [exclusive]
 )
 # Hooks where two providers would silently overwrite each other: at most one strategy may claim each.

@@ -167,7 +167,7 @@ class Stack:
 
     def check_launch(self, launch) -> list[str]:
         """Every strategy's verdict on the launch (a memfit.core.launch.Launch): raises StackError, or returns notes."""
-        return [note for s in self._providers("check_launch") for note in s.check_launch(launch)]
+        return [note for s in self._providers("check_launch") for note in s.check_launch(self, launch)]
 
     def describe(self) -> str:
         if not self.strategies:

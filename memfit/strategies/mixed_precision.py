@@ -11,6 +11,7 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import BaseModel
 
+from ..core.launch import refuse_fsdp1_mixed_dtypes
 from ..core.protocol import DTYPES, PHASE_DTYPE, StackError, strategy_config
 from ..core.registry import register_strategy
 
@@ -37,6 +38,11 @@ class MixedPrecision(BaseModel):
 
     def spec_item(self) -> str:
         return self.dtype if self.weights == "compute" else f"{self.dtype}:weights=fp32"
+
+    def check_launch(self, stack, launch) -> list[str]:
+        if self.weights == "compute":  # frozen weights in bf16/fp16 beside fp32 adapters
+            refuse_fsdp1_mixed_dtypes(stack, launch)
+        return []
 
     def check(self, stack) -> None:
         if self.dtype == "fp16" and self.weights == "compute" and not stack.trains_adapters_only:
