@@ -248,4 +248,7 @@ class ActivationOffload(BaseModel):
         yield
 
     def estimate_memory(self, est, ctx):
-        est.offloaded = True
+        # the input being recomputed and the next one, prefetched, are still on the device; the rest is in host memory
+        est.set_term("checkpointed_inputs", "token", lambda e: float(2 * e.compute_bytes * e.hidden), self.name)
+        est.set_term("offloaded_inputs", "host", lambda e: float(e.checkpointed_layers * e.compute_bytes * e.hidden),
+                     self.name)
