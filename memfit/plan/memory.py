@@ -162,11 +162,11 @@ class MemoryEstimate:
         return out
 
     def contributions(self, micro_batch: int) -> str:
-        """The breakdown as lines naming who contributed each term (the baseline 'llama' or a strategy)."""
+        """The breakdown in MiB, one line per term naming who contributed it (the baseline 'llama' or a strategy)."""
         gib = self.breakdown(micro_batch)
-        lines = [f"{name:<22} {gib[key]:8.2f} GiB  {t.owner}" for name, t in self.terms.items()
+        lines = [f"{name:<22} {gib[key] * 1024:10.1f} MiB  {t.owner}" for name, t in self.terms.items()
                  for key in ([name] if t.kind != "host" else [f"host:{name}"]) if key in gib]
-        return "\n".join(lines + [f"{'total':<22} {gib['total']:8.2f} GiB"])
+        return "\n".join(lines + [f"{'total':<22} {gib['total'] * 1024:10.1f} MiB"])
 
     def to_dict(self) -> dict:
         fixed = {k: v for k, v in vars(self).items() if k not in ("terms", "facts")}
