@@ -83,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:2] == ["data", "inspect"]:
         return cmd_data(None, argv[2:])
+    if argv[:2] == ["data", "fetch"]:
+        from .data.fetch import fetch_main
+
+        return fetch_main(argv[2:])
     parser = argparse.ArgumentParser(prog="memfit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, helptext in (("plan", "largest micro-batch per stack on this device"),
@@ -105,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-fraction", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_eval)
-    sub.add_parser("data", help="`memfit data inspect DIR`: extraction artefacts and split statistics")
+    sub.add_parser("data", help="`memfit data inspect DIR`: extraction artefacts and split statistics; "
+                                    "`memfit data fetch climate DIR`: download the full corpus, verified")
     args = parser.parse_args(argv)
     from . import StackError
     from .data import DataError
