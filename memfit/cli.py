@@ -64,6 +64,8 @@ def cmd_eval(args) -> int:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, args.adapter)
+        if args.merge:  # what users deploy: the adapter folded into the full-precision weights
+            model = model.merge_and_unload()
     tok = load_tokenizer(args.model)
     bundle = build_datasets(extract_pdfs(args.data), tok, test_fraction=args.test_fraction, seed=args.seed)
     res = perplexity(model, bundle.test, context_length=args.context, stride=args.stride, batch_size=args.batch_size,
@@ -101,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("eval", help="perplexity and bits/byte on the test documents of a PDF folder")
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--adapter")
+    p.add_argument("--merge", action="store_true", help="fold the adapter into the weights before scoring")
     p.add_argument("--stack", default="none")
     p.add_argument("--data", required=True, help="folder of PDFs")
     p.add_argument("--context", type=int, default=512)
