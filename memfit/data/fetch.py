@@ -8,7 +8,6 @@ yet received; one file failing never stops the others.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import http.client
 import json
 import sys
@@ -19,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import quote
 
+from memfit.data.cache import file_sha256
 from memfit.data.errors import DataError
 
 ATTEMPTS = 3  # per file and run: each attempt resumes where the last one stopped
@@ -47,14 +47,6 @@ def source_url(entry: dict, mirror: str | None, base_url: str) -> str:
     return f"{base_url}/{entry['repo']}/{entry['commit']}/{quote(entry['path'])}"
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _download(url: str, part: Path, size: int, timeout: float) -> None:
     """Append the missing bytes of `url` to `part`; raises OSError/HTTPException when the transfer breaks."""
     have = part.stat().st_size if part.exists() else 0
@@ -73,7 +65,7 @@ def _download(url: str, part: Path, size: int, timeout: float) -> None:
 def fetch_file(entry: dict, dest: Path, url: str, timeout: float) -> str:
     """'skipped' or 'fetched'; raises RuntimeError with the user-facing reason otherwise."""
     target, part = dest / entry["name"], dest / (entry["name"] + ".part")
-    if target.exists() and sha256_of(target) == entry["sha256"]:
+    if target.exists() and file_sha256(target) == entry["sha256"]:
         return "skipped"
     error = None
     for _ in range(ATTEMPTS):
@@ -89,7 +81,7 @@ def fetch_file(entry: dict, dest: Path, url: str, timeout: float) -> str:
         got = part.stat().st_size if part.exists() else 0
         raise RuntimeError(f"transfer broke after {got:,} of {entry['size']:,} bytes ({error!r}); "
                            "run the same command again to resume")
-    actual = sha256_of(part)
+    actual = file_sha256(part)
     if actual != entry["sha256"]:
         part.unlink()  # wrong bytes cannot be resumed into right ones
         raise RuntimeError(f"checksum mismatch (sha256 {actual[:12]}..., expected {entry['sha256'][:12]}...); "
