@@ -190,7 +190,8 @@ def run_finetune(cfg: FinetuneConfig | None = None, **overrides: Any) -> dict[st
     eval_docs, eval_info = sample_documents(bundle.test, tokenizer, cfg.eval_max_tokens, cfg.eval_context)
 
     def evaluate(label: str, scored=None):
-        res = perplexity(model if scored is None else scored, eval_docs, context_length=cfg.eval_context, stride=cfg.eval_stride,
+        res = perplexity(model if scored is None else scored, eval_docs, context_length=cfg.eval_context,
+                         stride=cfg.eval_stride,
                          batch_size=cfg.eval_batch_size, accelerator=acc, progress=cfg.progress,
                          pad_token_id=tokenizer.pad_token_id)
         info(f"{label} perplexity {res.perplexity:.3f} ({res.bits_per_byte or math.nan:.4f} bits/byte, "
