@@ -23,27 +23,30 @@ from memfit.data.split import split_documents
 log = logging.getLogger(__name__)
 
 
-def _weighted(records: list[Record], weights: dict[str, float]) -> list[Record]:
+def _weighted(names: list[str], by_name: dict[str, Record], weights: dict[str, float]) -> list[str]:
     out = []
-    for record in records:
-        weight = weights.get(record.source, 1.0)
+    for name in names:
+        weight = weights.get(by_name[name].source, 1.0)
         copies = int(weight)
         fraction = weight - copies  # a stable per-document draw, so the subset depends on names only
-        draw = int(hashlib.sha256(record.name.encode()).hexdigest()[:8], 16) / 16**8
-        out += [record] * (copies + (draw < fraction))
+        draw = int(hashlib.sha256(name.encode()).hexdigest()[:8], 16) / 16**8
+        out += [name] * (copies + (draw < fraction))
     return out
 
 
+Encoded = tuple[list[int], Optional[list[int]]]  # input_ids, and labels for chat samples (None: plain text)
+
+
 def _encode(tokenizer: Any, records: list[Record], block_size: int, on_too_long: str,
-            issues: list[FileIssue]) -> tuple[list[list[int]], list[tuple[list[int], list[int]]]]:
-    """(token lists of text documents, (ids, labels) of chat samples that fit a block)."""
-    texts = tokenize(tokenizer, [r.text for r in records if r.messages is None])
-    samples = []
+            issues: list[FileIssue]) -> dict[str, Encoded]:
+    """Every usable record's tokens, before the split, so a bad sample never takes a place in train or test."""
+    plain = [r for r in records if r.messages is None]
+    encoded: dict[str, Encoded] = {r.name: (ids, None) for r, ids in zip(plain, tokenize(tokenizer, [r.text for r in plain]))}
     for record in (r for r in records if r.messages is not None):
         try:
             ids, labels = tokenize_chat(tokenizer, record.messages)
         except DataError as exc:
-            if "chat template" in str(exc) and "prefix" not in str(exc):
+            if "no chat template" in str(exc):  # the tokenizer, not this sample, is wrong
                 raise
             issues.append(FileIssue(_path(record), "bad-chat", f"{_where(record)}{exc}"))
             continue
@@ -55,8 +58,8 @@ def _encode(tokenizer: Any, records: list[Record], block_size: int, on_too_long:
                 raise DataError(str(issue))
             issues.append(issue)
             continue
-        samples.append((ids, labels))
-    return texts, samples
+        encoded[record.name] = (ids, labels)
+    return encoded
 
 
 def _path(record: Record):
@@ -84,19 +87,19 @@ def build_source_datasets(sources: list[Any], tokenizer: Any, *, block_size: int
     by_name = {r.name: r for r in records}
     if len(by_name) != len(records):
         raise DataError("two sources give documents of the same name; give the sources distinct 'name's")
-    plan = split_documents(sorted(by_name), test_fraction=test_fraction, min_test_docs=min_test_docs, seed=seed)
-    weights = {src.label: src.weight for src in sources}
-    train_records = _weighted([by_name[n] for n in plan.train], weights)
-    texts, samples = _encode(tokenizer, train_records, block_size, on_too_long, issues)
+    encoded = _encode(tokenizer, records, block_size, on_too_long, issues)
+    plan = split_documents(sorted(encoded), test_fraction=test_fraction, min_test_docs=min_test_docs, seed=seed)
+    train_names = _weighted(plan.train, by_name, {src.label: src.weight for src in sources})
+    texts = [encoded[n][0] for n in train_names if encoded[n][1] is None]
+    samples = [encoded[n] for n in train_names if encoded[n][1] is not None]
     parts = [Dataset.from_dict(pack_documents(texts, block_size, eos, pad))] if texts else []
     parts += [Dataset.from_dict(pack_samples(samples, block_size, pad))] if samples else []
-    if not parts:
-        raise DataError("no training sample is left after skipping bad input:\n" + "\n".join(map(str, issues)))
     train = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    train_records = [by_name[n] for n in train_names]
+    records = [r for r in records if r.name in encoded]
 
     test_records = [by_name[n] for n in plan.test]
-    test_ids = [tokenize_chat(tokenizer, r.messages)[0] if r.messages is not None else ids
-                for r, ids in zip(test_records, tokenize(tokenizer, [r.text for r in test_records]))]
+    test_ids = [encoded[r.name][0] for r in test_records]
     test = Dataset.from_dict({"name": [r.name for r in test_records], "input_ids": test_ids,
                               "n_bytes": [len(r.content().encode("utf-8")) for r in test_records]})
     documents = Dataset.from_dict({"name": [r.name for r in records], "text": [r.content() for r in records],
