@@ -120,3 +120,18 @@ def test_pdf_source_keeps_todays_pipeline(pdf_dir, tmp_path):
         write_text_pdf(pdf_dir / f"paper{i}.pdf", [english_page(i)])
     records, issues = load_records([PdfSource(path=str(pdf_dir))], text_cache=str(tmp_path / "cache"))
     assert [r.file for r in records] == ["paper0.pdf", "paper1.pdf"] and not issues
+
+
+def test_inspect_reports_a_table_source_and_a_single_pdf_folder(tmp_path, pdf_dir, capsys):
+    from pdf_factory import english_page, write_text_pdf
+
+    from memfit.data import inspect_main
+
+    (tmp_path / "rows.jsonl").write_text('{"text": "a row"}\nbroken\n')
+    assert inspect_main([str(tmp_path / "rows.jsonl")]) == 0
+    out = capsys.readouterr().out
+    assert "rows.jsonl: line 2: not a JSON object" in out and "documents" in out
+    write_text_pdf(pdf_dir / "only.pdf", [english_page(0)])
+    assert inspect_main([str(pdf_dir), "--cache-dir", str(tmp_path / "cache")]) == 0
+    out = capsys.readouterr().out
+    assert "only.pdf" in out and "note: no split: 1 usable documents" in out
