@@ -20,17 +20,17 @@ import logging
 import math
 import re
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..data import DataError, build_datasets, extract_pdfs
+from ..data.sources import Source
 from ..launch.distributed import check_launch, partial_state
 from ..evaluation import perplexity
 from ..training.loop import TrainConfig, make_accelerator, train
 from ..models import load_model, load_tokenizer
+from .finetune_data import finetune_datasets
 from ..plan.planner import plan, versions
 from ..plan.probe import SimulatedMeter
 from ..core.stack import Stack
@@ -53,7 +53,11 @@ DEVICE_DEFAULTS: dict[str, dict[str, Any]] = {
 class FinetuneConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    pdf_dir: str = "data/climate"
+    pdf_dir: str = "data/climate"  # shorthand for one PDF source; used when `sources` is empty
+    sources: list[Source] = Field(default_factory=list, description=(
+        "training data: PDF folders, .txt/.md files or folders, JSONL/CSV/Parquet tables, save_to_disk folders, "
+        "Hub ids, each {kind: pdf|text|table|saved|hub, path or id, weight, ...}; one document split across all. "
+        "Empty: the PDF folder pdf_dir"))
     text_cache: Optional[str] = None  # extracted page texts; default $MEMFIT_CACHE/text
     model: str = "smollm2-135m"  # the embedded default, a local directory or a Hub id
     architecture: Optional[str] = None  # a shipped config (llama-3.2-3b) or config JSON; implies random_init
@@ -130,17 +134,6 @@ def sample_documents(test, tokenizer, max_tokens: Optional[int], chunk: int) -> 
     return pieces, info
 
 
-def load_corpus(pdf_dir: str, cache: Optional[str]):
-    try:
-        corpus = extract_pdfs(pdf_dir, cache)
-    except DataError as exc:
-        raise DataError(f"{exc}\nThe example needs a folder of text PDFs: put them in {pdf_dir} or pass "
-                        f"--pdf-dir DIR (e.g. --pdf-dir ../shared/corpus/climate).") from None
-    if not corpus.documents:
-        raise DataError(f"none of the PDFs in {pdf_dir} gave usable text:\n{corpus.summary()}")
-    return corpus
-
-
 def run_finetune(cfg: FinetuneConfig | None = None, **overrides: Any) -> dict[str, Any]:
     """Run the whole job (see the module docstring); returns what results.json holds."""
     # before anything else touches accelerate: under `accelerate launch` it joins (on CPU: builds) the process group
@@ -159,12 +152,9 @@ def run_finetune(cfg: FinetuneConfig | None = None, **overrides: Any) -> dict[st
         return time.perf_counter()
 
     t = started
-    with state.main_process_first():  # rank 0 extracts and fills the text cache, the others read it
-        corpus = load_corpus(cfg.pdf_dir, cfg.text_cache)
-    info(corpus.summary())
     tokenizer = load_tokenizer(None if cfg.architecture else cfg.model)
-    bundle = build_datasets(corpus, tokenizer, block_size=cfg.seq_len, test_fraction=cfg.test_fraction,
-                            seed=cfg.seed, verbose=False)
+    bundle, data_info, data_summary = finetune_datasets(cfg, tokenizer, state)
+    info(data_summary)
     t = phase("data_s", t)
 
     stack = with_accumulation(cfg.stack, cfg.target_effective_batch)
@@ -227,10 +217,7 @@ def run_finetune(cfg: FinetuneConfig | None = None, **overrides: Any) -> dict[st
         "versions": versions(),
         "model": cfg.architecture or cfg.model, "random_init": cfg.random_init or bool(cfg.architecture),
         "stack": stack.spec, "stack_description": stack.describe(),
-        "data": {"pdf_dir": str(cfg.pdf_dir), "documents": len(corpus.documents),
-                 "skipped_files": [str(e) for e in corpus.errors],
-                 "text_from_cache": sum(d.from_cache for d in corpus.documents),
-                 "split": {k: asdict(v) for k, v in bundle.stats.items()}, "test_documents": list(bundle.plan.test)},
+        "data": data_info,
         "evaluation": {**eval_info, "context_length": final.context_length, "stride": final.stride,
                        "scored_tokens": final.tokens, "scored_bytes": final.bytes, "original": original.to_dict(),
                        "base": base.to_dict(),
@@ -275,5 +262,5 @@ def summary_markdown(r: dict[str, Any], data_table: str = "") -> str:
         ("versions", ", ".join(f"{k} {v}" for k, v in r["versions"].items())),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
-    return (f"# memfit fine-tune: {r['model']} on {r['data']['documents']} PDFs\n\n| | |\n|---|---|\n{table}\n\n"
+    return (f"# memfit fine-tune: {r['model']} on {r['data']['documents']} documents\n\n| | |\n|---|---|\n{table}\n\n"
             f"## Data\n```\n{data_table}\n```\n\n## Stack\n```\n{r['stack_description']}\n```\n")

@@ -175,3 +175,22 @@ def test_example_under_accelerate_launch_with_two_cpu_processes(tmp_path, tiny_m
     assert k == math.ceil(16 / (micro * 2)) and saved["effective_batch_size"] == micro * k * 2
     assert saved["final_perplexity"] < saved["base_perplexity"]
     assert done.stdout.count("| maximum batch size |") == 1  # one summary, from rank 0
+
+
+def test_sources_field_trains_on_text_files_and_records_the_split(tmp_path, monkeypatch, tiny_model_dir):
+    from memfit.recipes.finetune import FinetuneConfig, run_finetune
+
+    monkeypatch.setenv("MEMFIT_CACHE", str(tmp_path / "cache"))
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for i in range(3):
+        (notes / f"note{i}.md").write_text("\n".join(english_page(seed=i) for _ in range(2)))
+    cfg = FinetuneConfig.model_validate({"sources": [{"kind": "text", "path": str(notes), "name": "notes"}]})
+    results = run_finetune(cfg, model=str(tiny_model_dir), output_dir=str(tmp_path / "out"), run_name="text",
+                           seq_len=32, target_effective_batch=4, max_steps=2, eval_context=32, eval_max_tokens=64,
+                           cpu_budget_gib=0.001, max_micro_batch=4, progress=False)
+    data = results["data"]
+    assert data["documents"] == 3 and data["per_source"] == {"notes": {"train": 2, "test": 1}}
+    assert [name for name, _ in data["test_sha256"]] == data["test_documents"]
+    assert len(data["test_documents"]) == 1 and data["test_documents"][0].startswith("notes::note")
+    assert results["train"]["steps"] == 2 and results["config"]["sources"][0]["kind"] == "text"
