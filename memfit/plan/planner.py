@@ -196,7 +196,8 @@ def _device_name(device: torch.device) -> str:
 
 def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Optional[int] = None,
          margin: float = 0.03, eval_batch_size: int = 0, meter=None, limit: int = 8192,
-         cache_dir: Optional[str | Path] = None, fresh: bool = False, num_processes: Optional[int] = None) -> PlanResult:
+         cache_dir: Optional[str | Path] = None, fresh: bool = False, num_processes: Optional[int] = None,
+         progress: Optional[Callable[[Probe], None]] = None) -> PlanResult:
     """Find the largest micro-batch for `model` (already transformed by `stack`) at `seq_len` on its device."""
     stack = Stack.coerce(stack)
     device = next(model.parameters()).device
@@ -222,6 +223,8 @@ def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Opt
     def probe(b: int) -> Probe:
         p = run_probe(model, optimizer, stack, ctx, meter, b, seq_len, eval_batch_size)
         p.fits, p.peak_bytes = _agree(p.fits, p.peak_bytes, device)
+        if progress:  # one line per probe as it happens: a long search must show it is alive
+            progress(p)
         return p
 
     start = time.perf_counter()

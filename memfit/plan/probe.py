@@ -32,6 +32,13 @@ class Probe:
     error: Optional[str] = None
 
 
+def probe_line(p: Probe, size: str = "micro-batch", stack: str = "") -> str:
+    """The progress line of one probe: size, fits or OOM, peak, seconds."""
+    peak = f"peak {p.peak_bytes / 2**30:.2f} GiB" if p.peak_bytes else (p.error or "")
+    verdict = "fits" if p.fits else "OOM"
+    return f"  probe {stack + ' ' if stack else ''}{size} {p.micro_batch}: {verdict}, {peak}, {p.seconds:.1f} s"
+
+
 def oom_summary(exc: BaseException) -> str:
     """The first line of an OOM message (CUDA's goes on for lines about the allocator)."""
     text = str(exc).strip()
