@@ -140,6 +140,10 @@ def auto_search(base: Stack | str, *, seq_len: int, target_effective_batch: int,
         level_cands = [c for c in cands if c.lossiness == level]
         for c in level_cands:
             c.predicted_max = predict(c.stack)
+        if level_cands and all(c.predicted_max < 1 for c in level_cands):
+            # The model is calibrated on GPUs; before it alone rules out a whole level, the level's most
+            # memory-saving candidate (the most strategies added) is probed for real.
+            max(level_cands, key=lambda c: (len(c.added), -c.prior_cost)).predicted_max = 1
         # prior tokens/s: the declared speed, scaled by how much of the needed micro-batch the model predicts fits
         for c in sorted(level_cands, key=lambda c: (-min(c.predicted_max, needed) / c.prior_cost, len(c.added))):
             if c.predicted_max < 1:
