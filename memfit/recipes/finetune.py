@@ -196,7 +196,8 @@ def run_finetune(cfg: FinetuneConfig | None = None, **overrides: Any) -> dict[st
 
     meter = SimulatedMeter(cfg.cpu_budget_gib * 2**30) if state.device.type != "cuda" else None
     planned = plan(model, stack, seq_len=cfg.seq_len, margin=cfg.margin, eval_batch_size=cfg.eval_batch_size,
-                   meter=meter, limit=cfg.max_micro_batch, cache_dir=cfg.plan_cache, fresh=cfg.fresh)
+                   meter=meter, limit=cfg.max_micro_batch, cache_dir=cfg.plan_cache, fresh=cfg.fresh,
+                   packed=True)  # training blocks are packed documents: probe the same attention path
     if planned.max_micro_batch < 1:
         raise RuntimeError(f"not even one sequence of {cfg.seq_len} tokens fits with stack {stack.spec} "
                            f"({planned.budget_gib:.1f} GiB): lower --seq-len, add 'gc'/'q4', or use a larger device")
