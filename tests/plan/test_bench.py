@@ -7,21 +7,14 @@ import json
 import pytest
 
 from memfit.plan.bench import bench
-from _models import tiny_model
 
 BUDGET_GIB = 3.0e6 / 2**30
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny")
-    tiny_model().save_pretrained(path)
-    return str(path)
 
-
-def test_bench_compares_stacks_and_writes_the_report(model_dir, tmp_path, capsys, monkeypatch):
+def test_bench_compares_stacks_and_writes_the_report(tiny_weights_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MEMFIT_CACHE", str(tmp_path / "cache"))
-    rows = bench(model_dir, ["lora:dropout=0", "lora:dropout=0+gc"], [32], cpu_budget_gib=BUDGET_GIB,
+    rows = bench(tiny_weights_dir, ["lora:dropout=0", "lora:dropout=0+gc"], [32], cpu_budget_gib=BUDGET_GIB,
                  out_dir=tmp_path / "out", name="cmp", limit=512)
     plain, ckpt = rows
     assert 0 < plain.max_micro_batch < ckpt.max_micro_batch  # checkpointing keeps less per sample
@@ -33,7 +26,7 @@ def test_bench_compares_stacks_and_writes_the_report(model_dir, tmp_path, capsys
     assert (tmp_path / "out" / "cmp.png").exists() and (tmp_path / "out" / "cmp.md").exists()
 
 
-def test_bench_on_cpu_without_a_budget_is_a_clear_error(model_dir, tmp_path, monkeypatch):
+def test_bench_on_cpu_without_a_budget_is_a_clear_error(tiny_weights_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("MEMFIT_CACHE", str(tmp_path / "cache"))
     with pytest.raises(ValueError, match="--cpu-budget-gib"):
-        bench(model_dir, ["lora"], [32])
+        bench(tiny_weights_dir, ["lora"], [32])

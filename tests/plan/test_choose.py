@@ -4,27 +4,19 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from memfit.cli import main
 from memfit.core.protocol import EXACT, auto_traits
 from memfit import Stack
-from _models import tiny_model
 
 BUDGET_GIB = 1.5e6 / 2**30  # the tiny model's plain LoRA stack fits a few samples of 64 tokens
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny")
-    tiny_model().save_pretrained(path)
-    return str(path)
 
-
-def test_plan_auto_picks_an_exact_stack_and_writes_the_frontier(model_dir, tmp_path, capsys, monkeypatch):
+def test_plan_auto_picks_an_exact_stack_and_writes_the_frontier(tiny_weights_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MEMFIT_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "auto.json"
-    rc = main(["plan", "--auto", "--model", model_dir, "--stack", "lora:dropout=0", "--seq-len", "64",
+    rc = main(["plan", "--auto", "--model", tiny_weights_dir, "--stack", "lora:dropout=0", "--seq-len", "64",
                "--target-effective-batch", "8", "--cpu-budget-gib", str(BUDGET_GIB), "--probe-budget", "14",
                "--json", str(out)])
     assert rc == 0
@@ -35,10 +27,10 @@ def test_plan_auto_picks_an_exact_stack_and_writes_the_frontier(model_dir, tmp_p
     assert "micro-batch 1: fits" in printed and "winner:" in printed  # one line per probe as it happens
 
 
-def test_plan_max_seq_len_prints_and_writes_each_stack(model_dir, tmp_path, capsys, monkeypatch):
+def test_plan_max_seq_len_prints_and_writes_each_stack(tiny_weights_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MEMFIT_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "seq.json"
-    rc = main(["plan", "--max-seq-len", "--model", model_dir, "--stack", "lora:dropout=0+gc",
+    rc = main(["plan", "--max-seq-len", "--model", tiny_weights_dir, "--stack", "lora:dropout=0+gc",
                "--cpu-budget-gib", str(BUDGET_GIB), "--json", str(out)])
     assert rc == 0
     (row,) = json.loads(out.read_text())["results"]
