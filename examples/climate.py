@@ -29,7 +29,8 @@ def parse_args(argv=None) -> FinetuneConfig:
     model.add_argument("--model-config", dest="architecture", help="shipped config (llama-3.2-3b) or config JSON; "
                                                                    "random weights")
     p.add_argument("--random-init", action="store_true", help="random weights (capacity/throughput runs)")
-    p.add_argument("--stack", help="memory strategies, e.g. 'lora+q4+bf16+gc+ga:effective_batch=32+adam8'")
+    p.add_argument("--stack", help="memory strategies, e.g. 'lora+bf16+cce+ga:effective_batch=32', or 'auto' "
+                                   "(the planner chooses; the CUDA default)")
     p.add_argument("--seq-len", type=int, help="training block and planning length")
     p.add_argument("--target-effective-batch", type=int, help="sequences per optimizer step (all processes)")
     p.add_argument("--max-steps", type=int, help="optimizer steps (overrides --epochs)")

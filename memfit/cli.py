@@ -11,6 +11,9 @@ import sys
 os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
 
+DEFAULT_PLAN_STACKS = ["lora+q4+bf16+gc+ga8+adam8"]
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--model", default="smollm2-135m", help="embedded default, local dir or Hub id")
@@ -29,17 +32,47 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpu-budget-gib", type=float, help="CPU only: simulated device memory for the search")
     p.add_argument("--out", help="directory for the JSON/Markdown/PNG report")
     p.add_argument("--name", default=None)
+    g = p.add_argument_group("choosing the stack and the context (memfit.plan.auto, memfit.plan.seq_len)")
+    g.add_argument("--auto", action="store_true", help="choose the fastest exact-first stack on top of --stack "
+                                                       "(the base, e.g. lora+bf16) for --target-effective-batch")
+    g.add_argument("--probe-budget", type=int, default=60, help="--auto: probes over all stacks")
+    g.add_argument("--max-seq-len", action="store_true", help="per --stack, the longest sequence that trains")
+    g.add_argument("--micro-batch", type=int, default=1, help="--max-seq-len: at this micro-batch")
+    g.add_argument("--json", help="--auto/--max-seq-len: write the machine-readable result here")
 
 
 def cmd_plan(args) -> int:
     from .plan.bench import bench
 
     model = args.model_config or args.model
+    if args.auto or args.max_seq_len:
+        return _cmd_choose(args, model)
     bench(model, args.stack, args.seq_len, random_init=bool(args.model_config) or args.random_init,
           margin=args.margin, eval_batch_size=args.eval_batch_size, target_effective_batch=args.target_effective_batch,
           fresh=args.fresh, cpu_budget_gib=args.cpu_budget_gib, out_dir=args.out,
           name=args.name or args.command)
     return 0
+
+
+def _cmd_choose(args, model: str) -> int:
+    from .plan.choose import choose_stack, longest_context
+
+    common = dict(random_init=bool(args.model_config) or args.random_init, margin=args.margin,
+                  eval_batch_size=args.eval_batch_size, cpu_budget_gib=args.cpu_budget_gib, fresh=args.fresh)
+    if args.auto and args.stack is DEFAULT_PLAN_STACKS:  # the base of the search, not a finished (lossy) stack
+        import torch
+
+        args.stack = ["lora+bf16" if torch.cuda.is_available() else "lora"]
+    if args.max_seq_len:
+        longest_context(model, args.stack, micro_batch=args.micro_batch, json_path=args.json, **common)
+        return 0
+    if not args.target_effective_batch or len(args.seq_len) != 1 or len(args.stack) != 1:
+        raise ValueError("--auto needs --target-effective-batch N, one --seq-len L and one base --stack "
+                         "(e.g. --stack lora+bf16)")
+    res = choose_stack(model, args.stack[0], seq_len=args.seq_len[0], target_effective_batch=args.target_effective_batch,
+                       probe_budget=args.probe_budget, out_dir=args.out, json_path=args.json,
+                       name=args.name or "auto", **common)
+    return 0 if res.winner else 1
 
 
 def cmd_stacks(args) -> int:
@@ -95,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                            ("bench", "compare several stacks side by side")):
         p = sub.add_parser(name, help=helptext)
         _plan_args(p)
-        p.add_argument("--stack", nargs="+", default=["lora+q4+bf16+gc+ga8+adam8"])
+        p.add_argument("--stack", nargs="+", default=DEFAULT_PLAN_STACKS)
         p.set_defaults(func=cmd_plan)
     p = sub.add_parser("stacks", help="list strategies; describe a spec")
     p.add_argument("spec", nargs="?")

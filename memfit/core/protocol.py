@@ -67,6 +67,13 @@ class Strategy(Protocol):
     shorthand: ClassVar[str | None]  # the field a trailing spec number sets ('ga8' -> steps=8); None: no shorthand
     freezes_base: ClassVar[bool]  # True: only the strategy's adapters train (the base weights are frozen)
     autocast_dtype: torch.dtype | None  # the dtype the stack computes in, if this strategy decides it
+    # What the auto search (memfit.plan.auto) needs to know, declared by each strategy; plugins that declare
+    # nothing get AUTO_DEFAULTS: an exact, cost-free candidate with no requirements.
+    lossiness: ClassVar[int]  # EXACT, or how lossy: LOSSY_MOMENTS < LOSSY_WEIGHTS_8BIT < LOSSY_WEIGHTS_4BIT
+    quality_note: ClassVar[str]  # one line on what the loss costs (shown in the auto report)
+    speed_cost: ClassVar[float]  # prior step-time factor (1.0 = free, 1.3 = 30 % slower); orders probes only
+    requires: ClassVar[frozenset[str]]  # of REQUIREMENTS: "cuda", "bitsandbytes"
+    auto_candidate: ClassVar[bool]  # False: not a memory/speed choice (the fine-tune method, the schedule)
 
     def describe(self) -> str: ...
 
@@ -84,6 +91,20 @@ def steps_to_reach(effective_batch: int, micro_batch: int, num_processes: int = 
     """Accumulation steps so micro_batch x steps x processes reaches at least `effective_batch` (at least 1): the one
     place this arithmetic lives (the ga strategy, the planner and the OOM back-off all use it)."""
     return max(1, -(-effective_batch // (micro_batch * num_processes)))
+
+
+# Lossiness levels, in the order the auto search accepts them (lower first, exact whenever it fits).
+EXACT, LOSSY_MOMENTS, LOSSY_WEIGHTS_8BIT, LOSSY_WEIGHTS_4BIT = 0, 1, 2, 3
+LOSSINESS_NAMES = {EXACT: "exact", LOSSY_MOMENTS: "8-bit optimizer moments", LOSSY_WEIGHTS_8BIT: "8-bit weights",
+                   LOSSY_WEIGHTS_4BIT: "4-bit weights"}
+REQUIREMENTS = frozenset({"cuda", "bitsandbytes"})
+AUTO_DEFAULTS: dict[str, Any] = {"lossiness": EXACT, "quality_note": "", "speed_cost": 1.0, "requires": frozenset(),
+                                 "auto_candidate": True}
+
+
+def auto_traits(strategy: Any) -> dict[str, Any]:
+    """A strategy's (class's) auto-search metadata, with AUTO_DEFAULTS for what it does not declare."""
+    return {k: getattr(strategy, k, default) for k, default in AUTO_DEFAULTS.items()}
 
 
 def hooks_of(strategy: Any) -> list[str]:

@@ -195,7 +195,8 @@ def _device_name(device: torch.device) -> str:
 
 def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Optional[int] = None,
          margin: float = 0.03, eval_batch_size: int = 0, meter=None, limit: int = 8192,
-         cache_dir: Optional[str | Path] = None, fresh: bool = False, num_processes: Optional[int] = None) -> PlanResult:
+         cache_dir: Optional[str | Path] = None, fresh: bool = False, num_processes: Optional[int] = None,
+         progress: Optional[Callable[[Probe], None]] = None, packed: bool = False) -> PlanResult:
     """Find the largest micro-batch for `model` (already transformed by `stack`) at `seq_len` on its device."""
     stack = Stack.coerce(stack)
     device = next(model.parameters()).device
@@ -204,7 +205,8 @@ def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Opt
     config = getattr(model, "config", None)
     key = plan_key(config, stack, seq_len, _device_name(device),
                    {"margin": margin, "eval": eval_batch_size, "world": world, "simulated": getattr(meter, "budget", None)
-                    if isinstance(meter, SimulatedMeter) else None, "target": target_effective_batch})
+                    if isinstance(meter, SimulatedMeter) else None, "target": target_effective_batch,
+                    **({"packed": True} if packed else {})})
     path = Path(cache_dir or cache_root() / "plans") / f"{key}.json"
     if _reduce(float(path.exists() and not fresh), "MIN", device):  # every rank hits, or all re-probe
         return PlanResult.from_dict({**json.loads(path.read_text()), "cache_hit": True, "cache_path": str(path)})
@@ -219,8 +221,10 @@ def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Opt
     optimizer = stack.make_optimizer(model, ctx, lr=0.0)  # lr=0: planning must not change the weights
 
     def probe(b: int) -> Probe:
-        p = run_probe(model, optimizer, stack, ctx, meter, b, seq_len, eval_batch_size)
+        p = run_probe(model, optimizer, stack, ctx, meter, b, seq_len, eval_batch_size, packed)
         p.fits, p.peak_bytes = _agree(p.fits, p.peak_bytes, device)
+        if progress:  # one line per probe as it happens: a long search must show it is alive
+            progress(p)
         return p
 
     start = time.perf_counter()

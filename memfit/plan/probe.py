@@ -32,6 +32,13 @@ class Probe:
     error: Optional[str] = None
 
 
+def probe_line(p: Probe, size: str = "micro-batch", stack: str = "") -> str:
+    """The progress line of one probe: size, fits or OOM, peak, seconds."""
+    peak = f"peak {p.peak_bytes / 2**30:.2f} GiB" if p.peak_bytes else (p.error or "")
+    verdict = "fits" if p.fits else "OOM"
+    return f"  probe {stack + ' ' if stack else ''}{size} {p.micro_batch}: {verdict}, {peak}, {p.seconds:.1f} s"
+
+
 def oom_summary(exc: BaseException) -> str:
     """The first line of an OOM message (CUDA's goes on for lines about the allocator)."""
     text = str(exc).strip()
@@ -140,9 +147,16 @@ class SimulatedMeter:
         pass
 
 
-def random_batch(micro_batch: int, seq_len: int, vocab: int, device) -> dict[str, torch.Tensor]:
+def random_batch(micro_batch: int, seq_len: int, vocab: int, device, packed: bool = False) -> dict[str, torch.Tensor]:
+    """`packed`: two documents per block with restarting position_ids, as the data pipeline packs them, so the
+    probe takes training's attention path (transformers builds the block-causal mask from the restarts)."""
     ids = torch.randint(0, vocab, (micro_batch, seq_len), device=device)
-    return {"input_ids": ids, "labels": ids}
+    batch = {"input_ids": ids, "labels": ids}
+    if packed and seq_len >= 4:
+        half = seq_len // 2
+        pos = torch.cat([torch.arange(half), torch.arange(seq_len - half)]).to(device)
+        batch["position_ids"] = pos.expand(micro_batch, seq_len)
+    return batch
 
 
 def autocast_for(stack: Stack, ctx):
@@ -153,14 +167,14 @@ def autocast_for(stack: Stack, ctx):
 
 
 def run_probe(model, optimizer, stack: Stack, ctx, meter, micro_batch: int, seq_len: int,
-              eval_batch_size: int = 0) -> Probe:
+              eval_batch_size: int = 0, packed: bool = False) -> Probe:
     """Train one step at `micro_batch` and report whether it fit and its peak. Frees everything it made."""
     vocab = model.config.vocab_size if hasattr(model, "config") else model.get_base_model().config.vocab_size
     meter.reset()
     start = time.perf_counter()
     batch = nll = None
     try:
-        batch = random_batch(micro_batch, seq_len, vocab, ctx.device)
+        batch = random_batch(micro_batch, seq_len, vocab, ctx.device, packed)
         with meter.measure(model, optimizer):
             with autocast_for(stack, ctx), stack.step_context(ctx):
                 nll, n = stack.compute_loss(model, batch, ctx)

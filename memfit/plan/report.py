@@ -96,3 +96,70 @@ def write_report(results: list[PlanResult], out_dir: str | Path, name: str = "pl
 def load_results(path: str | Path) -> list[PlanResult]:
     data = json.loads(Path(path).read_text())
     return [PlanResult.from_dict(r) for r in data["results"]]
+
+
+FRONTIER_COLUMNS = [  # (header, FrontierRow attribute, format)
+    ("stack", "stack", "{}"), ("lossiness", "lossiness", "{}"), ("max micro", "max_micro_batch", "{}"),
+    ("micro", "micro_batch", "{}"), ("accum", "grad_accum", "{}"), ("effective", "effective_batch", "{}"),
+    ("tok/s", "tokens_per_s", "{:,.0f}"), ("peak GiB", "peak_gib", "{:.2f}"), ("predicted", "predicted_max", "{}"),
+    ("probes", "probes", "{}"), ("s", "seconds", "{:.0f}"),
+]
+
+
+def format_frontier(auto) -> str:
+    """The auto search (memfit.plan.auto.AutoResult): every probed stack, the winner marked, and why it won."""
+    rows = [[h for h, _, _ in FRONTIER_COLUMNS]]
+    for r in auto.frontier:
+        cells = ["-" if getattr(r, a) is None else f.format(getattr(r, a)) for _, a, f in FRONTIER_COLUMNS]
+        cells[0] = ("* " if r.stack == auto.winner else "  ") + cells[0]
+        rows.append(cells)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(FRONTIER_COLUMNS))]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+             for row in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    lines += ["", f"{auto.probe_count} probes (budget {auto.probe_budget}), {auto.search_seconds:.0f} s, "
+                  f"{len(auto.pruned)} stacks pruned without probing", f"winner: {auto.why}"]
+    return "\n".join(lines)
+
+
+def plot_frontier(auto, path: Path) -> Path:
+    """Measured tokens/s against peak memory per probed stack, coloured by lossiness, the winner ringed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    kinds = sorted({r.lossiness for r in auto.frontier})
+    for kind in kinds:
+        rs = [r for r in auto.frontier if r.lossiness == kind and r.tokens_per_s]
+        ax.scatter([r.peak_gib or 0 for r in rs], [r.tokens_per_s for r in rs], label=kind, s=40)
+        for r in rs:
+            ax.annotate(r.stack, (r.peak_gib or 0, r.tokens_per_s), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+    win = auto.winner_row
+    if win and win.tokens_per_s:
+        ax.scatter([win.peak_gib or 0], [win.tokens_per_s], s=220, facecolors="none", edgecolors="k", label="winner")
+    ax.set_xlabel("peak memory at the largest fitting micro-batch (GiB)")
+    ax.set_ylabel(f"tokens/s (seq {auto.seq_len}, target effective batch {auto.target_effective_batch})")
+    ax.set_title("memfit plan --auto: the probed frontier")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_auto_report(auto, out_dir: str | Path, name: str = "auto", meta: Optional[dict[str, Any]] = None,
+                      json_path: Optional[str | Path] = None) -> dict[str, Path]:
+    """NAME.json (machine-readable frontier, probe count, seconds), NAME.txt (the table) and NAME.png."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **(meta or {})}
+    paths = {"json": Path(json_path) if json_path else out / f"{name}.json", "txt": out / f"{name}.txt",
+             "png": out / f"{name}.png"}
+    paths["json"].parent.mkdir(parents=True, exist_ok=True)
+    paths["json"].write_text(json.dumps({"meta": meta, **auto.to_dict()}, indent=2))
+    paths["txt"].write_text(format_frontier(auto) + "\n")
+    plot_frontier(auto, paths["png"])
+    return paths

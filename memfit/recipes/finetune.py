@@ -4,8 +4,9 @@
     from memfit.recipes.finetune import FinetuneConfig, run_finetune
     results = run_finetune(FinetuneConfig(pdf_dir="papers/", max_steps=50))
 
-Settings left at None take a device default (`DEVICE_DEFAULTS`). On CUDA the default stack is the seed's:
-LoRA r8 on q/k/v/o + 4-bit NF4 double-quant + bf16 + checkpointing + accumulation + 8-bit AdamW. On CPU it is
+Settings left at None take a device default (`DEVICE_DEFAULTS`). On CUDA the default stack is `auto`: the planner
+probes exact-first candidates on top of LoRA + bf16 and takes the fastest that reaches the effective batch
+(memfit.plan.auto; lossy 8-bit moments / 8-bit / 4-bit weights only when nothing exact fits). On CPU it is
 fp32 LoRA + checkpointing + accumulation without bitsandbytes: its CPU kernels are slow, and 4-bit weights or 8-bit
 moments save ~0.4 GB for a 135M model on a host with tens of GB, so they would only cost time. The CPU budget is
 sized to finish in minutes on 2 cores (short run, capped micro-batch, an evenly spaced sample of the test tokens).
@@ -38,7 +39,9 @@ from .quality import original_result, quality_fields, quality_rows, warn_if_regr
 
 log = logging.getLogger(__name__)
 
-SEED_STACK = {"cuda": "lora+q4+bf16+gc+ga:effective_batch={batch}+adam8", "cpu": "lora+gc+ga:effective_batch={batch}"}
+# CUDA: the planner chooses (memfit.plan.auto) on top of AUTO_BASE; CPU: fixed and fast (auto would probe for minutes)
+SEED_STACK = {"cuda": "auto", "cpu": "lora+gc+ga:effective_batch={batch}"}
+AUTO_BASE = {"cuda": "lora+bf16", "cpu": "lora"}
 DEVICE_DEFAULTS: dict[str, dict[str, Any]] = {
     # 8 steps x 8 x 256 = 16k training tokens and 2 x 4k evaluation tokens: minutes on 2 CPU cores for SmolLM2-135M
     # in fp32. A sweep (fp32, same data) put the held-out drop at ~8 % for this budget (lr 1e-3: ~5 %); 4k sampled
@@ -103,6 +106,23 @@ class FinetuneConfig(BaseModel):
         return self.model_copy(update=filled)
 
 
+def auto_stack(cfg: "FinetuneConfig", state) -> str:
+    """`stack: auto`: the planner's fastest exact-first stack for this run's sequence length and effective batch."""
+    from ..plan.choose import choose_stack
+
+    if state.num_processes > 1:  # each rank measures its own tokens/s: ranks could choose different stacks
+        raise ValueError("stack: auto runs in one process for now: run `memfit plan --auto` on one GPU and pass "
+                         "its winner as the stack")
+    device = "cuda" if state.device.type == "cuda" else "cpu"
+    chosen = choose_stack(cfg.architecture or cfg.model, AUTO_BASE[device], seq_len=cfg.seq_len,
+                          target_effective_batch=cfg.target_effective_batch, margin=cfg.margin,
+                          random_init=cfg.random_init or bool(cfg.architecture), eval_batch_size=cfg.eval_batch_size,
+                          cpu_budget_gib=None if device == "cuda" else cfg.cpu_budget_gib, fresh=cfg.fresh)
+    if chosen.winner is None:
+        raise ValueError(f"stack: auto found nothing that trains: {chosen.why}")
+    return chosen.winner
+
+
 def with_accumulation(spec: str, target: int) -> Stack:
     """The stack's own schedule strategy decides accumulation (planner and Accelerator read it); without one, a 'ga'
     reaching `target`."""
@@ -157,7 +177,8 @@ def run_finetune(cfg: FinetuneConfig | None = None, **overrides: Any) -> dict[st
     info(data_summary)
     t = phase("data_s", t)
 
-    stack = with_accumulation(cfg.stack, cfg.target_effective_batch)
+    spec = auto_stack(cfg, state) if str(cfg.stack).strip().lower() == "auto" else cfg.stack
+    stack = with_accumulation(spec, cfg.target_effective_batch)
     for note in check_launch(stack):  # a stack the launch engine cannot run fails here, before loading
         info(f"note: {note}")
     ctx = stack.context(state.device, state.distributed_type, state.num_processes)
@@ -168,7 +189,8 @@ def run_finetune(cfg: FinetuneConfig | None = None, **overrides: Any) -> dict[st
 
     meter = SimulatedMeter(cfg.cpu_budget_gib * 2**30) if state.device.type != "cuda" else None
     planned = plan(model, stack, seq_len=cfg.seq_len, margin=cfg.margin, eval_batch_size=cfg.eval_batch_size,
-                   meter=meter, limit=cfg.max_micro_batch, cache_dir=cfg.plan_cache, fresh=cfg.fresh)
+                   meter=meter, limit=cfg.max_micro_batch, cache_dir=cfg.plan_cache, fresh=cfg.fresh,
+                   packed=True)  # training blocks are packed documents: probe the same attention path
     if planned.max_micro_batch < 1:
         raise RuntimeError(f"not even one sequence of {cfg.seq_len} tokens fits with stack {stack.spec} "
                            f"({planned.budget_gib:.1f} GiB): lower --seq-len, add 'gc'/'q4', or use a larger device")

@@ -206,6 +206,8 @@ class ActivationOffload(BaseModel):
     model_config = strategy_config()
     name: ClassVar[str] = "offload"
     phase: ClassVar[int] = PHASE_OFFLOAD
+    speed_cost: ClassVar[float] = 1.2  # PCIe copies, partly hidden behind compute
+    requires: ClassVar[frozenset[str]] = frozenset({"cuda"})  # offloading CPU to CPU saves nothing
 
     max_host_gib: Optional[float] = Field(None, gt=0)  # default: 80% of the host memory available at load time
     pin: bool = False  # page-locked arena (faster copies; the VM we measured on refused large page-locked sizes)

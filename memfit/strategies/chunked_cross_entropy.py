@@ -90,6 +90,7 @@ class ChunkedCrossEntropy(BaseModel):
     model_config = strategy_config()
     name: ClassVar[str] = "chunked_ce"
     phase: ClassVar[int] = PHASE_LOSS
+    speed_cost: ClassVar[float] = 1.0  # the full logits are never written: often faster
     shorthand: ClassVar[str] = "chunk"
 
     chunk: int = Field(1024, ge=16)  # tokens per chunk: chunk x vocab x 6 bytes of transient memory

@@ -33,6 +33,9 @@ class CompileLayers(BaseModel):
     model_config = strategy_config()
     name: ClassVar[str] = "compile"
     phase: ClassVar[int] = PHASE_COMPILE
+    speed_cost: ClassVar[float] = 0.8  # fused kernels (H100: part of the 2.7x stack)
+    # inductor on CPU compiles for minutes per shape: the search only tries it on GPUs
+    requires: ClassVar[frozenset[str]] = frozenset({"cuda"})
 
     mode: Literal["default", "max-autotune-no-cudagraphs"] = "default"  # CUDA graphs are out: shapes change per probe
     backend: str = "inductor"  # "aot_eager" traces the same graphs without code generation (tests, debugging)

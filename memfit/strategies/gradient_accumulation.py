@@ -19,6 +19,7 @@ class GradientAccumulation(BaseModel):
     model_config = strategy_config()
     name: ClassVar[str] = "ga"
     phase: ClassVar[int] = PHASE_SCHEDULE
+    auto_candidate: ClassVar[bool] = False  # the search sets the steps from the target
     shorthand: ClassVar[str] = "steps"
 
     steps: Optional[int] = Field(None, ge=1)

@@ -43,6 +43,7 @@ class GradientCheckpointing(BaseModel):
     model_config = strategy_config()
     name: ClassVar[str] = "gc"
     phase: ClassVar[int] = PHASE_CHECKPOINT
+    speed_cost: ClassVar[float] = 1.33  # one extra forward per layer
     shorthand: ClassVar[str] = "layers"
 
     layers: Optional[int] = Field(None, ge=0)  # None: every decoder layer

@@ -15,6 +15,7 @@ class LoRA(BaseModel):
     model_config = strategy_config()
     name: ClassVar[str] = "lora"
     phase: ClassVar[int] = PHASE_ADAPTER
+    auto_candidate: ClassVar[bool] = False  # the fine-tune method is the user's choice
     shorthand: ClassVar[str] = "r"
     freezes_base: ClassVar[bool] = True
 

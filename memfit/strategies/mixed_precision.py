@@ -21,6 +21,7 @@ class MixedPrecision(BaseModel):
     model_config = strategy_config()
     name: ClassVar[str] = "mixed_precision"
     phase: ClassVar[int] = PHASE_DTYPE
+    auto_candidate: ClassVar[bool] = False  # the compute dtype is part of the base stack
 
     dtype: Literal["bf16", "fp16"] = "bf16"
     # "compute": frozen/full weights stored in the compute dtype (memory-lean, pure bf16 full fine-tune);

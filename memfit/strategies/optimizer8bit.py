@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel
 
-from ..core.protocol import PHASE_OPTIMIZER, StackError, bitsandbytes_available, strategy_config
+from ..core.protocol import LOSSY_MOMENTS, PHASE_OPTIMIZER, StackError, bitsandbytes_available, strategy_config
 from ..core.registry import register_strategy
 
 
@@ -16,6 +16,9 @@ class Optimizer8bit(BaseModel):
     model_config = strategy_config()
     name: ClassVar[str] = "adam8"
     phase: ClassVar[int] = PHASE_OPTIMIZER
+    lossiness: ClassVar[int] = LOSSY_MOMENTS
+    quality_note: ClassVar[str] = "block-wise 8-bit Adam moments (small, usually negligible drift)"
+    requires: ClassVar[frozenset[str]] = frozenset({"bitsandbytes"})
 
     paged: bool = False
     betas: tuple[float, float] = (0.9, 0.999)

@@ -7,7 +7,7 @@ from typing import ClassVar
 from pydantic import BaseModel
 
 from ..core.launch import refuse_fsdp1_mixed_dtypes
-from ..core.protocol import PHASE_LOAD, StackError, strategy_config
+from ..core.protocol import LOSSY_WEIGHTS_8BIT, PHASE_LOAD, StackError, strategy_config
 from ..core.registry import register_strategy
 from .quant4bit import freeze_in_compute_dtype, require_adapters
 
@@ -17,6 +17,10 @@ class Quant8bit(BaseModel):
     model_config = strategy_config()
     name: ClassVar[str] = "quant8bit"
     phase: ClassVar[int] = PHASE_LOAD
+    lossiness: ClassVar[int] = LOSSY_WEIGHTS_8BIT
+    quality_note: ClassVar[str] = "LLM.int8 base weights (smaller loss than 4-bit)"
+    speed_cost: ClassVar[float] = 1.5  # int8 matmuls with outlier decomposition
+    requires: ClassVar[frozenset[str]] = frozenset({"bitsandbytes"})
 
     threshold: float = 6.0  # LLM.int8 outlier threshold: columns above it stay in 16-bit
 

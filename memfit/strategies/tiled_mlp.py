@@ -38,6 +38,7 @@ class TiledMLP(BaseModel):
     model_config = strategy_config()
     name: ClassVar[str] = "tiled_mlp"
     phase: ClassVar[int] = PHASE_CHECKPOINT
+    speed_cost: ClassVar[float] = 1.1  # recomputes the MLP tile by tile
 
     tokens: int = Field(8192, ge=1)  # tokens per chunk: 8192 x 8192-wide bf16 intermediates = 128 MiB each
 

@@ -1,0 +1,96 @@
+"""The model-loading side of `memfit plan --auto` and `memfit plan --max-seq-len`: one model load per probed stack,
+real probes through `plan`/`plan_max_seq_len`, one progress line per probe, and the reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..core.stack import Stack
+from ..models import load_config, load_model
+from .auto import DEFAULT_PROBE_BUDGET, PRUNE_TOLERANCE, AutoResult, auto_search
+from .bench import free_device
+from .memory import GiB, estimate
+from .planner import PlanResult, plan
+from .probe import SimulatedMeter, probe_line
+from .report import format_frontier, write_auto_report
+from .seq_len import SeqLenResult, plan_max_seq_len
+
+
+def _meter(cpu_budget_gib: Optional[float]):
+    return SimulatedMeter(cpu_budget_gib * GiB) if cpu_budget_gib else None
+
+
+def _budget(margin: float, cpu_budget_gib: Optional[float]) -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_properties(0).total_memory * (1 - margin)
+    if not cpu_budget_gib:
+        raise ValueError("planning on CPU needs a simulated device size: pass --cpu-budget-gib N (or run on a GPU)")
+    return cpu_budget_gib * GiB
+
+
+def choose_stack(model: str, base: str, *, seq_len: int, target_effective_batch: int, random_init: bool = False,
+                 margin: float = 0.03, eval_batch_size: int = 0, cpu_budget_gib: Optional[float] = None,
+                 probe_budget: int = DEFAULT_PROBE_BUDGET, fresh: bool = False, out_dir: Optional[str | Path] = None,
+                 json_path: Optional[str | Path] = None, name: str = "auto") -> AutoResult:
+    """The fastest exact-first stack for `target_effective_batch` at `seq_len` (memfit.plan.auto)."""
+    on_cuda = torch.cuda.is_available()
+    budget = _budget(margin, cpu_budget_gib)
+    config = load_config(model)
+    base_stack = Stack.coerce(base)
+
+    def predict(stack: Stack) -> int:
+        return estimate(stack, config, seq_len, stack.context("cuda" if on_cuda else "cpu")).max_micro_batch(
+            budget * (1 + PRUNE_TOLERANCE))
+
+    def measure(stack: Stack) -> PlanResult:
+        net = load_model(model, stack, random_init=random_init)
+        try:
+            return plan(net, stack, seq_len=seq_len, margin=margin, eval_batch_size=eval_batch_size,
+                        meter=_meter(cpu_budget_gib), target_effective_batch=target_effective_batch, fresh=fresh,
+                        progress=lambda p: print(probe_line(p, stack=stack.spec), flush=True))
+        finally:
+            del net
+            free_device()
+
+    result = auto_search(base_stack, seq_len=seq_len, target_effective_batch=target_effective_batch,
+                         measure=measure, predict=predict, on_cuda=on_cuda, probe_budget=probe_budget,
+                         log=lambda line: print(line, flush=True))
+    print(format_frontier(result))
+    if out_dir or json_path:
+        meta = {"model": model, "base": base_stack.spec, "margin": margin, "random_init": random_init,
+                "device": torch.cuda.get_device_name(0) if on_cuda else "cpu (simulated)"}
+        paths = write_auto_report(result, out_dir or Path(json_path).parent, name, meta, json_path)
+        print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return result
+
+
+def longest_context(model: str, stacks: list[str], *, micro_batch: int = 1, random_init: bool = False,
+                    margin: float = 0.03, eval_batch_size: int = 0, cpu_budget_gib: Optional[float] = None,
+                    fresh: bool = False, json_path: Optional[str | Path] = None) -> list[SeqLenResult]:
+    """Per stack, the exact largest sequence length that trains at `micro_batch`."""
+    import json
+
+    if not torch.cuda.is_available() and not cpu_budget_gib:
+        raise ValueError("planning on CPU needs a simulated device size: pass --cpu-budget-gib N (or run on a GPU)")
+    rows = []
+    for spec in stacks:
+        stack = Stack.coerce(spec)
+        net = load_model(model, stack, random_init=random_init)
+        try:
+            rows.append(plan_max_seq_len(net, stack, micro_batch=micro_batch, margin=margin,
+                                         meter=_meter(cpu_budget_gib), eval_batch_size=eval_batch_size, fresh=fresh,
+                                         progress=lambda p: print(probe_line(p, "seq len", stack.spec), flush=True)))
+        finally:
+            del net
+            free_device()
+        r = rows[-1]
+        print(f"{r.stack}: max seq len {r.max_seq_len} at micro-batch {micro_batch} "
+              f"(peak {r.peak_gib or 0:.2f} GiB, predicted {r.predicted_max}, {r.probe_count} probes, "
+              f"{r.search_seconds:.0f} s{', cached' if r.cache_hit else ''})", flush=True)
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps({"model": model, "results": [r.to_dict() for r in rows]}, indent=2))
+    return rows

@@ -1,0 +1,27 @@
+"""Probes run what training runs: packed blocks restart their position ids like the data pipeline's."""
+
+from __future__ import annotations
+
+import torch
+
+from memfit import Stack
+from memfit.plan.probe import SimulatedMeter, probe_line, random_batch, run_probe
+from _models import tiny_model
+
+
+def test_packed_probe_batches_restart_positions_per_document():
+    batch = random_batch(3, 10, 128, "cpu", packed=True)
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 4, 0, 1, 2, 3, 4]] * 3
+    assert "position_ids" not in random_batch(3, 10, 128, "cpu")
+
+
+def test_packed_probe_trains_through_the_model_with_those_positions():
+    stack = Stack.from_spec("lora:dropout=0")
+    model = stack.apply_model(tiny_model(), stack.context("cpu"))
+    seen = []
+    model.get_base_model().model.register_forward_pre_hook(
+        lambda mod, args, kwargs: seen.append(kwargs.get("position_ids")), with_kwargs=True)
+    ctx = stack.context("cpu")
+    p = run_probe(model, stack.make_optimizer(model, ctx, lr=0.0), stack, ctx, SimulatedMeter(1e9), 2, 16, packed=True)
+    assert p.fits and p.peak_bytes and seen[0] is not None and seen[0][0, 8].item() == 0
+    assert "micro-batch 2: fits" in probe_line(p)

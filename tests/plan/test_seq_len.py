@@ -1,0 +1,51 @@
+"""Longest context against the simulated meter: exact boundary, leak-free, cached, weights untouched."""
+
+from __future__ import annotations
+
+import torch
+
+from memfit import Stack
+from memfit.plan.probe import SimulatedMeter, run_probe
+from memfit.plan.seq_len import plan_max_seq_len
+from _models import tiny_model
+
+BUDGET = 0.8e6  # ~250 tokens of the tiny model at micro-batch 1
+
+
+def _model(spec="lora:dropout=0+gc"):
+    stack = Stack.from_spec(spec)
+    return stack, stack.apply_model(tiny_model(max_position_embeddings=4096), stack.context("cpu"))
+
+
+def _fits_from_scratch(stack, model, seq: int, micro_batch: int = 1) -> bool:
+    ctx = stack.context("cpu")
+    opt = stack.make_optimizer(model, ctx, lr=0.0)
+    run_probe(model, opt, stack, ctx, SimulatedMeter(BUDGET), 1, 8)  # optimizer state allocated, as in the search
+    return run_probe(model, opt, stack, ctx, SimulatedMeter(BUDGET), micro_batch, seq).fits
+
+
+def test_max_seq_len_is_exact_against_real_steps(tmp_path):
+    stack, model = _model()
+    lines = []
+    res = plan_max_seq_len(model, stack, meter=SimulatedMeter(BUDGET), cache_dir=tmp_path, progress=lines.append)
+    assert 2 < res.max_seq_len < 4096
+    assert _fits_from_scratch(stack, model, res.max_seq_len)
+    assert not _fits_from_scratch(stack, model, res.max_seq_len + 1)
+    assert len(lines) == res.probe_count <= 16 and res.peak_gib is not None
+    assert res.predicted_max is not None
+
+
+def test_micro_batch_two_halves_the_context_and_results_are_cached(tmp_path):
+    stack, model = _model()
+    one = plan_max_seq_len(model, stack, meter=SimulatedMeter(BUDGET), cache_dir=tmp_path)
+    two = plan_max_seq_len(model, stack, micro_batch=2, meter=SimulatedMeter(BUDGET), cache_dir=tmp_path)
+    assert two.max_seq_len < one.max_seq_len and two.micro_batch == 2
+    again = plan_max_seq_len(model, stack, meter=SimulatedMeter(BUDGET), cache_dir=tmp_path)
+    assert again.cache_hit and again.max_seq_len == one.max_seq_len
+
+
+def test_planning_the_context_does_not_change_the_weights(tmp_path):
+    stack, model = _model()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    plan_max_seq_len(model, stack, meter=SimulatedMeter(BUDGET), cache_dir=tmp_path)
+    assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
