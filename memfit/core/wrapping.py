@@ -33,3 +33,8 @@ def unwrap_all(model: torch.nn.Module, kind: type[Wrapper]) -> torch.nn.Module:
             if isinstance(child, kind):
                 setattr(parent, name, child.inner)
     return model
+
+
+def unwrap_peft(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model inside a peft wrapper (the model itself when there is none)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
