@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-GiB = 1024**3
+from ..core.units import GiB
+
 ATTN_BACKWARD_FP32_COPIES = 4.0  # see per_token_bytes
 FUSED_BACKWARD_FP32_SAVING = 1.8  # see per_token_bytes
 

@@ -18,8 +18,7 @@ from typing import Optional
 import torch
 
 from ..core.stack import Stack
-
-OOM = (torch.OutOfMemoryError,)
+from .oom import OOM, is_oom, oom_summary  # noqa: F401  (OOM and is_oom: benchmarks import them from here)
 
 
 @dataclass
@@ -30,19 +29,6 @@ class Probe:
     seconds: float = 0.0
     tokens_per_s: Optional[float] = None
     error: Optional[str] = None
-
-
-def oom_summary(exc: BaseException) -> str:
-    """The first line of an OOM message (CUDA's goes on for lines about the allocator)."""
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
-def is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, OOM):
-        return True
-    # bitsandbytes / cuBLAS sometimes surface allocation failures as RuntimeError
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
 class CudaMeter:

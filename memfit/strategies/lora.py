@@ -39,6 +39,9 @@ class LoRA(BaseModel):
         # are tiny, so fp32 masters cost nothing and let the fp16 loss scaler unscale their gradients.
         return get_peft_model(model, cfg)
 
+    def restore_model(self, model, ctx):
+        return model.unload()  # peft's own undo: the base model with its original Linear layers, adapters dropped
+
     def estimate_memory(self, est, ctx):
         est.set_trainable(est.lora_params(self.r, self.targets), bytes_per_param=4)
         est.lora_dropout = self.dropout > 0

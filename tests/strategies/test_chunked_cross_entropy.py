@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from memfit import Stack
-from memfit.strategies.chunked_cross_entropy import linear_cross_entropy
+from memfit.ops.linear_cross_entropy import linear_cross_entropy
 from _models import random_blocks, saved_activation_bytes, tiny_model
 
 
