@@ -51,6 +51,9 @@ class MemoryEstimate:
     fused_elementwise: bool = False  # torch.compile'd layer parts: norms and SiLU are recomputed, not saved
     logits: str = "full"  # "full" (HF path) or "chunked"
     loss_chunk_tokens: int = 1024
+    # the chunked loss implementation's own transient (cce's estimate_memory sets it from ops/cross_entropy_kernels)
+    loss_kernel_bytes: float | None = None  # None: memfit's chunk, vocab x chunk x 12 bytes
+    loss_kernel_bytes_per_token: float = 0.0
     workspace_bytes: int = 512 * 1024**2  # cuBLAS workspaces, allocator slack, CUDA graphs of kernels
     notes: list[str] = field(default_factory=list)
 
@@ -158,14 +161,22 @@ class MemoryEstimate:
         return {"activations": kept, "recompute": recompute, "logits": float(logits),
                 "embeddings": float(2 * s * h)}
 
+    def _loss_kernel_fixed_bytes(self) -> float:
+        if self.logits != "chunked":
+            return 0.0
+        return self.vocab * self.loss_chunk_tokens * 12.0 if self.loss_kernel_bytes is None else self.loss_kernel_bytes
+
+    def _loss_kernel_token_bytes(self) -> float:
+        return self.loss_kernel_bytes_per_token if self.logits == "chunked" else 0.0
+
     def peak_bytes(self, micro_batch: int) -> float:
         per_token = sum(self.per_token_bytes().values())
-        chunk = self.vocab * self.loss_chunk_tokens * 12 if self.logits == "chunked" else 0
+        chunk = self._loss_kernel_fixed_bytes() + micro_batch * self.seq_len * self._loss_kernel_token_bytes()
         chunk += self.mlp_tile_tokens * 5 * self.intermediate * self.compute_bytes  # 3 intermediates + 2 gradients
         return sum(self.static_bytes().values()) + micro_batch * self.seq_len * per_token + chunk
 
     def max_micro_batch(self, budget_bytes: float) -> int:
-        per_sample = self.seq_len * sum(self.per_token_bytes().values())
+        per_sample = self.seq_len * (sum(self.per_token_bytes().values()) + self._loss_kernel_token_bytes())
         free = budget_bytes - self.peak_bytes(0)
         return max(0, int(free // per_sample))
 

@@ -11,7 +11,7 @@ Matmuls run in the compute dtype; log-sum-exp, the loss and the weight-gradient 
 from __future__ import annotations
 
 import contextlib
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, Field
@@ -20,7 +20,7 @@ from ..core.loss import IGNORE_INDEX, masked_labels, model_inputs
 from ..core.protocol import PHASE_LOSS, strategy_config
 from ..core.registry import register_strategy
 from ..core.wrapping import Wrapper, unwrap_all, unwrap_peft, wrap
-from ..ops.linear_cross_entropy import linear_cross_entropy
+from ..ops.cross_entropy_kernels import DESCRIPTIONS, implementation, resolve_implementation, transient_bytes
 
 
 class ChunkedLossHead(Wrapper):
@@ -28,9 +28,9 @@ class ChunkedLossHead(Wrapper):
     returns the *summed* NLL in place of the logits, so the full logits never exist; otherwise it is the lm_head.
     The loss is formed inside the model's forward, where DDP/FSDP/DeepSpeed wrappers have the weight ready."""
 
-    def __init__(self, inner: torch.nn.Module, chunk: int, dtype: torch.dtype):
+    def __init__(self, inner: torch.nn.Module, chunk: int, dtype: torch.dtype, loss_fn):
         super().__init__(inner)
-        self.chunk, self.dtype, self._targets = chunk, dtype, None
+        self.chunk, self.dtype, self.loss_fn, self._targets = chunk, dtype, loss_fn, None
 
     @contextlib.contextmanager
     def targets(self, labels: torch.Tensor):
@@ -44,7 +44,7 @@ class ChunkedLossHead(Wrapper):
     def forward(self, hidden):
         if self._targets is None:
             return self.inner(hidden)
-        return linear_cross_entropy(hidden, self.inner.weight, self._targets, self.chunk, self.dtype)
+        return self.loss_fn(hidden, self.inner.weight, self._targets, self.chunk, self.dtype)
 
 
 def _head(model) -> ChunkedLossHead:
@@ -58,19 +58,28 @@ class ChunkedCrossEntropy(BaseModel):
     phase: ClassVar[int] = PHASE_LOSS
     shorthand: ClassVar[str] = "chunk"
 
-    chunk: int = Field(1024, ge=16)  # tokens per chunk: chunk x vocab x 6 bytes of transient memory
+    chunk: int = Field(1024, ge=16)  # tokens per chunk: chunk x vocab x 12 bytes of transient memory
+    # which exact implementation: auto = the fastest present (torch native, then cut-cross-entropy, then memfit's)
+    impl: Literal["auto", "torch", "cut", "memfit"] = "auto"
+
+    @property
+    def resolved_impl(self) -> str:
+        return resolve_implementation(self.impl)
 
     def describe(self) -> str:
-        return f"lm_head + cross-entropy fused in chunks of {self.chunk} tokens (no full logits; grads in forward)"
+        return (f"lm_head + cross-entropy fused in chunks of {self.chunk} tokens (no full logits) by "
+                f"{DESCRIPTIONS[self.resolved_impl]}")
 
     def spec_item(self) -> str:
-        return "cce" if self.chunk == 1024 else f"cce{self.chunk}"
+        base = "cce" if self.chunk == 1024 else f"cce{self.chunk}"
+        return base if self.impl == "auto" else f"{base}:impl={self.impl}"
 
     def transform_model(self, model, ctx):
         base = unwrap_peft(model)
         if not hasattr(base, "lm_head") or not hasattr(base, "model"):
             raise ValueError(f"chunked_ce needs a *ForCausalLM model with .model and .lm_head, got {type(base).__name__}")
-        wrap(base, "lm_head", lambda head: ChunkedLossHead(head, self.chunk, ctx.compute_dtype))
+        loss_fn = implementation(self.resolved_impl)
+        wrap(base, "lm_head", lambda head: ChunkedLossHead(head, self.chunk, ctx.compute_dtype, loss_fn))
         return model
 
     def restore_model(self, model, ctx):
@@ -85,3 +94,6 @@ class ChunkedCrossEntropy(BaseModel):
 
     def estimate_memory(self, est, ctx):
         est.logits, est.loss_chunk_tokens = "chunked", self.chunk
+        # the implementation's own transient (separate from the per-token logits term the estimate already has)
+        est.loss_kernel_bytes, est.loss_kernel_bytes_per_token = transient_bytes(
+            self.resolved_impl, est.vocab, self.chunk, ctx.on_cuda)
