@@ -35,6 +35,9 @@ class LigerKernels(BaseModel):
     model_config = strategy_config()
     name: ClassVar[str] = "liger_kernels"
     phase: ClassVar[int] = PHASE_LOSS
+    # auto-search metadata (planner-auto's Protocol attributes): exact; Liger publishes ~+20 % throughput on Llama
+    speed_cost: ClassVar[float] = 0.85
+    requires: ClassVar[frozenset[str]] = frozenset({"cuda"})
 
     def describe(self) -> str:
         return "Liger-Kernel Triton kernels on this model: RMSNorm, SwiGLU, RoPE, fused linear cross-entropy"
