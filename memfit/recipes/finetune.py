@@ -34,7 +34,7 @@ from ..models import load_model, load_tokenizer
 from ..plan.planner import plan, versions
 from ..plan.probe import SimulatedMeter
 from ..core.stack import Stack
-from ..strategies.gradient_accumulation import GradientAccumulation
+from .quality import original_result, quality_fields, quality_rows, warn_if_regressed
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +100,12 @@ class FinetuneConfig(BaseModel):
 
 
 def with_accumulation(spec: str, target: int) -> Stack:
-    """The stack's own 'ga' decides accumulation (planner and Accelerator read it); without one, reach `target`."""
+    """The stack's own schedule strategy decides accumulation (planner and Accelerator read it); without one, a 'ga'
+    reaching `target`."""
     stack = Stack.coerce(spec)
-    return stack if "ga" in stack else Stack([*stack.strategies, GradientAccumulation(effective_batch=target)])
+    if stack.decides_accumulation:
+        return stack
+    return Stack([*stack.strategies, *Stack.from_dict([{"name": "ga", "effective_batch": target}])])
 
 
 def sample_documents(test, tokenizer, max_tokens: Optional[int], chunk: int) -> tuple[list[dict], dict[str, Any]]:
@@ -188,8 +191,9 @@ def run_finetune(cfg: FinetuneConfig | None = None, **overrides: Any) -> dict[st
     acc = make_accelerator(stack, planned.max_micro_batch, project_dir=str(run_dir), data_seed=cfg.seed)
     eval_docs, eval_info = sample_documents(bundle.test, tokenizer, cfg.eval_max_tokens, cfg.eval_context)
 
-    def evaluate(label: str):
-        res = perplexity(model, eval_docs, context_length=cfg.eval_context, stride=cfg.eval_stride,
+    def evaluate(label: str, scored=None):
+        res = perplexity(model if scored is None else scored, eval_docs, context_length=cfg.eval_context,
+                         stride=cfg.eval_stride,
                          batch_size=cfg.eval_batch_size, accelerator=acc, progress=cfg.progress,
                          pad_token_id=tokenizer.pad_token_id)
         info(f"{label} perplexity {res.perplexity:.3f} ({res.bits_per_byte or math.nan:.4f} bits/byte, "
@@ -197,6 +201,9 @@ def run_finetune(cfg: FinetuneConfig | None = None, **overrides: Any) -> dict[st
         return res
 
     base = evaluate("base")
+    original = original_result(base, stack, cfg.random_init or bool(cfg.architecture),
+                               lambda: load_model(cfg.model, Stack(), ctx, seed=cfg.seed),
+                               lambda m, label: evaluate(label, m))
     t = phase("base_eval_s", t)
     tcfg = TrainConfig(micro_batch=planned.max_micro_batch, max_steps=cfg.max_steps, epochs=cfg.epochs or 1.0,
                        lr=cfg.lr, warmup=cfg.warmup, seed=cfg.seed, output_dir=str(run_dir), progress=cfg.progress,
@@ -212,11 +219,7 @@ def run_finetune(cfg: FinetuneConfig | None = None, **overrides: Any) -> dict[st
         "max_batch_size": planned.max_micro_batch,
         "gradient_accumulation_steps": trained.grad_accum,
         "effective_batch_size": trained.effective_batch,
-        "final_perplexity": final.perplexity,
-        "base_perplexity": base.perplexity,
-        "perplexity_change_pct": 100.0 * (final.perplexity / base.perplexity - 1.0),
-        "base_bits_per_byte": base.bits_per_byte,
-        "final_bits_per_byte": final.bits_per_byte,
+        **quality_fields(original, base, final),
         "tokens_per_s": trained.tokens_per_s,
         "memory": {"train": trained.memory, "planned_peak_gib": planned.peak_gib, "budget_gib": planned.budget_gib,
                    "breakdown_gib": planned.memory_breakdown_gib},
@@ -229,7 +232,8 @@ def run_finetune(cfg: FinetuneConfig | None = None, **overrides: Any) -> dict[st
                  "text_from_cache": sum(d.from_cache for d in corpus.documents),
                  "split": {k: asdict(v) for k, v in bundle.stats.items()}, "test_documents": list(bundle.plan.test)},
         "evaluation": {**eval_info, "context_length": final.context_length, "stride": final.stride,
-                       "scored_tokens": final.tokens, "scored_bytes": final.bytes, "base": base.to_dict(),
+                       "scored_tokens": final.tokens, "scored_bytes": final.bytes, "original": original.to_dict(),
+                       "base": base.to_dict(),
                        "final": final.to_dict()},
         "plan": {**planned.to_dict(), "capped_by_max_micro_batch": capped},
         "train": {k: v for k, v in trained.to_dict().items() if k != "memory"},
@@ -238,6 +242,7 @@ def run_finetune(cfg: FinetuneConfig | None = None, **overrides: Any) -> dict[st
         "config": cfg.model_dump(),
     }
     if state.is_main_process:
+        warn_if_regressed(results)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
         (run_dir / "summary.md").write_text(summary_markdown(results, bundle.format_stats()))
@@ -255,9 +260,7 @@ def summary_markdown(r: dict[str, Any], data_table: str = "") -> str:
         ("gradient accumulation steps", r["gradient_accumulation_steps"]),
         ("effective batch size", f"{r['effective_batch_size']} (= {r['max_batch_size']} x "
                                  f"{r['gradient_accumulation_steps']} x {r['num_processes']} processes)"),
-        ("final perplexity", f"{r['final_perplexity']:.3f} ({r['final_bits_per_byte'] or math.nan:.4f} bits/byte)"),
-        ("base perplexity", f"{r['base_perplexity']:.3f} ({r['base_bits_per_byte'] or math.nan:.4f} bits/byte); "
-                            f"change {r['perplexity_change_pct']:+.1f} %"),
+        *quality_rows(r),
         ("training", f"{r['train']['steps']} steps, {r['train']['tokens']:,} tokens, {r['tokens_per_s']:,.0f} tokens/s"
                      + (f" (resumed from {r['train']['resumed_from']}: the rate covers only the steps run now)"
                         if r["train"].get("resumed_from") else "")),

@@ -93,7 +93,10 @@ class ChunkedCrossEntropy(BaseModel):
         return out.logits, (labels[:, 1:] != IGNORE_INDEX).sum()
 
     def estimate_memory(self, est, ctx):
-        est.logits, est.loss_chunk_tokens = "chunked", self.chunk
-        # the implementation's own transient (separate from the per-token logits term the estimate already has)
-        est.loss_kernel_bytes, est.loss_kernel_bytes_per_token = transient_bytes(
-            self.resolved_impl, est.vocab, self.chunk, ctx.on_cuda)
+        # only the hidden states and their gradient per token; logits exist one chunk at a time
+        est.set_term("logits", "token", lambda e: float(2 * e.compute_bytes * e.hidden), self.name)
+        # the implementation's own transient: one chunk's logits (memfit, torch), or per-token blocks (cut)
+        fixed, per_token = transient_bytes(self.resolved_impl, est.vocab, self.chunk, ctx.on_cuda)
+        est.set_term("loss_chunk", "transient", lambda e: fixed, self.name)
+        if per_token:
+            est.set_term("loss_kernel", "token", lambda e: per_token, self.name)
