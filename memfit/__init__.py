@@ -8,8 +8,6 @@
 
 from . import strategies  # noqa: F401  (registers the built-in strategies)
 from .training.loop import NumericError, TrainConfig, TrainResult, train
-from .plan.memory import MemoryEstimate, estimate
-from .models import ModelError, load_config, load_model, load_tokenizer, shipped_configs
 from .core.protocol import HOOKS, Context, Strategy, StackError
 from .core.registry import available as available_strategies
 from .core.registry import register_strategy
@@ -18,12 +16,18 @@ from .core.stack import Stack
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):
-    # The end-to-end pipeline pulls in pypdf/datasets: import it only when asked for.
-    if name in ("FinetuneConfig", "run_finetune"):
-        from .recipes import finetune
+# Imported when first asked for, so `import memfit.training.loop` (every training rank) does not pull in the model
+# loader, the memory model or the end-to-end pipeline (pypdf/datasets).
+_LAZY = {"FinetuneConfig": "recipes.finetune", "run_finetune": "recipes.finetune", "MemoryEstimate": "plan.memory",
+         "estimate": "plan.memory", "ModelError": "models", "load_config": "models", "load_model": "models",
+         "load_tokenizer": "models", "shipped_configs": "models"}
 
-        return getattr(finetune, name)
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'memfit' has no attribute {name!r}")
 
 __all__ = ["FinetuneConfig", "HOOKS", "Context", "MemoryEstimate", "ModelError", "NumericError", "Stack", "StackError", "Strategy",

@@ -25,6 +25,10 @@ HOOKS = (
     "compute_loss",  # (model, batch, ctx) -> (nll_sum, n_tokens)                     [exclusive]
     "step_context",  # (ctx) -> context manager wrapped around forward+backward
     "estimate_memory",  # (estimate, ctx) -> None, edits the analytic MemoryEstimate in place
+    # (model, ctx) -> model: undo this strategy's transform_model (Stack.remove_model calls these in reverse phase
+    # order). A strategy whose transform cannot be undone (q4/q8 replace the weights) leaves it out, and
+    # Stack.remove_model then refuses the stack with a StackError.
+    "restore_model",
     "check_launch",  # (stack, launch: memfit.core.launch.Launch) -> list[str] notes; raise StackError naming the fix
     "accumulation_steps",  # (micro_batch, num_processes) -> int micro-batches per optimizer step  [exclusive]
 )

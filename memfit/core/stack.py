@@ -214,6 +214,16 @@ class Stack:
         model.train()
         return model
 
+    def remove_model(self, model: torch.nn.Module, ctx: Context) -> torch.nn.Module:
+        """Undo apply_model: every transforming strategy's restore_model, last applied first."""
+        irreversible = [s.name for s in self._providers("transform_model") if "restore_model" not in hooks_of(s)]
+        if irreversible:
+            raise StackError(f"{', '.join(irreversible)} cannot be removed from a model (no restore_model); "
+                             f"load the model again instead")
+        for s in reversed(self._providers("restore_model")):
+            model = s.restore_model(model, ctx)
+        return model
+
     def make_optimizer(self, model: torch.nn.Module, ctx: Context, lr: float, weight_decay: float = 0.0):
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:

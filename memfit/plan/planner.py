@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,6 +18,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from .cache import write_plan_cache
 from .memory import GiB, estimate
 from ..models import cache_root
 from .probe import CudaMeter, Probe, SimulatedMeter, run_probe
@@ -243,14 +243,6 @@ def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Opt
     if not _distributed() or torch.distributed.get_rank() == 0:
         write_plan_cache(path, result.to_dict())
     return result
-
-
-def write_plan_cache(path: Path, data: dict[str, Any]) -> None:
-    """Temp file + rename: other ranks and later runs read this file, and the loop's OOM back-off rewrites it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 def grad_accum_for(stack: Stack, micro_batch: int, world: int, target: Optional[int]) -> int:

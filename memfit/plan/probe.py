@@ -18,8 +18,7 @@ from typing import Optional
 import torch
 
 from ..core.stack import Stack
-
-OOM = (torch.OutOfMemoryError,)
+from .oom import OOM, is_oom, oom_summary  # noqa: F401  (OOM and is_oom: benchmarks import them from here)
 
 
 @dataclass
@@ -37,19 +36,6 @@ def probe_line(p: Probe, size: str = "micro-batch", stack: str = "") -> str:
     peak = f"peak {p.peak_bytes / 2**30:.2f} GiB" if p.peak_bytes else (p.error or "")
     verdict = "fits" if p.fits else "OOM"
     return f"  probe {stack + ' ' if stack else ''}{size} {p.micro_batch}: {verdict}, {peak}, {p.seconds:.1f} s"
-
-
-def oom_summary(exc: BaseException) -> str:
-    """The first line of an OOM message (CUDA's goes on for lines about the allocator)."""
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
-def is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, OOM):
-        return True
-    # bitsandbytes / cuBLAS sometimes surface allocation failures as RuntimeError
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
 class CudaMeter:

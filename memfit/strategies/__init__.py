@@ -5,6 +5,7 @@ from .chunked_cross_entropy import ChunkedCrossEntropy
 from .compile_layers import CompileLayers
 from .gradient_accumulation import GradientAccumulation
 from .gradient_checkpointing import GradientCheckpointing
+from .liger import LigerKernels
 from .lora import LoRA
 from .mixed_precision import MixedPrecision
 from .optimizer8bit import Optimizer8bit
@@ -13,4 +14,4 @@ from .quant8bit import Quant8bit
 from .tiled_mlp import TiledMLP
 
 __all__ = ["ActivationOffload", "ChunkedCrossEntropy", "CompileLayers", "GradientAccumulation",
-           "GradientCheckpointing", "LoRA", "MixedPrecision", "Optimizer8bit", "Quant4bit", "Quant8bit", "TiledMLP"]
+           "GradientCheckpointing", "LigerKernels", "LoRA", "MixedPrecision", "Optimizer8bit", "Quant4bit", "Quant8bit", "TiledMLP"]

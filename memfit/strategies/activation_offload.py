@@ -13,9 +13,7 @@ calling thread, which would otherwise stop queueing the next layers' kernels.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import ClassVar, Optional
 
@@ -24,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from ..core.protocol import PHASE_OFFLOAD, StackError, strategy_config
 from ..core.registry import register_strategy
-from .gradient_checkpointing import checkpointed_layers
+from .gradient_checkpointing import checkpoint_function, checkpointed_layers
 
 _ALIGN = 512  # bytes: keeps every view aligned for any dtype and for fast DMA
 
@@ -73,9 +71,6 @@ class _Saved:
         self.ready: Optional[torch.cuda.Event] = None
 
 
-_OFFLOADERS: "weakref.WeakSet[Offloader]" = weakref.WeakSet()
-
-
 class Offloader:
     """Per-model runtime state: the arena, the parked inputs of the current step in forward order, the copy worker."""
 
@@ -84,7 +79,7 @@ class Offloader:
         self.parked: list[_Saved] = []
         self.stream: Optional[torch.cuda.Stream] = None
         self.worker: Optional[ThreadPoolExecutor] = None
-        _OFFLOADERS.add(self)
+        self.hooks: list = []  # handles of the hooks installed on the model, removed by restore_model
 
     def new_step(self) -> None:
         """A forward begins: the previous step's backward is over, its host buffers can be written again."""
@@ -234,20 +229,28 @@ class ActivationOffload(BaseModel):
     def transform_model(self, model, ctx):
         cap = self.max_host_gib * 2**30 if self.max_host_gib else 0.8 * _host_memory_bytes()
         off = Offloader(cap, self.pin)
+        # transformers has no public API for a custom checkpoint function: its own gradient_checkpointing_enable
+        # sets this same per-layer attribute, which is what GradientCheckpointingLayer calls.
         for layer in checkpointed_layers(model):
             layer._gradient_checkpointing_func = off.checkpoint
+        embeddings = model.get_input_embeddings()
+        # A training forward begins once the previous step's backward is over: rewind this model's arena then.
+        # Per model (not per process), so two models with their own stacks never rewind each other's buffers.
+        off.hooks.append(embeddings.register_forward_pre_hook(
+            lambda m, i: off.new_step() if torch.is_grad_enabled() else None))
         # The first layer's input must require grad, or autograd never calls back into the offloaded layers
         # (the embeddings are frozen under LoRA): the same reason HF has enable_input_require_grads.
-        model.get_input_embeddings().register_forward_hook(lambda m, i, o: o.requires_grad_(True))
+        off.hooks.append(embeddings.register_forward_hook(lambda m, i, o: o.requires_grad_(True)))
         model._memfit_offloader = off
         return model
 
-    @contextlib.contextmanager
-    def step_context(self, ctx):
-        # Rewind at the start only: the backward may run after this context has closed (the planner's probes do).
-        for off in list(_OFFLOADERS):
-            off.new_step()
-        yield
+    def restore_model(self, model, ctx):
+        off = model.__dict__.pop("_memfit_offloader")
+        for hook in off.hooks:
+            hook.remove()
+        for layer in checkpointed_layers(model):  # what GradientCheckpointing.transform_model installed
+            layer._gradient_checkpointing_func = checkpoint_function()
+        return model
 
     def estimate_memory(self, est, ctx):
         # the input being recomputed and the next one, prefetched, are still on the device; the rest is in host memory

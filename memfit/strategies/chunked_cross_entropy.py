@@ -10,79 +10,45 @@ Matmuls run in the compute dtype; log-sum-exp, the loss and the weight-gradient 
 
 from __future__ import annotations
 
-import types
-from typing import ClassVar
+import contextlib
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, Field
-from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ..core.loss import IGNORE_INDEX, masked_labels, model_inputs
 from ..core.protocol import PHASE_LOSS, strategy_config
 from ..core.registry import register_strategy
+from ..core.wrapping import Wrapper, unwrap_all, unwrap_peft, wrap
+from ..ops.cross_entropy_kernels import DESCRIPTIONS, implementation, resolve_implementation, transient_bytes
 
 
-class LinearCrossEntropy(torch.autograd.Function):
-    """sum_t NLL(softmax(h_t W^T), y_t) over tokens with y_t != -100, in chunks; grads formed in forward."""
+class ChunkedLossHead(Wrapper):
+    """Swapped in for lm_head (same weight, same name). Given targets (`with head.targets(labels)`), its forward
+    returns the *summed* NLL in place of the logits, so the full logits never exist; otherwise it is the lm_head.
+    The loss is formed inside the model's forward, where DDP/FSDP/DeepSpeed wrappers have the weight ready."""
 
-    @staticmethod
-    def forward(ctx, hidden, weight, labels, chunk: int, dtype: torch.dtype):
-        want_h, want_w = hidden.requires_grad, weight.requires_grad
-        w = weight.to(dtype)
-        total = torch.zeros((), device=hidden.device, dtype=torch.float32)
-        grad_h = torch.empty_like(hidden) if want_h else None
-        grad_w = torch.zeros(weight.shape, device=weight.device, dtype=torch.float32) if want_w else None
-        for start in range(0, hidden.shape[0], chunk):
-            h = hidden[start:start + chunk].to(dtype)
-            y = labels[start:start + chunk]
-            valid = y != IGNORE_INDEX
-            logits = (h @ w.T).float()
-            lse = torch.logsumexp(logits, dim=-1)
-            target = logits.gather(1, y.clamp_min(0)[:, None]).squeeze(1)
-            total += ((lse - target) * valid).sum()
-            if want_h or want_w:
-                probs = logits.sub_(lse[:, None]).exp_()  # softmax, reusing the logits' memory
-                probs[torch.arange(len(y), device=y.device), y.clamp_min(0)] -= 1.0
-                g = (probs * valid[:, None]).to(dtype)
-                del probs, logits
-                if want_h:
-                    grad_h[start:start + chunk] = (g @ w).to(hidden.dtype)
-                if want_w:
-                    grad_w.addmm_(g.T.float(), h.float())
-        ctx.save_for_backward(*(t for t in (grad_h, grad_w) if t is not None))
-        ctx.want = (want_h, want_w)
-        return total
+    def __init__(self, inner: torch.nn.Module, chunk: int, dtype: torch.dtype, loss_fn):
+        super().__init__(inner)
+        self.chunk, self.dtype, self.loss_fn, self._targets = chunk, dtype, loss_fn, None
 
-    @staticmethod
-    def backward(ctx, grad_out):
-        saved = iter(ctx.saved_tensors)
-        want_h, want_w = ctx.want
-        # In place: the stored gradient is as large as the hidden states and is used exactly once.
-        gh = next(saved).mul_(grad_out.to(ctx.saved_tensors[0].dtype)) if want_h else None
-        gw = next(saved).mul_(grad_out) if want_w else None
-        return gh, gw, None, None, None
+    @contextlib.contextmanager
+    def targets(self, labels: torch.Tensor):
+        # shift the labels, not the hidden states: a [:, :-1] slice would copy every hidden state once more
+        self._targets = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+        try:
+            yield
+        finally:
+            self._targets = None
+
+    def forward(self, hidden):
+        if self._targets is None:
+            return self.inner(hidden)
+        return self.loss_fn(hidden, self.inner.weight, self._targets, self.chunk, self.dtype)
 
 
-def linear_cross_entropy(hidden, weight, labels, chunk: int = 1024, dtype: torch.dtype | None = None):
-    """Summed NLL of `labels` (-100 ignored) under logits `hidden @ weight.T`, without materialising all logits."""
-    with torch.autocast(hidden.device.type, enabled=False):
-        return LinearCrossEntropy.apply(hidden.reshape(-1, hidden.shape[-1]), weight, labels.reshape(-1), chunk,
-                                        dtype or hidden.dtype)
-
-
-def _fused_forward(self, input_ids=None, attention_mask=None, position_ids=None, labels=None, **kwargs):
-    """LlamaForCausalLM.forward that returns the *summed* NLL as `loss` and no logits when labels are given.
-    Installed on the model instance so DDP/FSDP/DeepSpeed wrappers still run their own forward hooks."""
-    if labels is None:
-        return type(self).forward(self, input_ids=input_ids, attention_mask=attention_mask,
-                                  position_ids=position_ids, **kwargs)
-    kwargs.pop("logits_to_keep", None)
-    out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
-    # shift the labels, not the hidden states: a [:, :-1] slice would copy every hidden state once more
-    targets = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
-    loss = linear_cross_entropy(out.last_hidden_state, self.lm_head.weight, targets, self._memfit_loss_chunk,
-                                self._memfit_loss_dtype)
-    return CausalLMOutputWithPast(loss=loss)
+def _head(model) -> ChunkedLossHead:
+    return unwrap_peft(model).lm_head
 
 
 @register_strategy(aliases=("cce",))
@@ -93,28 +59,45 @@ class ChunkedCrossEntropy(BaseModel):
     speed_cost: ClassVar[float] = 1.0  # the full logits are never written: often faster
     shorthand: ClassVar[str] = "chunk"
 
-    chunk: int = Field(1024, ge=16)  # tokens per chunk: chunk x vocab x 6 bytes of transient memory
+    chunk: int = Field(1024, ge=16)  # tokens per chunk: chunk x vocab x 12 bytes of transient memory
+    # which exact implementation: auto = the fastest present (torch native, then cut-cross-entropy, then memfit's)
+    impl: Literal["auto", "torch", "cut", "memfit"] = "auto"
+
+    @property
+    def resolved_impl(self) -> str:
+        return resolve_implementation(self.impl)
 
     def describe(self) -> str:
-        return f"lm_head + cross-entropy fused in chunks of {self.chunk} tokens (no full logits; grads in forward)"
+        return (f"lm_head + cross-entropy fused in chunks of {self.chunk} tokens (no full logits) by "
+                f"{DESCRIPTIONS[self.resolved_impl]}")
 
     def spec_item(self) -> str:
-        return "cce" if self.chunk == 1024 else f"cce{self.chunk}"
+        base = "cce" if self.chunk == 1024 else f"cce{self.chunk}"
+        return base if self.impl == "auto" else f"{base}:impl={self.impl}"
 
     def transform_model(self, model, ctx):
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base = unwrap_peft(model)
         if not hasattr(base, "lm_head") or not hasattr(base, "model"):
             raise ValueError(f"chunked_ce needs a *ForCausalLM model with .model and .lm_head, got {type(base).__name__}")
-        base._memfit_loss_chunk, base._memfit_loss_dtype = self.chunk, ctx.compute_dtype
-        base.forward = types.MethodType(_fused_forward, base)
+        loss_fn = implementation(self.resolved_impl)
+        wrap(base, "lm_head", lambda head: ChunkedLossHead(head, self.chunk, ctx.compute_dtype, loss_fn))
         return model
+
+    def restore_model(self, model, ctx):
+        return unwrap_all(model, ChunkedLossHead)
 
     def compute_loss(self, model, batch, ctx):
         labels = masked_labels(batch)
-        out = model(**model_inputs(batch), labels=labels, use_cache=False)
-        return out.loss, (labels[:, 1:] != IGNORE_INDEX).sum()
+        with _head(model).targets(labels):
+            # no labels passed: the model's own loss would need the logits; the head returns the loss as "logits"
+            out = model(**model_inputs(batch), use_cache=False)
+        return out.logits, (labels[:, 1:] != IGNORE_INDEX).sum()
 
     def estimate_memory(self, est, ctx):
         # only the hidden states and their gradient per token; logits exist one chunk at a time
         est.set_term("logits", "token", lambda e: float(2 * e.compute_bytes * e.hidden), self.name)
-        est.set_term("loss_chunk", "transient", lambda e: float(e.vocab * self.chunk * 12), self.name)
+        # the implementation's own transient: one chunk's logits (memfit, torch), or per-token blocks (cut)
+        fixed, per_token = transient_bytes(self.resolved_impl, est.vocab, self.chunk, ctx.on_cuda)
+        est.set_term("loss_chunk", "transient", lambda e: fixed, self.name)
+        if per_token:
+            est.set_term("loss_kernel", "token", lambda e: per_token, self.name)

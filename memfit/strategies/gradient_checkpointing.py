@@ -38,6 +38,11 @@ def checkpointed_layers(model) -> list[torch.nn.Module]:
     return [m for m in decoder_layers(model) if getattr(m, "gradient_checkpointing", False)]
 
 
+def checkpoint_function():
+    """torch's non-reentrant checkpoint: what every checkpointed layer runs its inside through."""
+    return partial(checkpoint, use_reentrant=False)
+
+
 @register_strategy(aliases=("gc",))
 class GradientCheckpointing(BaseModel):
     model_config = strategy_config()
@@ -62,12 +67,18 @@ class GradientCheckpointing(BaseModel):
     def transform_model(self, model, ctx):
         layers = decoder_layers(model)
         chosen = set(spread(len(layers), len(layers) if self.layers is None else self.layers))
-        func = partial(checkpoint, use_reentrant=False)
+        func = checkpoint_function()
         for i, layer in enumerate(layers):
             layer.gradient_checkpointing = i in chosen
             layer._gradient_checkpointing_func = func
         # Set flags directly rather than through gradient_checkpointing_enable, whose name and arguments differ
         # across transformers 5.x; the layer-level attributes are what its forward actually reads.
+        return model
+
+    def restore_model(self, model, ctx):
+        for layer in decoder_layers(model):
+            layer.gradient_checkpointing = False
+            layer.__dict__.pop("_gradient_checkpointing_func", None)
         return model
 
     def estimate_memory(self, est, ctx):

@@ -40,6 +40,9 @@ class LoRA(BaseModel):
         # are tiny, so fp32 masters cost nothing and let the fp16 loss scaler unscale their gradients.
         return get_peft_model(model, cfg)
 
+    def restore_model(self, model, ctx):
+        return model.unload()  # peft's own undo: the base model with its original Linear layers, adapters dropped
+
     def estimate_memory(self, est, ctx):
         est.set_trainable(self._params(est), bytes_per_param=4)
         est.set_term("projections", "layer_attn", self._saved_inputs, self.name)

@@ -14,23 +14,23 @@ from typing import ClassVar
 
 import torch
 from pydantic import BaseModel, Field
-from torch.utils.checkpoint import checkpoint
 
 from ..core.protocol import PHASE_CHECKPOINT, strategy_config
 from ..core.registry import register_strategy
+from ..core.wrapping import Wrapper, unwrap_all, wrap
+from ..ops.tiled_mlp import tiled_mlp
 from .gradient_checkpointing import decoder_layers
 
 
-def _tiled_forward(mlp, x):
-    flat = x.reshape(-1, x.shape[-1])
-    if not torch.is_grad_enabled() or flat.shape[0] <= mlp.memfit_tile_tokens:
-        return mlp.forward_untiled(x)  # evaluation, or a batch no larger than one tile: nothing to save
-    # Each chunk is checkpointed: it keeps only its input (a view of x), and autograd runs one chunk's backward
-    # (recompute included) before the next, so one chunk's intermediates exist at a time. torch's checkpoint
-    # restores autocast and RNG and lets the MLP's own trainable weights (LoRA on gate/up/down) get gradients.
-    out = torch.cat([checkpoint(mlp.forward_untiled, c, use_reentrant=False)
-                     for c in flat.split(mlp.memfit_tile_tokens)])
-    return out.view(*x.shape[:-1], out.shape[-1])
+class TiledMLPModule(Wrapper):
+    """Swapped in for a layer's MLP (same parameters and names): runs it `tokens` tokens at a time."""
+
+    def __init__(self, inner: torch.nn.Module, tokens: int):
+        super().__init__(inner)
+        self.tokens = tokens
+
+    def forward(self, x):
+        return tiled_mlp(self.inner, x, self.tokens)
 
 
 @register_strategy(aliases=("tmlp",))
@@ -47,12 +47,12 @@ class TiledMLP(BaseModel):
 
     def transform_model(self, model, ctx):
         for layer in decoder_layers(model):
-            mlp = getattr(layer, "mlp", None)
-            if mlp is None or hasattr(mlp, "forward_untiled"):
-                continue
-            mlp.forward_untiled, mlp.memfit_tile_tokens = mlp.forward, self.tokens
-            mlp.forward = _tiled_forward.__get__(mlp)
+            if getattr(layer, "mlp", None) is not None:
+                wrap(layer, "mlp", lambda mlp: TiledMLPModule(mlp, self.tokens))
         return model
+
+    def restore_model(self, model, ctx):
+        return unwrap_all(model, TiledMLPModule)
 
     def estimate_memory(self, est, ctx):
         full_projections = est.terms["projections"].bytes

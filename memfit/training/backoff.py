@@ -26,8 +26,8 @@ from typing import Any, Callable, Optional, TypeVar
 import torch
 
 from ..core.protocol import steps_to_reach
-from ..plan.planner import write_plan_cache
-from ..plan.probe import is_oom, oom_summary
+from ..plan.cache import write_plan_cache
+from ..plan.oom import is_oom, oom_summary
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from ..plan.memory import GiB
+from ..core.units import GiB
 
 
 def reset_peak(device: torch.device) -> None:
