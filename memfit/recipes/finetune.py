@@ -85,6 +85,7 @@ class FinetuneConfig(BaseModel):
                                                 "this often (minutes), besides every checkpoint_every steps")
     checkpoint_every: Optional[int] = Field(100, ge=1, description="checkpoint every this many optimizer steps")
     progress: bool = True
+    keep_non_english: bool = Field(False, description="train on documents the language check flags as not English")
 
     def resolved(self, device_type: str) -> "FinetuneConfig":
         """A copy with every None setting replaced by the device default (what results.json records)."""
@@ -132,9 +133,9 @@ def sample_documents(test, tokenizer, max_tokens: Optional[int], chunk: int) -> 
     return pieces, info
 
 
-def load_corpus(pdf_dir: str, cache: Optional[str]):
+def load_corpus(pdf_dir: str, cache: Optional[str], keep_non_english: bool = False):
     try:
-        corpus = extract_pdfs(pdf_dir, cache)
+        corpus = extract_pdfs(pdf_dir, cache, keep_non_english=keep_non_english)
     except DataError as exc:
         raise DataError(f"{exc}\nThe example needs a folder of text PDFs: put them in {pdf_dir} or pass "
                         f"--pdf-dir DIR (e.g. --pdf-dir ../shared/corpus/climate).") from None
@@ -168,7 +169,7 @@ def _run(cfg: FinetuneConfig, state, run_dir: Path, info) -> dict[str, Any]:
 
     t = started
     with state.main_process_first():  # rank 0 extracts and fills the text cache, the others read it
-        corpus = load_corpus(cfg.pdf_dir, cfg.text_cache)
+        corpus = load_corpus(cfg.pdf_dir, cfg.text_cache, cfg.keep_non_english)
     info(corpus.summary())
     tokenizer = load_tokenizer(None if cfg.architecture else cfg.model)
     bundle = build_datasets(corpus, tokenizer, block_size=cfg.seq_len, test_fraction=cfg.test_fraction,

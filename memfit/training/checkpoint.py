@@ -184,7 +184,8 @@ class Checkpointer:
             previous = self.latest()
             kept = f"the previous checkpoint {previous} is intact and resume uses it" if previous else \
                 "no earlier checkpoint exists"
-            reason = getattr(exc, "strerror", None) or f"{type(exc).__name__}: {exc}"
+            reason = f"{exc.strerror or exc} (errno {exc.errno})" if isinstance(exc, OSError) else \
+                f"{type(exc).__name__}: {exc}"
             raise CheckpointError(f"writing checkpoint {final.name} into {self.root} failed: {reason}; {kept}. Free "
                                   f"disk space (or lower keep_last), then rerun with the same output_dir to "
                                   f"continue.") from exc
