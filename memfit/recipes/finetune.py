@@ -15,6 +15,7 @@ training and evaluation, and only the main process writes files.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -252,6 +253,7 @@ def _run(cfg: FinetuneConfig, state, run_dir: Path, info) -> dict[str, Any]:
         "seconds": clock,
         "config": cfg.model_dump(),
     }
+    keep_previous_rate(results, run_dir / "results.json")
     if not math.isfinite(final.perplexity):
         results["error"] = (f"the final perplexity is not finite ({final.perplexity}): training diverged; lower the "
                             f"learning rate")
@@ -261,6 +263,20 @@ def _run(cfg: FinetuneConfig, state, run_dir: Path, info) -> dict[str, Any]:
         info(f"wrote {run_dir / 'results.json'} and {run_dir / 'summary.md'}")
     state.wait_for_everyone()
     return results
+
+
+def keep_previous_rate(results: dict[str, Any], previous: Path) -> None:
+    """A rerun of a finished run resumes at its last step and trains nothing: keep the measured throughput of the run
+    that did the training instead of overwriting it with 0."""
+    if results["tokens_per_s"] or not previous.is_file():
+        return
+    try:
+        rate = json.loads(previous.read_text()).get("tokens_per_s")
+    except (OSError, ValueError):
+        return
+    if rate:
+        results["tokens_per_s"] = rate
+        results["train"]["tokens_per_s_note"] = "measured by the earlier run that trained; this rerun trained no steps"
 
 
 def summary_markdown(r: dict[str, Any], data_table: str = "") -> str:

@@ -68,9 +68,6 @@ def preflight(cfg: "FinetuneConfig") -> Path:
     if cfg.stack:
         check_launch(Stack.coerce(cfg.stack))
     _check_model(cfg)
-    if (run_dir / "results.json").is_file() and cfg.resume != "never" and cfg.resume is not False:
-        raise ConfigError(f"{run_dir} holds a finished run (results.json): rerunning would only overwrite its "
-                          f"results; pick another --run-name, or delete {run_dir} to run it again")
     ensure_writable(run_dir)
     return run_dir
 
