@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pypdf import PdfReader, PdfWriter
 
+from memfit.core.files import atomic_write_json
 from memfit.data import extract_pdfs
 
 CORPUS = Path("/work/shared/corpus/climate")
@@ -58,8 +59,9 @@ def mutate(data: bytes, rng: random.Random) -> tuple[str, bytes]:
     return kind, bytes(buf)
 
 
-def fuzz(mutations: int, *, corpus: Path = CORPUS, pages: int = 2, batch: int = 25, timeout_s: float = 30.0,
-         seed: int = 0) -> dict:
+def fuzz(mutations: int, *, corpus: Path = CORPUS, pages: int = 2, batch: int = 25, timeout_s: float = 10.0,
+         seed: int = 0, workers: int = 2, progress: Path | None = None) -> dict:
+    """Run the mutations; with `progress`, the report so far is rewritten after every batch."""
     rng = random.Random(seed)
     seeds = {p.name: excerpt(p, pages) for p in sorted(corpus.glob("*.pdf"))}
     outcomes, kinds, reasons, slowest, lost = Counter(), Counter(), Counter(), 0.0, []
@@ -78,7 +80,7 @@ def fuzz(mutations: int, *, corpus: Path = CORPUS, pages: int = 2, batch: int = 
                 (folder / name).write_bytes(data)
                 names[name] = kind
             t = time.perf_counter()
-            corpus_out = extract_pdfs(folder, Path(tmp) / f"cache-{first}", timeout_s=timeout_s, workers=1,
+            corpus_out = extract_pdfs(folder, Path(tmp) / f"cache-{first}", timeout_s=timeout_s, workers=workers,
                                       keep_non_english=True)
             slowest = max(slowest, (time.perf_counter() - t) / (len(names) + 1))
             parsed = {d.name for d in corpus_out.documents}
@@ -96,6 +98,14 @@ def fuzz(mutations: int, *, corpus: Path = CORPUS, pages: int = 2, batch: int = 
                         lost.append(f"{name} (skipped without a reason)")
                 else:
                     lost.append(name)
+            if progress is not None:
+                report = _report(sum(outcomes.values()), seeds, pages, timeout_s, outcomes, reasons, kinds, lost,
+                                 slowest, started)
+                atomic_write_json(progress, report)
+    return _report(sum(outcomes.values()), seeds, pages, timeout_s, outcomes, reasons, kinds, lost, slowest, started)
+
+
+def _report(mutations, seeds, pages, timeout_s, outcomes, reasons, kinds, lost, slowest, started) -> dict:
     return {"mutations": mutations, "seed_pdfs": len(seeds), "pages_per_seed": pages, "timeout_s": timeout_s,
             "outcomes": dict(outcomes), "skip_reasons": dict(reasons), "mutation_kinds": dict(kinds),
             "lost": lost, "mean_seconds_per_file_worst_batch": round(slowest, 3),
@@ -110,9 +120,8 @@ def main() -> None:
     p.add_argument("--corpus", type=Path, default=CORPUS)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/fuzz_pdf_extraction.json"))
     args = p.parse_args()
-    report = fuzz(args.mutations, corpus=args.corpus, pages=args.pages, seed=args.seed)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    report = fuzz(args.mutations, corpus=args.corpus, pages=args.pages, seed=args.seed, progress=args.out)
+    atomic_write_json(args.out, report)
     print(json.dumps(report, indent=2))
 
 

@@ -51,8 +51,10 @@ def _check_model(cfg: "FinetuneConfig") -> None:
     if not shipped and not path.exists() and not (_HUB_ID.match(source) and not source.startswith(".")):
         raise ConfigError(f"model {source!r} does not exist: pass an existing model folder, a shipped config "
                           f"(--architecture llama-3.2-1b) or a Hub id like HuggingFaceTB/SmolLM2-135M")
-    if not (shipped or path.exists()):
-        return  # a Hub id: only the loader can reach it
+    if source.lower() == EMBEDDED or not (shipped or path.exists()):
+        # a Hub id only the loader can reach; the embedded model's config needs its one-time GGUF conversion.
+        # For both, plan() checks the sequence length right after loading, still before any training.
+        return
     max_positions = getattr(load_config(source), "max_position_embeddings", None)
     try:
         check_seq_lens([cfg.seq_len], max_positions)

@@ -150,7 +150,7 @@ def test_empty_pdf_dir_fails_with_instructions(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:  # a user error: the message and exit code 2, no traceback
         _example().main(["--pdf-dir", str(tmp_path / "empty"), "--output-dir", str(tmp_path / "out")])
     assert exit_info.value.code == 2
-    assert re.search(r"^error: no \.pdf files in .*empty(.|\n)*--pdf-dir", capsys.readouterr().err)
+    assert re.search(r"(?m)^error: no \.pdf files in .*empty(.|\n)*--pdf-dir", capsys.readouterr().err)
     assert not list((tmp_path / "out").rglob("results.json"))
 
 
