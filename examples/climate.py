@@ -1,6 +1,7 @@
 """Fine-tune a LLaMA-architecture model on climate-report PDFs with memfit, end to end.
 
-    accelerate launch examples/climate.py --pdf-dir ../shared/corpus/climate     # or: python examples/climate.py ...
+    accelerate launch examples/climate.py                  # the bundled CC BY 4.0 sample (examples/data/climate)
+    memfit data fetch climate data/climate && accelerate launch examples/climate.py --pdf-dir data/climate  # all 12
     accelerate launch --config_file launch_configs/ddp.yaml examples/climate.py ...   # several GPUs (see launch_configs/)
 
 Extracts the PDFs, splits them by document, loads the model with the memory-strategy stack, plans the largest
@@ -17,10 +18,13 @@ from pathlib import Path
 
 from memfit import CheckpointError, FinetuneConfig, NumericError, run_finetune
 
+BUNDLED_SAMPLE = Path(__file__).resolve().parent / "data" / "climate"  # two CC BY 4.0 papers, see its NOTICE
+
 
 def parse_args(argv=None) -> FinetuneConfig:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pdf-dir", default="data/climate", help="folder of PDFs (default: data/climate)")
+    p.add_argument("--pdf-dir", default=str(BUNDLED_SAMPLE),
+                   help="folder of PDFs (default: the bundled sample; `memfit data fetch climate DIR` gets all 12)")
     model = p.add_mutually_exclusive_group()
     model.add_argument("--model", default="smollm2-135m", help="embedded default, local directory or Hub id")
     model.add_argument("--model-config", dest="architecture", help="shipped config (llama-3.2-3b) or config JSON; "

@@ -64,6 +64,8 @@ def cmd_eval(args) -> int:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, args.adapter)
+        if args.merge:  # what users deploy: the adapter folded into the full-precision weights
+            model = model.merge_and_unload()
     tok = load_tokenizer(args.model)
     bundle = build_datasets(extract_pdfs(args.data), tok, test_fraction=args.test_fraction, seed=args.seed)
     res = perplexity(model, bundle.test, context_length=args.context, stride=args.stride, batch_size=args.batch_size,
@@ -83,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:2] == ["data", "inspect"]:
         return cmd_data(None, argv[2:])
+    if argv[:2] == ["data", "fetch"]:
+        from .data.fetch import fetch_main
+
+        return fetch_main(argv[2:])
     parser = argparse.ArgumentParser(prog="memfit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, helptext in (("plan", "largest micro-batch per stack on this device"),
@@ -97,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("eval", help="perplexity and bits/byte on the test documents of a PDF folder")
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--adapter")
+    p.add_argument("--merge", action="store_true", help="fold the adapter into the weights before scoring")
     p.add_argument("--stack", default="none")
     p.add_argument("--data", required=True, help="folder of PDFs")
     p.add_argument("--context", type=int, default=512)
@@ -105,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-fraction", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_eval)
-    sub.add_parser("data", help="`memfit data inspect DIR`: extraction artefacts and split statistics")
+    sub.add_parser("data", help="`memfit data inspect DIR`: extraction artefacts and split statistics; "
+                                    "`memfit data fetch climate DIR`: download the full corpus, verified")
     args = parser.parse_args(argv)
     from . import StackError
     from .data import DataError

@@ -3,6 +3,8 @@
     corpus = extract_pdfs("papers/")                 # page texts, cached by sha256; bad files in corpus.errors
     bundle = build_datasets(corpus, tokenizer)       # bundle.train (packed blocks), bundle.test (whole documents)
     print(inspect_corpus("papers/").render())        # artefacts before/after cleaning + split statistics
+    bundle, issues = build_source_datasets([PdfSource(path="papers/"), TableSource(path="qa.jsonl", format="chat")],
+                                           tokenizer)  # several sources, one split; chat labels only the assistant
 """
 from memfit.data.clean import CleanOptions, clean_document, clean_pages
 from memfit.data.dataset import CleanDocument, DataBundle, SplitStats, build_datasets
@@ -12,9 +14,14 @@ from memfit.data.inspection import InspectReport, inspect_corpus, inspect_main
 from memfit.data.language import check_language
 from memfit.data.packing import IGNORE_INDEX, pack_documents
 from memfit.data.split import SplitPlan, split_documents
+from memfit.data.chat import pack_samples, tokenize_chat
+from memfit.data.mixture import build_source_datasets, test_split_hashes
+from memfit.data.sources import HubSource, PdfSource, Record, SavedSource, Source, TableSource, TextSource, load_records
 
 __all__ = [
     "IGNORE_INDEX", "CleanDocument", "CleanOptions", "Corpus", "DataBundle", "DataError", "Document", "FileIssue",
     "InspectReport", "Page", "SplitPlan", "SplitStats", "build_datasets", "check_language", "clean_document",
     "clean_pages", "extract_pdfs", "inspect_corpus", "inspect_main", "pack_documents", "split_documents",
+    "HubSource", "PdfSource", "Record", "SavedSource", "Source", "TableSource", "TextSource", "build_source_datasets",
+    "load_records", "pack_samples", "test_split_hashes", "tokenize_chat",
 ]

@@ -11,6 +11,7 @@ from memfit.data.artifacts import ARTIFACTS, measure_document
 from memfit.data.clean import CleanOptions
 from memfit.data.dataset import CleanDocument, SplitStats, build_datasets, format_split_stats
 from memfit.data.errors import DataError
+from memfit.data.source_stats import is_pdf_folder, render_source_stats, source_for_path
 from memfit.data.extract import DEFAULT_MAX_PAGES, DEFAULT_TIMEOUT_S, Corpus, Document, extract_pdfs
 from memfit.data.pdf_reader import MIB
 from memfit.data.split import SplitPlan, split_documents
@@ -75,7 +76,16 @@ def inspect_corpus(pdf_dir: Path | str, *, cache_dir: Path | str | None = None, 
     report = InspectReport(corpus, files, None, {}, block_size, seed, None)
     if not clean_docs:
         report.notes.append("no usable documents: nothing to split")
-    elif tokenizer is not None:
+        return report
+    try:
+        _add_split(report, clean_docs, tokenizer, block_size, options, split_args)
+    except DataError as exc:  # e.g. a folder with one PDF: the extraction report is still what the user wants
+        report.notes.append(f"no split: {exc}")
+    return report
+
+
+def _add_split(report, clean_docs, tokenizer, block_size, options, split_args) -> None:
+    if tokenizer is not None:
         bundle = build_datasets(clean_docs, tokenizer, block_size=block_size, clean_options=options, verbose=False,
                                 **split_args)
         report.plan, report.split_stats = bundle.plan, bundle.stats
@@ -88,7 +98,6 @@ def inspect_corpus(pdf_dir: Path | str, *, cache_dir: Path | str | None = None, 
                 report.split_stats[split] = SplitStats(len(docs), sum(d.n_pages for d in docs),
                                                        sum(len(d.text) for d in docs))
         report.notes.append("token and block counts need a tokenizer (--tokenizer PATH)")
-    return report
 
 
 def _cell(before: int, after: int) -> str:
@@ -136,7 +145,10 @@ def render_report(report: InspectReport) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memfit data inspect", description=__doc__)
-    parser.add_argument("pdf_dir", metavar="DIR", help="folder of PDFs")
+    parser.add_argument("pdf_dir", metavar="PATH", help="folder of PDFs, or a text/table file, text folder or "
+                                                         "save_to_disk folder (per-source statistics)")
+    parser.add_argument("--text-column", default="text", help="table/saved sources: the text column")
+    parser.add_argument("--format", default="text", choices=["text", "chat", "prompt_completion"])
     parser.add_argument("--tokenizer", metavar="PATH", help="HF tokenizer (folder or hub id) for token/block counts")
     parser.add_argument("--block-size", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
@@ -163,6 +175,13 @@ def inspect_main(argv: list[str]) -> int:
         except (OSError, ValueError) as exc:
             print(f"memfit data inspect: cannot load a tokenizer from {args.tokenizer}: {exc}", file=sys.stderr)
             return 2
+    if not is_pdf_folder(args.pdf_dir):
+        try:
+            print(render_source_stats([source_for_path(args.pdf_dir, args.text_column, args.format)]))
+        except DataError as exc:
+            print(f"memfit data inspect: {exc}", file=sys.stderr)
+            return 2
+        return 0
     try:
         report = inspect_corpus(
             args.pdf_dir, cache_dir=args.cache_dir, tokenizer=tokenizer, block_size=args.block_size, seed=args.seed,

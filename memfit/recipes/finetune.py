@@ -20,13 +20,12 @@ import logging
 import math
 import re
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..data import DataError, build_datasets, extract_pdfs
+from ..data.sources import Source
 from ..launch.distributed import check_launch, partial_state
 from ..evaluation import perplexity
 from ..core.files import atomic_write_json, atomic_write_text
@@ -34,10 +33,12 @@ from ..training.loop import TrainConfig, make_accelerator, train
 from ..training.run_lock import RunLock
 from .preflight import check_data_fits, preflight
 from ..models import load_model, load_tokenizer
+from .finetune_data import finetune_datasets
 from ..plan.planner import plan, versions
 from ..plan.probe import SimulatedMeter
 from ..core.stack import Stack
 from ..strategies.gradient_accumulation import GradientAccumulation
+from .quality import original_result, quality_fields, quality_rows, warn_if_regressed
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,11 @@ DEVICE_DEFAULTS: dict[str, dict[str, Any]] = {
 class FinetuneConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    pdf_dir: str = "data/climate"
+    pdf_dir: str = "data/climate"  # shorthand for one PDF source; used when `sources` is empty
+    sources: list[Source] = Field(default_factory=list, description=(
+        "training data: PDF folders, .txt/.md files or folders, JSONL/CSV/Parquet tables, save_to_disk folders, "
+        "Hub ids, each {kind: pdf|text|table|saved|hub, path or id, weight, ...}; one document split across all. "
+        "Empty: the PDF folder pdf_dir"))
     text_cache: Optional[str] = None  # extracted page texts; default $MEMFIT_CACHE/text
     model: str = "smollm2-135m"  # the embedded default, a local directory or a Hub id
     architecture: Optional[str] = None  # a shipped config (llama-3.2-3b) or config JSON; implies random_init
@@ -107,9 +112,12 @@ class FinetuneConfig(BaseModel):
 
 
 def with_accumulation(spec: str, target: int) -> Stack:
-    """The stack's own 'ga' decides accumulation (planner and Accelerator read it); without one, reach `target`."""
+    """The stack's own schedule strategy decides accumulation (planner and Accelerator read it); without one, a 'ga'
+    reaching `target`."""
     stack = Stack.coerce(spec)
-    return stack if "ga" in stack else Stack([*stack.strategies, GradientAccumulation(effective_batch=target)])
+    if stack.decides_accumulation:
+        return stack
+    return Stack([*stack.strategies, *Stack.from_dict([{"name": "ga", "effective_batch": target}])])
 
 
 def sample_documents(test, tokenizer, max_tokens: Optional[int], chunk: int) -> tuple[list[dict], dict[str, Any]]:
@@ -132,17 +140,6 @@ def sample_documents(test, tokenizer, max_tokens: Optional[int], chunk: int) -> 
             "note": f"{n} evenly spaced {chunk}-token pieces of the test documents (eval_max_tokens={max_tokens}); "
                     "the same pieces before and after training"}
     return pieces, info
-
-
-def load_corpus(pdf_dir: str, cache: Optional[str], keep_non_english: bool = False):
-    try:
-        corpus = extract_pdfs(pdf_dir, cache, keep_non_english=keep_non_english)
-    except DataError as exc:
-        raise DataError(f"{exc}\nThe example needs a folder of text PDFs: put them in {pdf_dir} or pass "
-                        f"--pdf-dir DIR (e.g. --pdf-dir ../shared/corpus/climate).") from None
-    if not corpus.documents:
-        raise DataError(f"none of the PDFs in {pdf_dir} gave usable text:\n{corpus.summary()}")
-    return corpus
 
 
 def run_finetune(cfg: FinetuneConfig | None = None, **overrides: Any) -> dict[str, Any]:
@@ -169,12 +166,9 @@ def _run(cfg: FinetuneConfig, state, run_dir: Path, info) -> dict[str, Any]:
         return time.perf_counter()
 
     t = started
-    with state.main_process_first():  # rank 0 extracts and fills the text cache, the others read it
-        corpus = load_corpus(cfg.pdf_dir, cfg.text_cache, cfg.keep_non_english)
-    info(corpus.summary())
     tokenizer = load_tokenizer(None if cfg.architecture else cfg.model)
-    bundle = build_datasets(corpus, tokenizer, block_size=cfg.seq_len, test_fraction=cfg.test_fraction,
-                            seed=cfg.seed, verbose=False)
+    bundle, data_info, data_summary = finetune_datasets(cfg, tokenizer, state)
+    info(data_summary)
     t = phase("data_s", t)
 
     stack = with_accumulation(cfg.stack, cfg.target_effective_batch)
@@ -203,8 +197,9 @@ def _run(cfg: FinetuneConfig, state, run_dir: Path, info) -> dict[str, Any]:
     acc = make_accelerator(stack, planned.max_micro_batch, project_dir=str(run_dir), data_seed=cfg.seed)
     eval_docs, eval_info = sample_documents(bundle.test, tokenizer, cfg.eval_max_tokens, cfg.eval_context)
 
-    def evaluate(label: str):
-        res = perplexity(model, eval_docs, context_length=cfg.eval_context, stride=cfg.eval_stride,
+    def evaluate(label: str, scored=None):
+        res = perplexity(model if scored is None else scored, eval_docs, context_length=cfg.eval_context,
+                         stride=cfg.eval_stride,
                          batch_size=cfg.eval_batch_size, accelerator=acc, progress=cfg.progress,
                          pad_token_id=tokenizer.pad_token_id)
         info(f"{label} perplexity {res.perplexity:.3f} ({res.bits_per_byte or math.nan:.4f} bits/byte, "
@@ -212,6 +207,9 @@ def _run(cfg: FinetuneConfig, state, run_dir: Path, info) -> dict[str, Any]:
         return res
 
     base = evaluate("base")
+    original = original_result(base, stack, cfg.random_init or bool(cfg.architecture),
+                               lambda: load_model(cfg.model, Stack(), ctx, seed=cfg.seed),
+                               lambda m, label: evaluate(label, m))
     t = phase("base_eval_s", t)
     tcfg = TrainConfig(micro_batch=planned.max_micro_batch, max_steps=cfg.max_steps, epochs=cfg.epochs or 1.0,
                        lr=cfg.lr, warmup=cfg.warmup, seed=cfg.seed, output_dir=str(run_dir), progress=cfg.progress,
@@ -228,11 +226,7 @@ def _run(cfg: FinetuneConfig, state, run_dir: Path, info) -> dict[str, Any]:
         "max_batch_size": planned.max_micro_batch,
         "gradient_accumulation_steps": trained.grad_accum,
         "effective_batch_size": trained.effective_batch,
-        "final_perplexity": final.perplexity,
-        "base_perplexity": base.perplexity,
-        "perplexity_change_pct": 100.0 * (final.perplexity / base.perplexity - 1.0),
-        "base_bits_per_byte": base.bits_per_byte,
-        "final_bits_per_byte": final.bits_per_byte,
+        **quality_fields(original, base, final),
         "tokens_per_s": trained.tokens_per_s,
         "memory": {"train": trained.memory, "planned_peak_gib": planned.peak_gib, "budget_gib": planned.budget_gib,
                    "breakdown_gib": planned.memory_breakdown_gib},
@@ -240,12 +234,10 @@ def _run(cfg: FinetuneConfig, state, run_dir: Path, info) -> dict[str, Any]:
         "versions": versions(),
         "model": cfg.architecture or cfg.model, "random_init": cfg.random_init or bool(cfg.architecture),
         "stack": stack.spec, "stack_description": stack.describe(),
-        "data": {"pdf_dir": str(cfg.pdf_dir), "documents": len(corpus.documents),
-                 "skipped_files": [str(e) for e in corpus.errors],
-                 "text_from_cache": sum(d.from_cache for d in corpus.documents),
-                 "split": {k: asdict(v) for k, v in bundle.stats.items()}, "test_documents": list(bundle.plan.test)},
+        "data": data_info,
         "evaluation": {**eval_info, "context_length": final.context_length, "stride": final.stride,
-                       "scored_tokens": final.tokens, "scored_bytes": final.bytes, "base": base.to_dict(),
+                       "scored_tokens": final.tokens, "scored_bytes": final.bytes, "original": original.to_dict(),
+                       "base": base.to_dict(),
                        "final": final.to_dict()},
         "plan": {**planned.to_dict(), "capped_by_max_micro_batch": capped},
         "train": {k: v for k, v in trained.to_dict().items() if k != "memory"},
@@ -258,6 +250,7 @@ def _run(cfg: FinetuneConfig, state, run_dir: Path, info) -> dict[str, Any]:
         results["error"] = (f"the final perplexity is not finite ({final.perplexity}): training diverged; lower the "
                             f"learning rate")
     if state.is_main_process:
+        warn_if_regressed(results)
         atomic_write_json(run_dir / "results.json", results, default=str)  # NaN becomes null: always valid JSON
         atomic_write_text(run_dir / "summary.md", summary_markdown(results, bundle.format_stats()))
         info(f"wrote {run_dir / 'results.json'} and {run_dir / 'summary.md'}")
@@ -288,9 +281,7 @@ def summary_markdown(r: dict[str, Any], data_table: str = "") -> str:
         ("gradient accumulation steps", r["gradient_accumulation_steps"]),
         ("effective batch size", f"{r['effective_batch_size']} (= {r['max_batch_size']} x "
                                  f"{r['gradient_accumulation_steps']} x {r['num_processes']} processes)"),
-        ("final perplexity", f"{r['final_perplexity']:.3f} ({r['final_bits_per_byte'] or math.nan:.4f} bits/byte)"),
-        ("base perplexity", f"{r['base_perplexity']:.3f} ({r['base_bits_per_byte'] or math.nan:.4f} bits/byte); "
-                            f"change {r['perplexity_change_pct']:+.1f} %"),
+        *quality_rows(r),
         ("training", f"{r['train']['steps']} steps, {r['train']['tokens']:,} tokens, {r['tokens_per_s']:,.0f} tokens/s"
                      + (f" (resumed from {r['train']['resumed_from']}: the rate covers only the steps run now)"
                         if r["train"].get("resumed_from") else "")),
@@ -305,5 +296,5 @@ def summary_markdown(r: dict[str, Any], data_table: str = "") -> str:
         ("versions", ", ".join(f"{k} {v}" for k, v in r["versions"].items())),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
-    return (f"# memfit fine-tune: {r['model']} on {r['data']['documents']} PDFs\n\n| | |\n|---|---|\n{table}\n\n"
+    return (f"# memfit fine-tune: {r['model']} on {r['data']['documents']} documents\n\n| | |\n|---|---|\n{table}\n\n"
             f"## Data\n```\n{data_table}\n```\n\n## Stack\n```\n{r['stack_description']}\n```\n")

@@ -92,10 +92,14 @@ def test_example_end_to_end_writes_every_result_and_reuses_caches(tmp_path, monk
     assert k == math.ceil(16 / saved["max_batch_size"]) == train["grad_accum"]
     assert saved["effective_batch_size"] == saved["max_batch_size"] * k * saved["num_processes"]
     assert saved["num_processes"] == 1 and saved["device"] == "cpu"
-    for key in ("base_perplexity", "final_perplexity", "base_bits_per_byte", "final_bits_per_byte"):
+    for key in ("original_perplexity", "base_perplexity", "final_perplexity", "base_bits_per_byte",
+                "final_bits_per_byte"):
         assert math.isfinite(saved[key]) and saved[key] > 0
+    # an fp32 LoRA stack trains on the original weights: the original is the base, the headline is against it
+    assert saved["original_perplexity"] == saved["base_perplexity"] and saved["precision_cost_pct"] == 0
     assert saved["perplexity_change_pct"] == pytest.approx(
-        100 * (saved["final_perplexity"] / saved["base_perplexity"] - 1))
+        100 * (saved["final_perplexity"] / saved["original_perplexity"] - 1))
+    assert saved["regression"] is False
     assert saved["final_perplexity"] < saved["base_perplexity"]  # 3 steps at lr 3e-3 on repetitive prose
     assert saved["tokens_per_s"] > 0 and train["steps"] == 3 and len(train["losses"]) == 3
     assert train["tokens"] > 0 and train["micro_batch"] == saved["max_batch_size"]
@@ -121,8 +125,8 @@ def test_example_end_to_end_writes_every_result_and_reuses_caches(tmp_path, monk
     assert (Path(saved["adapter_dir"]) / "adapter_config.json").exists()
     assert any(Path(saved["adapter_dir"]).glob("adapter_model.safetensors"))
     summary = (run / "summary.md").read_text()
-    for row in ("maximum batch size", "gradient accumulation steps", "effective batch size", "final perplexity",
-                "base perplexity", "memory", "tokens/s", "device", "versions"):
+    for row in ("maximum batch size", "gradient accumulation steps", "effective batch size", "fine-tuned",
+                "base as trained", "original model (full precision)", "against the original model", "memory", "tokens/s", "device", "versions"):
         assert f"| {row}" in summary or row in summary
     assert f"| maximum batch size | {saved['max_batch_size']} " in summary
     assert f"| gradient accumulation steps | {k} |" in summary
@@ -174,3 +178,22 @@ def test_example_under_accelerate_launch_with_two_cpu_processes(tmp_path, tiny_m
     assert k == math.ceil(16 / (micro * 2)) and saved["effective_batch_size"] == micro * k * 2
     assert saved["final_perplexity"] < saved["base_perplexity"]
     assert done.stdout.count("| maximum batch size |") == 1  # one summary, from rank 0
+
+
+def test_sources_field_trains_on_text_files_and_records_the_split(tmp_path, monkeypatch, tiny_model_dir):
+    from memfit.recipes.finetune import FinetuneConfig, run_finetune
+
+    monkeypatch.setenv("MEMFIT_CACHE", str(tmp_path / "cache"))
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for i in range(3):
+        (notes / f"note{i}.md").write_text("\n".join(english_page(seed=i) for _ in range(2)))
+    cfg = FinetuneConfig.model_validate({"sources": [{"kind": "text", "path": str(notes), "name": "notes"}]})
+    results = run_finetune(cfg, model=str(tiny_model_dir), output_dir=str(tmp_path / "out"), run_name="text",
+                           seq_len=32, target_effective_batch=4, max_steps=2, eval_context=32, eval_max_tokens=64,
+                           cpu_budget_gib=0.001, max_micro_batch=4, progress=False)
+    data = results["data"]
+    assert data["documents"] == 3 and data["per_source"] == {"notes": {"train": 2, "test": 1}}
+    assert [name for name, _ in data["test_sha256"]] == data["test_documents"]
+    assert len(data["test_documents"]) == 1 and data["test_documents"][0].startswith("notes::note")
+    assert results["train"]["steps"] == 2 and results["config"]["sources"][0]["kind"] == "text"

@@ -1,0 +1,48 @@
+"""The fine-tune job's datasets: from its `sources`, or from `pdf_dir` (the shorthand for one PDF source, kept on
+today's PDF pipeline so its messages and results fields stay as they were)."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any, Optional
+
+from ..data import DataError, build_datasets, extract_pdfs
+from ..data.mixture import build_source_datasets, test_split_hashes
+
+
+def load_corpus(pdf_dir: str, cache: Optional[str], keep_non_english: bool = False):
+    try:
+        corpus = extract_pdfs(pdf_dir, cache, keep_non_english=keep_non_english)
+    except DataError as exc:
+        raise DataError(f"{exc}\nThe example needs a folder of text PDFs: put them in {pdf_dir} or pass "
+                        f"--pdf-dir DIR (e.g. --pdf-dir ../shared/corpus/climate).") from None
+    if not corpus.documents:
+        raise DataError(f"none of the PDFs in {pdf_dir} gave usable text:\n{corpus.summary()}")
+    return corpus
+
+
+def finetune_datasets(cfg: Any, tokenizer: Any, state: Any) -> tuple[Any, dict[str, Any], str]:
+    """(DataBundle, the results' "data" entry, a one-paragraph summary for the log)."""
+    if cfg.sources:
+        with state.main_process_first():  # rank 0 fills the PDF text cache, the others read it
+            bundle, issues = build_source_datasets(cfg.sources, tokenizer, block_size=cfg.seq_len,
+                                                   test_fraction=cfg.test_fraction, seed=cfg.seed,
+                                                   text_cache=cfg.text_cache)
+        per_source = {}
+        for row in bundle.documents.select_columns(["source", "split"]):
+            counts = per_source.setdefault(row["source"], {"train": 0, "test": 0})
+            counts[row["split"]] += 1
+        data = {"sources": [s.model_dump() for s in cfg.sources], "documents": len(bundle.documents),
+                "per_source": per_source, "skipped": [str(i) for i in issues]}
+        summary = f"{len(bundle.documents)} documents from {len(cfg.sources)} sources, {len(issues)} inputs skipped"
+    else:
+        with state.main_process_first():
+            corpus = load_corpus(cfg.pdf_dir, cfg.text_cache, getattr(cfg, "keep_non_english", False))
+        bundle = build_datasets(corpus, tokenizer, block_size=cfg.seq_len, test_fraction=cfg.test_fraction,
+                                seed=cfg.seed, verbose=False)
+        data = {"pdf_dir": str(cfg.pdf_dir), "documents": len(corpus.documents),
+                "skipped_files": [str(e) for e in corpus.errors],
+                "text_from_cache": sum(d.from_cache for d in corpus.documents)}
+        summary = corpus.summary()
+    data |= {"split": {k: asdict(v) for k, v in bundle.stats.items()}, "test_documents": list(bundle.plan.test),
+             "test_sha256": test_split_hashes(bundle)}
+    return bundle, data, summary
