@@ -13,9 +13,10 @@ and writes <output-dir>/<run>/results.json, summary.md and the adapter. Unset op
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
 
-from memfit.recipes.finetune import FinetuneConfig, run_finetune
+from memfit import CheckpointError, FinetuneConfig, NumericError, run_finetune
 
 BUNDLED_SAMPLE = Path(__file__).resolve().parent / "data" / "climate"  # two CC BY 4.0 papers, see its NOTICE
 
@@ -46,6 +47,10 @@ def parse_args(argv=None) -> FinetuneConfig:
     p.add_argument("--fresh", action="store_true", help="re-probe instead of reusing the cached plan")
     p.add_argument("--cpu-budget-gib", type=float, default=4.0, help="CPU: simulated device memory for the planner")
     p.add_argument("--max-micro-batch", type=int, help="upper bound of the planner's search")
+    p.add_argument("--checkpoint-every", type=int, help="checkpoint every N optimizer steps (default 100)")
+    p.add_argument("--checkpoint-minutes", type=float, help="checkpoint at least every M minutes (default 10)")
+    p.add_argument("--keep-non-english", action="store_true", default=None, help="train on documents flagged "
+                                                                                 "as not English too")
     args = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
     return FinetuneConfig(**args)
 
@@ -54,7 +59,11 @@ def main(argv=None) -> dict:
     main_process = os.environ.get("RANK", "0") == "0"  # under `accelerate launch`, only rank 0 reports
     logging.basicConfig(level=logging.INFO if main_process else logging.WARNING, format="%(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per checkpoint file otherwise
-    results = run_finetune(parse_args(argv))
+    try:
+        results = run_finetune(parse_args(argv))
+    except (ValueError, CheckpointError, NumericError) as exc:  # user errors: the message says what to change
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     run_dir = Path(results["config"]["output_dir"]) / results["config"]["run_name"]
     if main_process:
         print((run_dir / "summary.md").read_text())

@@ -7,6 +7,7 @@
 """
 
 from . import strategies  # noqa: F401  (registers the built-in strategies)
+from .training.checkpoint import CheckpointError
 from .training.loop import NumericError, TrainConfig, TrainResult, train
 from .core.protocol import HOOKS, Context, Strategy, StackError
 from .core.registry import available as available_strategies
@@ -30,6 +31,6 @@ def __getattr__(name: str):
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'memfit' has no attribute {name!r}")
 
-__all__ = ["FinetuneConfig", "HOOKS", "Context", "MemoryEstimate", "ModelError", "NumericError", "Stack", "StackError", "Strategy",
+__all__ = ["CheckpointError", "FinetuneConfig", "HOOKS", "Context", "MemoryEstimate", "ModelError", "NumericError", "Stack", "StackError", "Strategy",
            "TrainConfig", "TrainResult", "available_strategies", "estimate", "load_config", "load_model",
            "load_tokenizer", "register_strategy", "run_finetune", "shipped_configs", "train"]

@@ -9,10 +9,11 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import pypdf
+
+from memfit.core.files import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +48,9 @@ class TextCache:
         return list(data["pages"]), list(data.get("warnings", []))
 
     def store(self, sha256: str, source: str, pages: list[str], warnings: list[str]) -> None:
-        """Write atomically (temp file + rename) so an interrupted run never leaves a truncated entry."""
+        """Atomic (memfit.core.files) so an interrupted run never leaves a truncated entry."""
         entry = {"sha256": sha256, "source": source, "pypdf": pypdf.__version__, "pages": pages, "warnings": warnings}
-        tmp = None
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(entry, handle, ensure_ascii=False)
-            os.replace(tmp, self._entry(sha256))
+            atomic_write_json(self._entry(sha256), entry, indent=None, ensure_ascii=False)
         except OSError as exc:  # a read-only or full cache only costs a re-extraction next time
             log.warning("could not write text cache entry in %s: %s", self.directory, exc)
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)

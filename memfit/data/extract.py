@@ -86,7 +86,8 @@ def list_pdfs(pdf_dir: Path | str) -> list[Path]:
         raise DataError(f"PDF directory {directory} does not exist; point --pdf-dir at a folder of .pdf files.")
     if not directory.is_dir():
         raise DataError(f"{directory} is a file, not a directory; put the PDFs in a folder and point --pdf-dir at it.")
-    paths = sorted(p for p in directory.iterdir() if p.suffix.lower() == ".pdf" and p.is_file())
+    # every entry named *.pdf: folders, broken links and link loops are then listed among the skipped files
+    paths = sorted(p for p in directory.iterdir() if p.suffix.lower() == ".pdf")
     if not paths:
         raise DataError(f"no .pdf files in {directory.resolve()}; point --pdf-dir at a folder that contains PDFs "
                         "(sub-folders are not searched).")
@@ -116,7 +117,7 @@ def _quality_issue(doc: Document, keep_non_english: bool) -> FileIssue | None:
     language = doc.language()
     if not language.is_english:
         action = "kept because keep_non_english is set" if keep_non_english else \
-            "left out; pass keep_non_english=True (--keep-non-english) to train on it"
+            "left out; pass keep_non_english=True (CLI/example: --keep-non-english) to train on it"
         return FileIssue(doc.path, "non_english", f"text does not look like English: {language.describe()}; "
                                                   f"{action}. A broken font encoding produces the same signal.")
     return None
@@ -134,7 +135,12 @@ def _from_cache_or_queue(paths: list[Path], cache: TextCache, max_file_bytes: in
         except PdfProblem as problem:
             corpus.errors.append(FileIssue(path, problem.kind, problem.reason))
             continue
-        sha256 = file_sha256(path)
+        try:
+            sha256 = file_sha256(path)
+        except OSError as exc:  # e.g. removed or made unreadable since check_file
+            corpus.errors.append(FileIssue(path, "unreadable", f"cannot be read ({exc.strerror or exc}); fix its "
+                                                               "permissions or remove it from the folder"))
+            continue
         if sha256 in first_seen:  # the same document twice could land in both train and test
             corpus.errors.append(FileIssue(path, "duplicate", f"same content as {first_seen[sha256].name}; skipped"))
             continue

@@ -19,7 +19,10 @@ would you your
 """.split())
 MIN_ENGLISH_RATIO = 0.15
 MIN_WORDS = 50  # below this the ratio is noise; such documents are not flagged
-_WORD = re.compile(r"[^\W\d_]+")
+# Chinese and Japanese are written without spaces, so a whole CJK sentence would count as one "word" and a short
+# Chinese document would slip under MIN_WORDS: each CJK character (hanzi, kana, hangul syllable) counts as a word.
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+_WORD = re.compile(rf"[{_CJK}]|(?:(?![{_CJK}])[^\W\d_])+")
 
 
 def english_ratio(text: str) -> tuple[float, int]:

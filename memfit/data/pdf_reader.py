@@ -5,7 +5,9 @@ file name.
 """
 from __future__ import annotations
 
+import errno
 import logging
+import os
 from pathlib import Path
 
 from pypdf import PdfReader
@@ -22,7 +24,27 @@ class PdfProblem(Exception):
 
 
 def check_file(path: Path, max_file_bytes: int) -> None:
-    """Problems visible without parsing: empty, too big, or not a PDF at all."""
+    """Problems visible without parsing: not a readable file, empty, too big, or not a PDF at all."""
+    try:
+        _check_readable(path, max_file_bytes)
+    except OSError as exc:
+        raise PdfProblem("unreadable", f"cannot be read ({exc.strerror or exc}): fix its permissions (e.g. "
+                                       f"`chmod a+r '{path}'`) or remove it from the folder") from None
+
+
+def _check_readable(path: Path, max_file_bytes: int) -> None:
+    if path.is_dir():
+        raise PdfProblem("not_a_file", "a folder named like a PDF, not a file: sub-folders are not searched; move "
+                                       "its PDFs up or rename it")
+    if path.is_symlink() and not path.exists():
+        try:
+            path.stat()
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise PdfProblem("symlink_loop", "a symbolic link that points back to itself (a loop): replace it "
+                                                 "with the real file or remove it") from None
+        raise PdfProblem("broken_link", f"a symbolic link to {os.readlink(path)!r}, which does not exist: fix the "
+                                        "link or remove it")
     size = path.stat().st_size
     if size == 0:
         raise PdfProblem("empty_file", "the file is empty (0 bytes); re-download or re-export it, or delete it")

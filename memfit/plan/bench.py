@@ -11,7 +11,7 @@ import torch
 
 from ..models import load_model
 from .memory import estimate
-from .planner import PlanResult, plan
+from .planner import check_seq_lens, PlanResult, plan
 from .probe import SimulatedMeter
 from .report import format_table, write_report
 from ..core.stack import Stack
@@ -30,6 +30,7 @@ def bench(model: str, stacks: list[str | Stack], seq_lens: list[int], *, random_
           fresh: bool = False, cpu_budget_gib: Optional[float] = None, limit: int = 8192,
           out_dir: Optional[str | Path] = None, name: str = "bench", title: str = "") -> list[PlanResult]:
     """Exact max micro-batch for every (stack, seq_len). On CPU, `cpu_budget_gib` sets a simulated device size."""
+    check_seq_lens(seq_lens)  # before any model is loaded
     rows: list[PlanResult] = []
     for spec in stacks:
         stack = Stack.coerce(spec)

@@ -193,11 +193,22 @@ def _device_name(device: torch.device) -> str:
     return "cpu"
 
 
+def check_seq_lens(seq_lens, max_positions: Optional[int] = None) -> None:
+    """Sequence lengths a model can take: positive, and within its position embeddings when those are known."""
+    for seq in seq_lens:
+        if not isinstance(seq, int) or seq < 1:
+            raise ValueError(f"sequence length {seq!r} is not a positive whole number: pass e.g. --seq-len 512")
+        if max_positions and seq > max_positions:
+            raise ValueError(f"sequence length {seq} exceeds the model's max_position_embeddings ({max_positions}): "
+                             f"pass --seq-len {max_positions} or less")
+
+
 def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Optional[int] = None,
          margin: float = 0.03, eval_batch_size: int = 0, meter=None, limit: int = 8192,
          cache_dir: Optional[str | Path] = None, fresh: bool = False, num_processes: Optional[int] = None,
          progress: Optional[Callable[[Probe], None]] = None, packed: bool = False) -> PlanResult:
     """Find the largest micro-batch for `model` (already transformed by `stack`) at `seq_len` on its device."""
+    check_seq_lens([seq_len], getattr(getattr(model, "config", None), "max_position_embeddings", None))
     stack = Stack.coerce(stack)
     device = next(model.parameters()).device
     world = num_processes or (torch.distributed.get_world_size() if _distributed() else 1)

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from ..core.files import atomic_write_json, atomic_write_text
 from .planner import PlanResult
 
 COLUMNS = [  # (header, getter, format)
@@ -87,8 +88,8 @@ def write_report(results: list[PlanResult], out_dir: str | Path, name: str = "pl
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "device": results[0].device if results else "?", **(meta or {})}
     paths = {"json": out / f"{name}.json", "md": out / f"{name}.md", "png": out / f"{name}.png"}
-    paths["json"].write_text(json.dumps({"meta": meta, "results": [r.to_dict() for r in results]}, indent=2))
-    paths["md"].write_text(to_markdown(results, meta))
+    atomic_write_json(paths["json"], {"meta": meta, "results": [r.to_dict() for r in results]})
+    atomic_write_text(paths["md"], to_markdown(results, meta))
     plot(results, paths["png"], meta.get("title", ""))
     return paths
 

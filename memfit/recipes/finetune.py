@@ -29,7 +29,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..data.sources import Source
 from ..launch.distributed import check_launch, partial_state
 from ..evaluation import perplexity
+from ..core.files import atomic_write_json, atomic_write_text
 from ..training.loop import TrainConfig, make_accelerator, train
+from ..training.run_lock import RunLock
+from .preflight import check_data_fits, preflight
 from ..models import load_model, load_tokenizer
 from .finetune_data import finetune_datasets
 from ..plan.planner import plan, versions
@@ -70,7 +73,7 @@ class FinetuneConfig(BaseModel):
     target_effective_batch: Optional[int] = Field(None, ge=1)  # sequences per optimizer step, all processes
     max_steps: Optional[int] = Field(None, ge=1)  # optimizer steps; overrides epochs
     epochs: Optional[float] = Field(None, gt=0)
-    lr: Optional[float] = Field(None, gt=0)
+    lr: Optional[float] = Field(None, gt=0, allow_inf_nan=False)
     warmup: float = Field(0.1, ge=0)
     test_fraction: float = Field(0.2, gt=0, lt=1)
     eval_context: Optional[int] = Field(None, ge=2)
@@ -86,7 +89,11 @@ class FinetuneConfig(BaseModel):
     cpu_budget_gib: float = Field(4.0, gt=0)  # CPU only: the simulated device memory the planner searches against
     max_micro_batch: Optional[int] = Field(None, ge=1)  # planner search limit (on CPU it bounds probe time)
     resume: Union[bool, str] = "auto"  # the loop's: continue from the run's latest checkpoint if there is one
+    checkpoint_minutes: Optional[float] = Field(10.0, gt=0, allow_inf_nan=False, description="checkpoint at least "
+                                                "this often (minutes), besides every checkpoint_every steps")
+    checkpoint_every: Optional[int] = Field(100, ge=1, description="checkpoint every this many optimizer steps")
     progress: bool = True
+    keep_non_english: bool = Field(False, description="train on documents the language check flags as not English")
 
     def resolved(self, device_type: str) -> "FinetuneConfig":
         """A copy with every None setting replaced by the device default (what results.json records)."""
@@ -165,7 +172,13 @@ def run_finetune(cfg: FinetuneConfig | None = None, **overrides: Any) -> dict[st
             log.info(message)
 
     cfg = (cfg or FinetuneConfig()).model_copy(update=overrides).resolved(state.device.type)
-    run_dir, clock, started = Path(cfg.output_dir) / cfg.run_name, {}, time.perf_counter()
+    run_dir = preflight(cfg)  # settings, stack, model path and output folder, before any slow work
+    with RunLock(run_dir if state.is_main_process else None):
+        return _run(cfg, state, run_dir, info)
+
+
+def _run(cfg: FinetuneConfig, state, run_dir: Path, info) -> dict[str, Any]:
+    clock, started = {}, time.perf_counter()
 
     def phase(name: str, since: float) -> float:
         clock[name] = round(time.perf_counter() - since, 2)
@@ -179,6 +192,9 @@ def run_finetune(cfg: FinetuneConfig | None = None, **overrides: Any) -> dict[st
 
     spec = auto_stack(cfg, state) if str(cfg.stack).strip().lower() == "auto" else cfg.stack
     stack = with_accumulation(spec, cfg.target_effective_batch)
+    # the effective batch the stack's own 'ga' asks for, else the configured target
+    check_data_fits(getattr(stack.get("ga"), "effective_batch", None) or cfg.target_effective_batch,
+                    len(bundle.train), cfg.seq_len)
     for note in check_launch(stack):  # a stack the launch engine cannot run fails here, before loading
         info(f"note: {note}")
     ctx = stack.context(state.device, state.distributed_type, state.num_processes)
@@ -219,7 +235,8 @@ def run_finetune(cfg: FinetuneConfig | None = None, **overrides: Any) -> dict[st
     t = phase("base_eval_s", t)
     tcfg = TrainConfig(micro_batch=planned.max_micro_batch, max_steps=cfg.max_steps, epochs=cfg.epochs or 1.0,
                        lr=cfg.lr, warmup=cfg.warmup, seed=cfg.seed, output_dir=str(run_dir), progress=cfg.progress,
-                       resume=cfg.resume, plan_cache=planned.cache_path,
+                       resume=cfg.resume, plan_cache=planned.cache_path, checkpoint_every=cfg.checkpoint_every,
+                       checkpoint_minutes=cfg.checkpoint_minutes,
                        eval_batch_size=cfg.eval_batch_size, eval_context=cfg.eval_context, eval_stride=cfg.eval_stride)
     trained = train(model, stack, bundle.train, tcfg, accelerator=acc)
     t = phase("train_s", t)
@@ -250,14 +267,31 @@ def run_finetune(cfg: FinetuneConfig | None = None, **overrides: Any) -> dict[st
         "seconds": clock,
         "config": cfg.model_dump(),
     }
+    keep_previous_rate(results, run_dir / "results.json")
+    if not math.isfinite(final.perplexity):
+        results["error"] = (f"the final perplexity is not finite ({final.perplexity}): training diverged; lower the "
+                            f"learning rate")
     if state.is_main_process:
         warn_if_regressed(results)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
-        (run_dir / "summary.md").write_text(summary_markdown(results, bundle.format_stats()))
+        atomic_write_json(run_dir / "results.json", results, default=str)  # NaN becomes null: always valid JSON
+        atomic_write_text(run_dir / "summary.md", summary_markdown(results, bundle.format_stats()))
         info(f"wrote {run_dir / 'results.json'} and {run_dir / 'summary.md'}")
     state.wait_for_everyone()
     return results
+
+
+def keep_previous_rate(results: dict[str, Any], previous: Path) -> None:
+    """A rerun of a finished run resumes at its last step and trains nothing: keep the measured throughput of the run
+    that did the training instead of overwriting it with 0."""
+    if results["tokens_per_s"] or not previous.is_file():
+        return
+    try:
+        rate = json.loads(previous.read_text()).get("tokens_per_s")
+    except (OSError, ValueError):
+        return
+    if rate:
+        results["tokens_per_s"] = rate
+        results["train"]["tokens_per_s_note"] = "measured by the earlier run that trained; this rerun trained no steps"
 
 
 def summary_markdown(r: dict[str, Any], data_table: str = "") -> str:

@@ -9,9 +9,9 @@ from ..data import DataError, build_datasets, extract_pdfs
 from ..data.mixture import build_source_datasets, test_split_hashes
 
 
-def load_corpus(pdf_dir: str, cache: Optional[str]):
+def load_corpus(pdf_dir: str, cache: Optional[str], keep_non_english: bool = False):
     try:
-        corpus = extract_pdfs(pdf_dir, cache)
+        corpus = extract_pdfs(pdf_dir, cache, keep_non_english=keep_non_english)
     except DataError as exc:
         raise DataError(f"{exc}\nThe example needs a folder of text PDFs: put them in {pdf_dir} or pass "
                         f"--pdf-dir DIR (e.g. --pdf-dir ../shared/corpus/climate).") from None
@@ -36,7 +36,7 @@ def finetune_datasets(cfg: Any, tokenizer: Any, state: Any) -> tuple[Any, dict[s
         summary = f"{len(bundle.documents)} documents from {len(cfg.sources)} sources, {len(issues)} inputs skipped"
     else:
         with state.main_process_first():
-            corpus = load_corpus(cfg.pdf_dir, cfg.text_cache)
+            corpus = load_corpus(cfg.pdf_dir, cfg.text_cache, getattr(cfg, "keep_non_english", False))
         bundle = build_datasets(corpus, tokenizer, block_size=cfg.seq_len, test_fraction=cfg.test_fraction,
                                 seed=cfg.seed, verbose=False)
         data = {"pdf_dir": str(cfg.pdf_dir), "documents": len(corpus.documents),

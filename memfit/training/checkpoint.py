@@ -23,6 +23,8 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from ..core.files import atomic_write_json
+
 log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
@@ -152,8 +154,13 @@ class Checkpointer:
         found = list_checkpoints(self.root)
         return found[-1] if found else None
 
-    def save(self, state: TrainState) -> Path:
+    def save(self, state: TrainState, model: torch.nn.Module) -> Path:
         acc, final = self.acc, self.root / f"step-{state.step:08d}"
+        bad = nonfinite_weights(model, self.trainable)
+        if bad:
+            raise CheckpointError(f"not saving checkpoint {final.name}: trainable weights {bad[:3]} hold NaN/inf, so "
+                                  f"resuming from it could only continue garbage; lower the learning rate and "
+                                  f"resume from the previous checkpoint ({self.latest() or 'none yet'})")
         tmp = final.with_name(f".tmp-{final.name}")
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -164,7 +171,7 @@ class Checkpointer:
             if acc.is_main_process:
                 if on_partial_save is not None:
                     on_partial_save(tmp)
-                (tmp / STATE_FILE).write_text(json.dumps({**asdict(state), "fingerprint": self.fingerprint}))
+                atomic_write_json(tmp / STATE_FILE, {**asdict(state), "fingerprint": self.fingerprint}, indent=None)
                 for f in tmp.rglob("*"):
                     _fsync(f)
                 _fsync(tmp)
@@ -172,14 +179,16 @@ class Checkpointer:
                     _discard(final)
                 os.rename(tmp, final)
                 _fsync(self.root)
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - safetensors' SafetensorError on a full disk is no OSError
             shutil.rmtree(tmp, ignore_errors=True)
             previous = self.latest()
             kept = f"the previous checkpoint {previous} is intact and resume uses it" if previous else \
                 "no earlier checkpoint exists"
-            raise CheckpointError(f"writing checkpoint {final.name} into {self.root} failed: {exc.strerror or exc} "
-                                  f"(errno {exc.errno}); {kept}. Free disk space (or lower keep_last), then rerun "
-                                  f"with the same output_dir to continue.") from exc
+            reason = f"{exc.strerror or exc} (errno {exc.errno})" if isinstance(exc, OSError) else \
+                f"{type(exc).__name__}: {exc}"
+            raise CheckpointError(f"writing checkpoint {final.name} into {self.root} failed: {reason}; {kept}. Free "
+                                  f"disk space (or lower keep_last), then rerun with the same output_dir to "
+                                  f"continue.") from exc
         acc.wait_for_everyone()
         if acc.is_main_process:
             for old in list_checkpoints(self.root)[:-self.keep_last]:
@@ -226,6 +235,12 @@ class Checkpointer:
             diff = sorted(saved ^ self.trainable)[:3]
             raise CheckpointError(f"checkpoint {folder} holds different trainable weights than this model (e.g. "
                                   f"{diff}): it was written for another model or stack; use a new output_dir")
+
+
+def nonfinite_weights(model: torch.nn.Module, names: Optional[set[str]] = None) -> list[str]:
+    """Names of the (trainable, or `names`) parameters holding NaN or inf: such weights are never written to disk."""
+    return [n for n, p in model.named_parameters() if (p.requires_grad if names is None else n in names)
+            and p.numel() and not torch.isfinite(p.detach()).all()]
 
 
 def base_info(model) -> dict[str, Any]:

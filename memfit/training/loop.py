@@ -12,9 +12,11 @@ stops the run with the last good checkpoint on disk.
 
 from __future__ import annotations
 
-import json
+import os
+import shutil
 import logging
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -23,7 +25,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from .backoff import OOMBackoff
-from .checkpoint import BASE_FILE, Checkpointer, CheckpointError, DataStream, TrainState, base_info, ensure_writable
+from .checkpoint import (BASE_FILE, Checkpointer, CheckpointError, DataStream, TrainState, base_info, ensure_writable,
+                         nonfinite_weights)
+from .run_lock import RunLock
+from ..core.files import atomic_write_json
 from ..core.loss import count_predicted_tokens
 from ..core.stack import Stack
 from .telemetry import Meter, memory_stats, reset_peak
@@ -37,7 +42,7 @@ class TrainConfig(BaseModel):
     micro_batch: int = Field(8, ge=1)
     max_steps: Optional[int] = Field(None, ge=1)  # optimizer steps; overrides epochs
     epochs: float = Field(1.0, gt=0)
-    lr: float = Field(2e-4, gt=0)
+    lr: float = Field(2e-4, gt=0, allow_inf_nan=False)
     weight_decay: float = Field(0.0, ge=0)
     warmup: float = Field(0.05, ge=0)  # fraction of steps if < 1, else a step count
     scheduler: Literal["cosine", "linear", "constant"] = "cosine"
@@ -54,6 +59,10 @@ class TrainConfig(BaseModel):
     progress: bool = True
     max_bad_steps: int = Field(3, ge=1)  # consecutive non-finite losses (each update skipped) before the run stops
     checkpoint_every: Optional[int] = Field(100, ge=1)  # optimizer steps; with output_dir. None: no checkpoints
+    checkpoint_minutes: Optional[float] = Field(
+        10.0, gt=0, allow_inf_nan=False,
+        description="also checkpoint when this many minutes passed since the last save, so a slow run never loses "
+                    "more than this much work (None: by steps only)")
     keep_last: int = Field(2, ge=1)  # checkpoints kept on disk
     # "auto": continue from the latest checkpoint in output_dir if there is one; True: one must exist;
     # False / "never": start fresh (refused if checkpoints exist); or the path of one checkpoint folder
@@ -148,6 +157,11 @@ def train(model: torch.nn.Module, stack: Stack | str, train_data, config: TrainC
     if cfg.output_dir:
         ensure_writable(cfg.output_dir)  # fail now, not after hours of training
     acc = accelerator or make_accelerator(stack, cfg.micro_batch, cfg.log_with, cfg.output_dir, data_seed=cfg.seed)
+    with RunLock(cfg.output_dir if cfg.output_dir and acc.is_main_process else None):
+        return _train(model, stack, train_data, cfg, eval_data, acc, tqdm)
+
+
+def _train(model, stack, train_data, cfg, eval_data, acc, tqdm) -> TrainResult:
     from accelerate.utils import set_seed
 
     set_seed(cfg.seed)
@@ -185,6 +199,7 @@ def _run(model, stack, ctx, acc, optimizer, scheduler, loader, total, cfg, saver
     last = saver.latest() if saver else None
     result.resumed_from = str(saver.resumed_from) if saver and saver.resumed_from else None
     stream, meter, bad = DataStream(loader, state.epoch, state.consumed), Meter(), 0
+    saved_at = time.monotonic()
     reset_peak(acc.device)
     bar = tqdm(total=total, initial=state.step, desc="train", disable=not (cfg.progress and acc.is_main_process),
                dynamic_ncols=True)
@@ -230,10 +245,12 @@ def _run(model, stack, ctx, acc, optimizer, scheduler, loader, total, cfg, saver
         bar.update(1)
         if eval_data is not None and cfg.eval_every and (step % cfg.eval_every == 0 or step == total):
             result.evals.append({"step": step, **evaluate(model, eval_data, cfg, acc)})
-        if saver and bad == 0 and (step % cfg.checkpoint_every == 0 or step == total):
+        if saver and bad == 0 and (step % cfg.checkpoint_every == 0 or step == total
+                                   or _minutes_passed(acc, saved_at, cfg.checkpoint_minutes)):
+            saved_at = time.monotonic()
             last = saver.save(TrainState(step, stream.epoch, stream.consumed, backoff.micro_batch, result.tokens,
                                          result.losses, result.skipped_steps, result.nonfinite_steps, result.evals,
-                                         backoff.trace))
+                                         backoff.trace), model)
     bar.close()
     result.micro_batch, result.grad_accum = backoff.micro_batch, backoff.grad_accum
     result.seconds, result.tokens_per_s = meter.seconds, meter.mean_rate
@@ -243,6 +260,14 @@ def _run(model, stack, ctx, acc, optimizer, scheduler, loader, total, cfg, saver
     if cfg.log_with:
         acc.end_training()
     return result
+
+
+def _minutes_passed(acc, since: float, minutes: Optional[float]) -> bool:
+    """True on every rank when any rank's clock says so (every rank must take part in a save, and clocks drift)."""
+    if minutes is None:
+        return False
+    due = torch.tensor(float(time.monotonic() - since >= 60 * minutes), device=acc.device)
+    return acc.reduce(due, reduction="sum").item() > 0
 
 
 def _accumulate(model, acc, stack, ctx, pieces, window_tokens) -> torch.Tensor:
@@ -276,12 +301,21 @@ def save_trained(model, acc, out: Path) -> str:
     (memfit.training.checkpoint.load_adapter checks it before loading)."""
     acc.wait_for_everyone()
     state = acc.get_state_dict(model)  # gathers ZeRO-3 / FSDP shards on every rank
+    bad = nonfinite_weights(acc.unwrap_model(model))
+    if bad:
+        raise CheckpointError(f"not saving the trained weights to {out}: {bad[:3]} hold NaN/inf (the learning rate is "
+                              f"too high or the data is broken); lower the learning rate and rerun")
     if acc.is_main_process:
-        try:
-            acc.unwrap_model(model).save_pretrained(out, state_dict=state, safe_serialization=True)
-            (Path(out) / BASE_FILE).write_text(json.dumps(base_info(acc.unwrap_model(model))))
-        except OSError as exc:
-            raise CheckpointError(f"writing the trained weights to {out} failed ({exc.strerror or exc}); the final "
+        tmp = out.with_name(f".tmp-{out.name}")
+        try:  # a folder under the final name is always complete: written aside, then swapped in
+            shutil.rmtree(tmp, ignore_errors=True)
+            acc.unwrap_model(model).save_pretrained(tmp, state_dict=state, safe_serialization=True)
+            atomic_write_json(tmp / BASE_FILE, base_info(acc.unwrap_model(model)), indent=None)
+            shutil.rmtree(out, ignore_errors=True)
+            os.replace(tmp, out)
+        except Exception as exc:  # noqa: BLE001 - SafetensorError on a full disk is no OSError
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise CheckpointError(f"writing the trained weights to {out} failed ({getattr(exc, 'strerror', None) or exc}); the final "
                                   f"checkpoint (if checkpointing is on) holds them: free space and rerun with the "
                                   f"same output_dir, which resumes and only re-saves") from exc
     acc.wait_for_everyone()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import math
 import sys
 from pathlib import Path
@@ -15,7 +16,6 @@ from _models import REPO, tiny_config
 sys.path.insert(0, str(Path(__file__).parents[1] / "data"))
 from pdf_factory import english_page, write_text_pdf  # noqa: E402
 
-from memfit.data import DataError  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -143,16 +143,19 @@ def test_example_end_to_end_writes_every_result_and_reuses_caches(tmp_path, monk
     # the same run again continues from its final checkpoint instead of training on top of the trained adapter
     again = example.main(_argv(climate_pdfs, tiny_model_dir, out, "first"))
     assert again["train"]["resumed_from"] and again["train"]["steps"] == 3
+    assert again["tokens_per_s"] == saved["tokens_per_s"] > 0  # the rerun trained nothing: the rate is kept
     assert again["final_perplexity"] == pytest.approx(saved["final_perplexity"], rel=1e-5)
     assert "resumed from" in (run / "summary.md").read_text()
 
 
-def test_empty_pdf_dir_fails_with_instructions(tmp_path, monkeypatch):
+def test_empty_pdf_dir_fails_with_instructions(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MEMFIT_CACHE", str(tmp_path / "cache"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match=r"no \.pdf files in .*empty(.|\n)*--pdf-dir"):
+    with pytest.raises(SystemExit) as exit_info:  # a user error: the message and exit code 2, no traceback
         _example().main(["--pdf-dir", str(tmp_path / "empty"), "--output-dir", str(tmp_path / "out")])
-    assert not (tmp_path / "out").exists()
+    assert exit_info.value.code == 2
+    assert re.search(r"(?m)^error: no \.pdf files in .*empty(.|\n)*--pdf-dir", capsys.readouterr().err)
+    assert not list((tmp_path / "out").rglob("results.json"))
 
 
 @pytest.mark.slow

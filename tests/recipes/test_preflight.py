@@ -1,0 +1,99 @@
+"""memfit.recipes.preflight: settings that cannot work are refused before extraction, loading or planning."""
+import json
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from memfit.recipes.finetune import FinetuneConfig, run_finetune
+from memfit.recipes.preflight import ConfigError, check_data_fits, preflight
+from memfit.training.run_lock import LOCK_FILE
+from _models import tiny_config
+
+
+@pytest.fixture
+def arch(tmp_path):
+    path = tmp_path / "tiny.json"
+    path.write_text(tiny_config().to_json_string())  # max_position_embeddings 256
+    return path
+
+
+def _cfg(tmp_path, arch, **overrides):
+    base = dict(pdf_dir=str(tmp_path / "no-pdfs-here"), architecture=str(arch), output_dir=str(tmp_path / "out"),
+                run_name="run", seq_len=64, stack="lora+ga2")
+    return FinetuneConfig(**base).model_copy(update=overrides).resolved("cpu")
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (dict(lr=math.inf), r"setting lr=inf: .*finite"),
+    (dict(lr=math.nan), r"setting lr=nan"),
+    (dict(lr=0.0), r"setting lr=0.0: .*greater than 0"),
+    (dict(seq_len=-1), r"setting seq_len=-1"),
+    (dict(seq_len=512), r"sequence length 512 exceeds the model's max_position_embeddings \(256\): pass --seq-len 256"),
+    (dict(run_name="/abs/elsewhere"), r"--run-name '/abs/elsewhere' must be a plain folder name inside --output-dir"),
+    (dict(run_name="../up"), r"must be a plain folder name"),
+    (dict(architecture=None, model="/no/such/model-folder"), r"model '/no/such/model-folder' does not exist"),
+    (dict(architecture=None, model="./relative-missing"), r"does not exist"),
+])
+def test_bad_settings_are_refused_before_any_slow_work(tmp_path, arch, overrides, needle):
+    cfg = _cfg(tmp_path, arch, **overrides)
+    with pytest.raises(ConfigError, match=needle):
+        preflight(cfg)
+    # through the job: the config error, not the missing PDF folder extraction would have hit first
+    with pytest.raises(ConfigError, match=needle):
+        run_finetune(cfg)
+
+
+def test_a_bad_stack_fails_before_extraction(tmp_path, arch):
+    from memfit import StackError
+
+    with pytest.raises(StackError):
+        run_finetune(_cfg(tmp_path, arch, stack="lora+nonsense"))
+
+
+def test_a_good_config_passes_and_names_the_run_folder(tmp_path, arch):
+    assert preflight(_cfg(tmp_path, arch)) == tmp_path / "out" / "run"
+
+
+def test_an_effective_batch_larger_than_the_data_is_refused():
+    with pytest.raises(ConfigError, match=r"--target-effective-batch 1000000 is larger than the 739 training blocks "
+                                          r"of 256 tokens: pass --target-effective-batch 184 or less"):
+        check_data_fits(1_000_000, 739, 256)
+    check_data_fits(739, 739, 256)
+
+
+def test_a_second_run_into_the_same_folder_is_refused(tmp_path, arch):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        run_dir = tmp_path / "out" / "run"
+        run_dir.mkdir(parents=True)
+        (run_dir / LOCK_FILE).write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
+        from memfit.training.run_lock import RunLockedError
+
+        with pytest.raises(RunLockedError, match=rf"pid {holder.pid}"):
+            run_finetune(_cfg(tmp_path, arch))
+        assert not (run_dir / "results.json").exists() and os.listdir(run_dir) == [LOCK_FILE]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+VALUES = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(), st.text(max_size=12))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(sorted(FinetuneConfig.model_fields) + ["bogus"]), VALUES, max_size=6))
+def test_any_run_config_parses_or_raises_validation_error(data):
+    try:
+        cfg = FinetuneConfig.model_validate(data)
+    except ValidationError:
+        return
+    assert cfg.lr is None or (math.isfinite(cfg.lr) and cfg.lr > 0)
+    assert FinetuneConfig.model_validate(cfg.model_dump()) == cfg  # a loaded config round-trips
