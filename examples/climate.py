@@ -1,58 +1,30 @@
 """Fine-tune a LLaMA-architecture model on climate-report PDFs with memfit, end to end.
 
     accelerate launch examples/climate.py --pdf-dir ../shared/corpus/climate     # or: python examples/climate.py ...
+    accelerate launch examples/climate.py recipes/smollm2-gpu.yaml --max-steps 50   # a recipe, flags override it
     accelerate launch --config_file launch_configs/ddp.yaml examples/climate.py ...   # several GPUs (see launch_configs/)
 
-Extracts the PDFs, splits them by document, loads the model with the memory-strategy stack, plans the largest
-micro-batch, trains with accumulation up to the target effective batch, measures test perplexity before and after,
-and writes <output-dir>/<run>/results.json, summary.md and the adapter. Unset options take device defaults
-(see memfit.recipes.finetune.DEVICE_DEFAULTS): the seed stack on a GPU, a ~10-minute fp32 budget on a CPU.
+The same job as `memfit train`: every setting of memfit.FinetuneConfig is a flag (`--help` lists them with their
+defaults). Unset options take device defaults: the seed stack on a GPU, a minutes-long fp32 budget on a CPU. Writes
+<output-dir>/<run>/results.json, summary.md and the adapter, and prints the summary.
 """
 
-import argparse
 import logging
 import os
+import sys
 from pathlib import Path
 
-from memfit.recipes.finetune import FinetuneConfig, run_finetune
-
-
-def parse_args(argv=None) -> FinetuneConfig:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pdf-dir", default="data/climate", help="folder of PDFs (default: data/climate)")
-    model = p.add_mutually_exclusive_group()
-    model.add_argument("--model", default="smollm2-135m", help="embedded default, local directory or Hub id")
-    model.add_argument("--model-config", dest="architecture", help="shipped config (llama-3.2-3b) or config JSON; "
-                                                                   "random weights")
-    p.add_argument("--random-init", action="store_true", help="random weights (capacity/throughput runs)")
-    p.add_argument("--stack", help="memory strategies, e.g. 'lora+q4+bf16+gc+ga:effective_batch=32+adam8'")
-    p.add_argument("--seq-len", type=int, help="training block and planning length")
-    p.add_argument("--target-effective-batch", type=int, help="sequences per optimizer step (all processes)")
-    p.add_argument("--max-steps", type=int, help="optimizer steps (overrides --epochs)")
-    p.add_argument("--epochs", type=float)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--eval-context", type=int)
-    p.add_argument("--eval-stride", type=int)
-    p.add_argument("--eval-max-tokens", type=int, help="score a spread sample of this many test tokens (0: all)")
-    p.add_argument("--output-dir", default="results")
-    p.add_argument("--run-name")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--margin", type=float, default=0.03, help="fraction of GPU memory the planner keeps free")
-    p.add_argument("--fresh", action="store_true", help="re-probe instead of reusing the cached plan")
-    p.add_argument("--cpu-budget-gib", type=float, default=4.0, help="CPU: simulated device memory for the planner")
-    p.add_argument("--max-micro-batch", type=int, help="upper bound of the planner's search")
-    args = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
-    return FinetuneConfig(**args)
+from memfit.cli.train import parse_config
+from memfit.recipes.finetune import run_finetune
 
 
 def main(argv=None) -> dict:
     main_process = os.environ.get("RANK", "0") == "0"  # under `accelerate launch`, only rank 0 reports
     logging.basicConfig(level=logging.INFO if main_process else logging.WARNING, format="%(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per checkpoint file otherwise
-    results = run_finetune(parse_args(argv))
-    run_dir = Path(results["config"]["output_dir"]) / results["config"]["run_name"]
+    results = run_finetune(parse_config(list(argv) if argv is not None else sys.argv[1:], prog="climate.py"))
     if main_process:
-        print((run_dir / "summary.md").read_text())
+        print((Path(results["config"]["output_dir"]) / results["config"]["run_name"] / "summary.md").read_text())
     return results
 
 

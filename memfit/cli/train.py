@@ -6,6 +6,7 @@ the repository's recipes/ folder."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 

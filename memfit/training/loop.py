@@ -171,10 +171,10 @@ def train(model: torch.nn.Module, stack: Stack | str, train_data, config: TrainC
     saver = None
     if cfg.output_dir and cfg.checkpoint_every:
         # everything that changes the result; not the run length, so raising max_steps/epochs continues the run
-        run_id = dict(stack=stack.spec, seed=cfg.seed, micro_batch=cfg.micro_batch, grad_accum=k, num_processes=world,
+        run_id = {**dict(stack=stack.spec, seed=cfg.seed, micro_batch=cfg.micro_batch, grad_accum=k, num_processes=world,
                       effective_batch=cfg.micro_batch * k * world, rows=len(train_data), lr=cfg.lr,
                       weight_decay=cfg.weight_decay, warmup=cfg.warmup, scheduler=cfg.scheduler,
-                      max_grad_norm=cfg.max_grad_norm, **cfg.run_identity)
+                      max_grad_norm=cfg.max_grad_norm), **cfg.run_identity}
         saver = Checkpointer(acc, model, Path(cfg.output_dir) / "checkpoints", cfg.keep_last, run_id)
     try:
         return _run(model, stack, ctx, acc, optimizer, scheduler, loader, total, cfg, saver, eval_data, tqdm)
