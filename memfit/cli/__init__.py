@@ -49,10 +49,11 @@ def cmd_stacks(args) -> int:
     from .. import Stack, available_strategies
 
     strategies = available_strategies()
-    if not args.spec:
+    if args.spec not in strategies:  # nothing or a spec: every strategy (plugins included), then the spec resolved
         for name, cls in strategies.items():
             print(f"{name:<16} {cls.__module__.rsplit('.', 1)[-1]}")
-        return 0
+        if not args.spec:
+            return 0
     if args.spec in strategies:
         cls = strategies[args.spec]
         print(f"{args.spec}: {(cls.__doc__ or '').strip().splitlines()[0] if cls.__doc__ else ''}")
@@ -60,7 +61,7 @@ def cmd_stacks(args) -> int:
             print(f"  {field:<22} {type_name(info.annotation):<18} default {info.get_default(call_default_factory=True)!r}"
                   + (f"  {info.description}" if info.description else ""))
         return 0
-    print(Stack.coerce(args.spec).describe())
+    print("\n" + Stack.coerce(args.spec).describe())
     return 0
 
 

@@ -25,9 +25,11 @@ HOOKS = (
     "compute_loss",  # (model, batch, ctx) -> (nll_sum, n_tokens)                     [exclusive]
     "step_context",  # (ctx) -> context manager wrapped around forward+backward
     "estimate_memory",  # (estimate, ctx) -> None, edits the analytic MemoryEstimate in place
+    "check_launch",  # (stack, launch: memfit.core.launch.Launch) -> list[str] notes; raise StackError naming the fix
+    "accumulation_steps",  # (micro_batch, num_processes) -> int micro-batches per optimizer step  [exclusive]
 )
 # Hooks where two providers would silently overwrite each other: at most one strategy may claim each.
-EXCLUSIVE_HOOKS = frozenset({"make_optimizer", "compute_loss"})
+EXCLUSIVE_HOOKS = frozenset({"make_optimizer", "compute_loss", "accumulation_steps"})
 
 # Phases: the canonical application order. Loading decisions first, then dtype, adapters,
 # checkpointing, offload, loss, compilation (of the modules the earlier phases left), optimizer, step schedule.
@@ -57,12 +59,31 @@ class Context:
 
 @runtime_checkable
 class Strategy(Protocol):
-    """Structural type of a strategy. Only `name`, `phase` and `describe` are required; hooks are optional."""
+    """Structural type of a strategy. Only `name`, `phase` and `describe` are required; hooks are optional, and so
+    are the declared attributes below (the stack reads them through `declared`, with these defaults)."""
 
     name: ClassVar[str]
     phase: ClassVar[int]
+    shorthand: ClassVar[str | None]  # the field a trailing spec number sets ('ga8' -> steps=8); None: no shorthand
+    freezes_base: ClassVar[bool]  # True: only the strategy's adapters train (the base weights are frozen)
+    autocast_dtype: torch.dtype | None  # the dtype the stack computes in, if this strategy decides it
 
     def describe(self) -> str: ...
+
+
+# The optional declared attributes and their defaults: the stack reads nothing else off a strategy by name.
+DECLARED_DEFAULTS: dict[str, Any] = {"shorthand": None, "freezes_base": False, "autocast_dtype": None}
+
+
+def declared(strategy: Any, attribute: str) -> Any:
+    """A declared attribute of a strategy (class or instance), or its protocol default."""
+    return getattr(strategy, attribute, DECLARED_DEFAULTS[attribute])
+
+
+def steps_to_reach(effective_batch: int, micro_batch: int, num_processes: int = 1) -> int:
+    """Accumulation steps so micro_batch x steps x processes reaches at least `effective_batch` (at least 1): the one
+    place this arithmetic lives (the ga strategy, the planner and the OOM back-off all use it)."""
+    return max(1, -(-effective_batch // (micro_batch * num_processes)))
 
 
 def hooks_of(strategy: Any) -> list[str]:

@@ -11,7 +11,7 @@ import re
 from importlib.metadata import entry_points
 from typing import Any
 
-from .protocol import StackError
+from .protocol import StackError, declared
 
 _REGISTRY: dict[str, tuple[type, dict[str, Any]]] = {}  # spec name -> (class, arguments the name implies)
 _PLUGINS_LOADED = False
@@ -75,7 +75,7 @@ def strategy_class(name: str) -> tuple[type, dict[str, Any]]:
     m = re.fullmatch(r"([a-z_]+?)(\d+(?:\.\d+)?)", key)
     if m and m.group(1) in _REGISTRY:
         cls, implied = _REGISTRY[m.group(1)]
-        field = getattr(cls, "shorthand", None)
+        field = declared(cls, "shorthand")
         if field:
             return cls, {**implied, field: _coerce(m.group(2))}
     known = ", ".join(sorted(_REGISTRY))

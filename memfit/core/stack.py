@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .loss import causal_lm_nll
-from .protocol import HOOKS, Context, StackError, exclusive_claims, hooks_of
+from .protocol import HOOKS, Context, StackError, declared, exclusive_claims, hooks_of
 from .registry import parse_item, strategy_class
 
 StrategyItem = Union[str, dict[str, Any]]
@@ -148,19 +148,31 @@ class Stack:
     @property
     def compute_dtype(self) -> torch.dtype:
         for s in self.strategies:
-            dt = getattr(s, "compute_dtype", None)
-            if isinstance(dt, torch.dtype):
-                return dt
+            if declared(s, "autocast_dtype") is not None:
+                return declared(s, "autocast_dtype")
         return torch.float32
 
     @property
     def trains_adapters_only(self) -> bool:
-        return any(getattr(s, "freezes_base", False) for s in self.strategies)
+        return any(declared(s, "freezes_base") for s in self.strategies)
+
+    @property
+    def decides_accumulation(self) -> bool:
+        return bool(self._providers("accumulation_steps"))
+
+    def accumulation_steps(self, micro_batch: int, num_processes: int = 1) -> int:
+        """Micro-batches per optimizer step, as the stack's schedule strategy decides (1 without one)."""
+        providers = self._providers("accumulation_steps")
+        return providers[0].accumulation_steps(micro_batch, num_processes) if providers else 1
+
+    def check_launch(self, launch) -> list[str]:
+        """Every strategy's verdict on the launch (a memfit.core.launch.Launch): raises StackError, or returns notes."""
+        return [note for s in self._providers("check_launch") for note in s.check_launch(self, launch)]
 
     def describe(self) -> str:
         if not self.strategies:
             return "(empty stack: full fine-tune in fp32 with torch AdamW)"
-        lines = [f"{s.name:<14} [{', '.join(h for h in hooks_of(s) if h != 'check')}] {s.describe()}"
+        lines = [f"{s.name:<14} [{', '.join(h for h in hooks_of(s) if h not in ('check', 'check_launch'))}] {s.describe()}"
                  for s in self.strategies]
         return "\n".join(lines)
 

@@ -10,6 +10,7 @@ from typing import Optional
 import torch
 
 from ..models import load_model
+from .memory import estimate
 from .planner import PlanResult, plan
 from .probe import SimulatedMeter
 from .report import format_table, write_report
@@ -39,6 +40,8 @@ def bench(model: str, stacks: list[str | Stack], seq_lens: list[int], *, random_
                        target_effective_batch=target_effective_batch, fresh=fresh, limit=limit)
             log.info("%s seq %d: max micro-batch %d (%d probes, %.0f s)", stack.spec, seq, res.max_micro_batch,
                      res.probe_count, res.search_seconds)
+            print(f"{stack.spec} seq {seq}: analytic memory terms at micro-batch {res.max_micro_batch} (term, MiB, "
+                  f"contributed by)\n" + estimate(stack, net.config, seq).contributions(res.max_micro_batch))
             rows.append(res)
         del net
         free_device()

@@ -1,28 +1,41 @@
 """Analytic memory model: peak training memory as a function of micro-batch for a stack on a Llama config.
 
-peak(b) = static + b * seq * per_token, where
-  static    = weights (by dtype / quantisation) + trainable params + grads + optimizer states + workspace
-  per_token = activations kept for backward (all layers, or only checkpointed layer inputs)
-              + one layer's recompute working set (when checkpointing) + the logits/loss path.
+The estimate is an open accumulator of *named terms*, each owned by whoever set it (the baseline Llama formula here,
+or a strategy's `estimate_memory(estimate, ctx)` hook, which adds or replaces its own terms):
+  static      bytes that do not scale with the batch (weights, gradients, optimizer states, workspace)
+  layer_attn / layer_mlp   what one decoder layer saves for backward per token (attention half, MLP half)
+  token       per-token bytes outside single layers (all layers' activations, the recompute working set, logits)
+  working     ingredients of the recompute working set (not summed by themselves; `recompute` reads them)
+  transient   bytes that exist once at the peak whatever the batch (a loss chunk, an MLP tile)
+  host        host-memory bytes per token (reported, not part of the device peak)
+peak(b) = static + transient + b * seq * token. Terms are functions of the estimate, evaluated when asked, so a term
+set by an early strategy sees what later ones changed (compute dtype, trainable parameters, published `facts`).
 The per-layer coefficients count what HF's Llama layer saves for backward (tests/plan/test_memory.py checks them against
 the bytes `saved_tensors_hooks` sees, one layer isolated as the difference of a 3- and a 2-layer model; the compiled
-variant and the backward transients are calibrated on H100 peaks, benchmarks/results/README.md). Strategies edit the
-estimate through their `estimate_memory` hook.
+variant and the backward transients are calibrated on H100 peaks, benchmarks/results/README.md).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 
 GiB = 1024**3
-ATTN_BACKWARD_FP32_COPIES = 4.0  # see per_token_bytes
-FUSED_BACKWARD_FP32_SAVING = 1.8  # see per_token_bytes
+ATTN_BACKWARD_FP32_COPIES = 4.0  # see _recompute
+KINDS = ("static", "layer_attn", "layer_mlp", "token", "working", "transient", "host")
 
 
 def _bytes(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
+
+
+@dataclass
+class Term:
+    kind: str  # one of KINDS
+    bytes: Callable[["MemoryEstimate"], float]  # bytes (per token for layer/token/working kinds) from the estimate
+    owner: str  # "llama" for the baseline, else the strategy's name
 
 
 @dataclass
@@ -44,14 +57,14 @@ class MemoryEstimate:
     optimizer_bytes_per_param: float | None = None  # None: torch AdamW, two moments in the parameter dtype
     small_tensor_optimizer_bytes: float | None = None
     checkpointed_layers: int = 0
-    offloaded: bool = False  # checkpointed layer inputs live in host memory
-    mlp_tile_tokens: int = 0  # tiled MLP: intermediates exist for this many tokens at a time (0: not tiled)
-    lora_dropout: bool = True
-    fused_elementwise: bool = False  # torch.compile'd layer parts: norms and SiLU are recomputed, not saved
-    logits: str = "full"  # "full" (HF path) or "chunked"
-    loss_chunk_tokens: int = 1024
     workspace_bytes: int = 512 * 1024**2  # cuBLAS workspaces, allocator slack, CUDA graphs of kernels
+    facts: dict[str, Any] = field(default_factory=dict)  # what a strategy publishes for other strategies' terms
+    terms: dict[str, Term] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        if not self.terms:
+            _llama_terms(self)
 
     @classmethod
     def from_config(cls, config, seq_len: int = 512) -> "MemoryEstimate":
@@ -64,6 +77,17 @@ class MemoryEstimate:
                    seq_len=seq_len)
 
     # ---- hooks' vocabulary ---------------------------------------------------------------------
+    def set_term(self, name: str, kind: str, bytes_of: Callable[["MemoryEstimate"], float], owner: str) -> None:
+        """Add or replace the term `name`; `bytes_of(estimate)` is evaluated whenever the estimate is read."""
+        if kind not in KINDS:
+            raise ValueError(f"memory term {name!r}: kind {kind!r} is not one of {KINDS}")
+        self.terms[name] = Term(kind, bytes_of, owner)
+
+    def term(self, name: str) -> float:
+        """The bytes of one term (0 when nobody set it)."""
+        t = self.terms.get(name)
+        return float(t.bytes(self)) if t else 0.0
+
     def set_compute_dtype(self, dtype: torch.dtype, weights_in_compute: bool = True) -> None:
         self.compute_bytes = _bytes(dtype)
         if weights_in_compute:
@@ -78,17 +102,18 @@ class MemoryEstimate:
     def set_optimizer_bytes_per_param(self, b: float, small_tensor_bytes: float | None = None) -> None:
         self.optimizer_bytes_per_param, self.small_tensor_optimizer_bytes = b, small_tensor_bytes
 
-    def lora_params(self, r: int, targets) -> int:
-        h, a, kv = self.hidden, self.heads * self.head_dim, self.kv_heads * self.head_dim
-        shapes = {"q_proj": (h, a), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (a, h),
-                  "gate_proj": (h, self.intermediate), "up_proj": (h, self.intermediate),
-                  "down_proj": (self.intermediate, h)}
-        return self.n_layers * sum(r * (i + o) for t, (i, o) in shapes.items() if t in targets)
-
     # ---- parameter counts ----------------------------------------------------------------------
     @property
+    def attention_width(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def kv_width(self) -> int:
+        return self.kv_heads * self.head_dim
+
+    @property
     def linear_params(self) -> int:
-        h, a, kv = self.hidden, self.heads * self.head_dim, self.kv_heads * self.head_dim
+        h, a, kv = self.hidden, self.attention_width, self.kv_width
         return self.n_layers * (h * a * 2 + h * kv * 2 + 3 * h * self.intermediate)
 
     @property
@@ -96,72 +121,27 @@ class MemoryEstimate:
         embed = self.vocab * self.hidden * (1 if self.tied else 2)
         return embed + (2 * self.n_layers + 1) * self.hidden
 
-    # ---- the model -----------------------------------------------------------------------------
+    # ---- reading the terms ---------------------------------------------------------------------
+    def _sum(self, kind: str) -> float:
+        return sum(self.term(n) for n, t in self.terms.items() if t.kind == kind)
+
     def static_bytes(self) -> dict[str, float]:
-        lin_b = self.linear_weight_bits / 8 if self.linear_weight_bits else self.weight_bytes
-        n_train = self.trainable_params if self.trainable_params is not None else self.linear_params + self.other_params
-        t_bytes = self.trainable_bytes if self.trainable_bytes is not None else self.weight_bytes
-        adapters = n_train * t_bytes if self.trainable_params is not None else 0.0
-        return {"weights": self.linear_params * lin_b + self.other_params * self.weight_bytes + adapters,
-                "gradients": n_train * t_bytes,
-                "optimizer": n_train * (self.optimizer_bytes_per_param or 2 * t_bytes),
-                "workspace": float(self.workspace_bytes)}
+        return {n: self.term(n) for n, t in self.terms.items() if t.kind == "static"}
+
+    def layer_parts(self) -> tuple[float, float]:
+        """(attention half: norms, projections' inputs, attention; MLP half) of what one layer keeps per token."""
+        return self._sum("layer_attn"), self._sum("layer_mlp")
 
     def layer_activation_bytes_per_token(self) -> float:
         """Bytes one decoder layer keeps for backward per token (flash-style attention, no T x T matrix)."""
-        return sum(self._layer_parts())
-
-    def _layer_parts(self) -> tuple[float, float]:
-        """(attention half: norms, projections' inputs, attention; MLP half) of what one layer keeps per token."""
-        s, h, i = self.compute_bytes, self.hidden, self.intermediate
-        a, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
-        full = self.trainable_params is None
-        fused = self.fused_elementwise
-        # eager RMSNorm keeps an fp32 copy of its input and the rsqrt; compiled, only the rsqrt (the input is recomputed)
-        norms = 2 * (4 + (0 if fused else 4 * h))
-        if full:  # every linear keeps its input for the weight gradient
-            proj = s * (2 * h + a + i)
-        else:  # frozen base: each LoRA A keeps its own copy of its input (peft casts x to the fp32 adapter dtype and
-            # autocast casts it back, per module), plus the dropout mask (1 byte; 2 per element measured compiled)
-            per_input = s + ((2 if fused else 1) if self.lora_dropout else 0)
-            proj = per_input * (3 * h + a)
-        attention = s * (2 * a + 2 * kv) + 4 * self.heads  # q, k, v, out, logsumexp
-        mlp = s * (2 if fused else 3) * i  # gate, up and (eager only) silu(gate)
-        if self.mlp_tile_tokens:  # only the MLP's input is kept; its linears' inputs are rebuilt per chunk
-            proj -= s * (h + i) if full else 0
-            mlp = s * h
-        return float(norms + proj + attention), float(mlp)
+        return sum(self.layer_parts())
 
     def per_token_bytes(self) -> dict[str, float]:
-        s, h = self.compute_bytes, self.hidden
-        attention_half, mlp_saved = self._layer_parts()
-        layer = attention_half + mlp_saved
-        ckpt = self.checkpointed_layers
-        # offloaded: the input being recomputed and the next one, prefetched, are still on the device
-        kept = (self.n_layers - ckpt) * layer + (2 * s * h if self.offloaded else ckpt * s * h)
-        # One layer's activations rebuilt at a time in backward; its peak is the larger of two phases. MLP phase: the
-        # whole layer's saved tensors plus the MLP gradients (gate and up) in flight. Attention phase (the MLP's are
-        # freed): fp32 gradient transients of norm backward, flash attention's dq accumulator and LoRA's fp32 input
-        # gradients, ~4 hidden-size fp32 tensors per token, calibrated on the H100 peaks of offload + tiled MLP
-        # (seq 512 x 800/900, 2048 x 200), where this phase decides because the MLP phase is tiled away.
-        mlp_grads = 0 if self.mlp_tile_tokens else 2 * s * self.intermediate
-        attention_phase = attention_half + ATTN_BACKWARD_FP32_COPIES * 4 * h
-        # compiled, norm backward's fp32 intermediates are fused away in either phase (H100: seed + cce at 128 and
-        # offload + tiled MLP at 800, both ~1.8 hidden-size fp32 tensors per token below eager beyond the saved norms)
-        fused = FUSED_BACKWARD_FP32_SAVING * 4 * h if self.fused_elementwise else 0.0
-        recompute = max(layer + mlp_grads, attention_phase) - fused if ckpt else 0.0
-        if self.logits == "full":  # logits in compute dtype, their fp32 copy, the saved log-softmax, and ~1 byte
-            logits = self.vocab * (s + 4 + 4 + 1)  # per entry of gradient transients (measured on an H100, seq 512)
-        else:  # only the hidden states and their gradient; logits exist per chunk only
-            logits = 2 * s * h
-        return {"activations": kept, "recompute": recompute, "logits": float(logits),
-                "embeddings": float(2 * s * h)}
+        return {n: self.term(n) for n, t in self.terms.items() if t.kind == "token"}
 
     def peak_bytes(self, micro_batch: int) -> float:
         per_token = sum(self.per_token_bytes().values())
-        chunk = self.vocab * self.loss_chunk_tokens * 12 if self.logits == "chunked" else 0
-        chunk += self.mlp_tile_tokens * 5 * self.intermediate * self.compute_bytes  # 3 intermediates + 2 gradients
-        return sum(self.static_bytes().values()) + micro_batch * self.seq_len * per_token + chunk
+        return self._sum("static") + self._sum("transient") + micro_batch * self.seq_len * per_token
 
     def max_micro_batch(self, budget_bytes: float) -> int:
         per_sample = self.seq_len * sum(self.per_token_bytes().values())
@@ -169,13 +149,81 @@ class MemoryEstimate:
         return max(0, int(free // per_sample))
 
     def breakdown(self, micro_batch: int) -> dict[str, float]:
-        out = {k: v / GiB for k, v in self.static_bytes().items()}
-        out.update({k: micro_batch * self.seq_len * v / GiB for k, v in self.per_token_bytes().items()})
+        """GiB per device term at `micro_batch` (static, transient, and per-token terms times the tokens), the total,
+        and host terms under 'host:<name>'."""
+        tokens = micro_batch * self.seq_len
+        out = {}
+        for name, t in self.terms.items():
+            if t.kind in ("static", "transient"):
+                out[name] = self.term(name) / GiB
+            elif t.kind in ("token", "host"):
+                out[name if t.kind == "token" else f"host:{name}"] = tokens * self.term(name) / GiB
         out["total"] = self.peak_bytes(micro_batch) / GiB
         return out
 
+    def contributions(self, micro_batch: int) -> str:
+        """The breakdown in MiB, one line per term naming who contributed it (the baseline 'llama' or a strategy)."""
+        gib = self.breakdown(micro_batch)
+        lines = [f"{name:<22} {gib[key] * 1024:10.1f} MiB  {t.owner}" for name, t in self.terms.items()
+                 for key in ([name] if t.kind != "host" else [f"host:{name}"]) if key in gib]
+        return "\n".join(lines + [f"{'total':<22} {gib['total'] * 1024:10.1f} MiB"])
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        fixed = {k: v for k, v in vars(self).items() if k not in ("terms", "facts")}
+        return {**fixed, "facts": dict(self.facts), "terms": {n: {"kind": t.kind, "owner": t.owner, "bytes": self.term(n)}
+                                                             for n, t in self.terms.items()}}
+
+
+def _weights(e: MemoryEstimate) -> float:
+    lin_b = e.linear_weight_bits / 8 if e.linear_weight_bits else e.weight_bytes
+    adapters = e.trainable_params * _trainable_bytes(e) if e.trainable_params is not None else 0.0
+    return e.linear_params * lin_b + e.other_params * e.weight_bytes + adapters
+
+
+def _n_trainable(e: MemoryEstimate) -> int:
+    return e.trainable_params if e.trainable_params is not None else e.linear_params + e.other_params
+
+
+def _trainable_bytes(e: MemoryEstimate) -> float:
+    return e.trainable_bytes if e.trainable_bytes is not None else e.weight_bytes
+
+
+def _recompute(e: MemoryEstimate) -> float:
+    """One layer's activations rebuilt at a time in backward; its peak is the larger of two phases. MLP phase: the
+    whole layer's saved tensors plus the MLP gradients in flight ('mlp_gradients'). Attention phase (the MLP's are
+    freed): fp32 gradient transients of norm backward, flash attention's dq accumulator and LoRA's fp32 input
+    gradients, ~4 hidden-size fp32 tensors per token, calibrated on the H100 peaks of offload + tiled MLP
+    (seq 512 x 800/900, 2048 x 200), where this phase decides because the MLP phase is tiled away. Strategies that
+    fuse backward work away say so with a 'recompute_saving' term."""
+    if not e.checkpointed_layers:
+        return 0.0
+    attention_half, mlp_saved = e.layer_parts()
+    attention_phase = attention_half + ATTN_BACKWARD_FP32_COPIES * 4 * e.hidden
+    return max(attention_half + mlp_saved + e.term("mlp_gradients"), attention_phase) - e.term("recompute_saving")
+
+
+def _llama_terms(e: MemoryEstimate) -> None:
+    """The baseline: HF Llama, eager, every linear trainable, the full logits path."""
+    add = lambda name, kind, fn: e.set_term(name, kind, fn, "llama")  # noqa: E731
+    add("weights", "static", _weights)
+    add("gradients", "static", lambda e: _n_trainable(e) * _trainable_bytes(e))
+    add("optimizer", "static", lambda e: _n_trainable(e) * (e.optimizer_bytes_per_param or 2 * _trainable_bytes(e)))
+    add("workspace", "static", lambda e: float(e.workspace_bytes))
+    # eager RMSNorm keeps an fp32 copy of its input and the rsqrt
+    add("norms", "layer_attn", lambda e: 2 * (4 + 4 * e.hidden))
+    # every linear keeps its input for the weight gradient
+    add("projections", "layer_attn", lambda e: e.compute_bytes * (2 * e.hidden + e.attention_width + e.intermediate))
+    add("attention", "layer_attn",  # q, k, v, out, logsumexp
+        lambda e: e.compute_bytes * (2 * e.attention_width + 2 * e.kv_width) + 4 * e.heads)
+    add("mlp", "layer_mlp", lambda e: e.compute_bytes * 3 * e.intermediate)  # gate, up, silu(gate)
+    add("mlp_gradients", "working", lambda e: 2 * e.compute_bytes * e.intermediate)  # gate and up gradients
+    add("activations", "token", lambda e: (e.n_layers - e.checkpointed_layers) * e.layer_activation_bytes_per_token())
+    add("checkpointed_inputs", "token", lambda e: e.checkpointed_layers * e.compute_bytes * e.hidden)
+    add("recompute", "token", _recompute)
+    # logits in compute dtype, their fp32 copy, the saved log-softmax, and ~1 byte per entry of gradient transients
+    # (measured on an H100, seq 512)
+    add("logits", "token", lambda e: float(e.vocab * (e.compute_bytes + 4 + 4 + 1)))
+    add("embeddings", "token", lambda e: float(2 * e.compute_bytes * e.hidden))
 
 
 def estimate(stack, config, seq_len: int, ctx=None) -> MemoryEstimate:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import platform
 import time
@@ -23,8 +22,8 @@ import torch
 from .memory import GiB, estimate
 from ..models import cache_root
 from .probe import CudaMeter, Probe, SimulatedMeter, run_probe
+from ..core.protocol import steps_to_reach
 from ..core.stack import Stack
-from ..strategies.gradient_accumulation import GradientAccumulation
 
 
 @dataclass
@@ -251,10 +250,7 @@ def write_plan_cache(path: Path, data: dict[str, Any]) -> None:
 
 
 def grad_accum_for(stack: Stack, micro_batch: int, world: int, target: Optional[int]) -> int:
-    ga = stack.get(GradientAccumulation)
-    if target:
-        return max(1, math.ceil(target / (micro_batch * world)))
-    return ga.resolve(micro_batch, world) if ga else 1
+    return steps_to_reach(target, micro_batch, world) if target else stack.accumulation_steps(micro_batch, world)
 
 
 def _result(stack, seq_len, best, probes, est, meter, target, world, predicted, device) -> PlanResult:
@@ -274,5 +270,5 @@ def _result(stack, seq_len, best, probes, est, meter, target, world, predicted, 
     if fastest:
         # fill the effective batch the max size would give, with the fastest size plus accumulation
         res.best_micro_batch, res.best_tokens_per_s = fastest.micro_batch, fastest.tokens_per_s
-        res.best_grad_accum = max(1, math.ceil(res.effective_batch / (fastest.micro_batch * world)))
+        res.best_grad_accum = steps_to_reach(res.effective_batch, fastest.micro_batch, world)
     return res

@@ -36,7 +36,6 @@ from ..plan.planner import plan, versions
 from ..plan.probe import SimulatedMeter
 from ..core.stack import Stack
 from .summary import summary_markdown
-from ..strategies.gradient_accumulation import GradientAccumulation
 
 log = logging.getLogger(__name__)
 
@@ -131,9 +130,12 @@ class FinetuneConfig(BaseModel):
 
 
 def with_accumulation(spec: str, target: int) -> Stack:
-    """The stack's own 'ga' decides accumulation (planner and Accelerator read it); without one, reach `target`."""
+    """The stack's own schedule strategy decides accumulation (planner and Accelerator read it); without one, a 'ga'
+    reaching `target`."""
     stack = Stack.coerce(spec)
-    return stack if "ga" in stack else Stack([*stack.strategies, GradientAccumulation(effective_batch=target)])
+    if stack.decides_accumulation:
+        return stack
+    return Stack([*stack.strategies, *Stack.from_dict([{"name": "ga", "effective_batch": target}])])
 
 
 def sample_documents(test, tokenizer, max_tokens: Optional[int], chunk: int) -> tuple[list[dict], dict[str, Any]]:

@@ -214,6 +214,16 @@ class ActivationOffload(BaseModel):
         kind = "pinned" if self.pin else "pageable"
         return f"checkpointed layer inputs offloaded to a reused {kind} host arena, prefetched one layer ahead in backward"
 
+    def check_launch(self, stack, launch) -> list[str]:
+        if launch.find_unused_parameters:
+            raise StackError("find_unused_parameters=True with 'offload': the offloaded layers recompute inside "
+                             "backward, so DDP marks their parameters ready twice and stops. Leave "
+                             "find_unused_parameters off (every LoRA parameter is used in every step)")
+        if launch.distributed_type == "DEEPSPEED" and (launch.offload_optimizer or launch.offload_param):
+            return ["activation offload and ZeRO-Offload both pin host memory and share the PCIe link: cap the "
+                    "activations with 'offload:max_host_gib=...' so both fit in RAM"]
+        return []
+
     def check(self, stack) -> None:
         if "gc" not in stack:
             raise StackError("offload moves the inputs of checkpointed layers to the host: add 'gc' to the stack "
@@ -238,4 +248,7 @@ class ActivationOffload(BaseModel):
         yield
 
     def estimate_memory(self, est, ctx):
-        est.offloaded = True
+        # the input being recomputed and the next one, prefetched, are still on the device; the rest is in host memory
+        est.set_term("checkpointed_inputs", "token", lambda e: float(2 * e.compute_bytes * e.hidden), self.name)
+        est.set_term("offloaded_inputs", "host", lambda e: float(e.checkpointed_layers * e.compute_bytes * e.hidden),
+                     self.name)

@@ -114,4 +114,6 @@ class ChunkedCrossEntropy(BaseModel):
         return out.loss, (labels[:, 1:] != IGNORE_INDEX).sum()
 
     def estimate_memory(self, est, ctx):
-        est.logits, est.loss_chunk_tokens = "chunked", self.chunk
+        # only the hidden states and their gradient per token; logits exist one chunk at a time
+        est.set_term("logits", "token", lambda e: float(2 * e.compute_bytes * e.hidden), self.name)
+        est.set_term("loss_chunk", "transient", lambda e: float(e.vocab * self.chunk * 12), self.name)

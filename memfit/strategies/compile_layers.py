@@ -20,6 +20,8 @@ from ..core.protocol import PHASE_COMPILE, strategy_config
 from ..core.registry import register_strategy
 from .gradient_checkpointing import decoder_layers
 
+FUSED_BACKWARD_FP32_SAVING = 1.8  # hidden-size fp32 tensors per token compiled backward saves (see estimate_memory)
+
 # Every layer module is a distinct object with the same code: dynamo may specialise a graph per layer (e.g. on its
 # layer index) before it shares one, and the planner's probes change the micro-batch. The default limit (8) would
 # silently fall back to eager for the later layers, so it is raised to cover 1 graph per layer of an 8B model and more.
@@ -54,4 +56,15 @@ class CompileLayers(BaseModel):
         return model
 
     def estimate_memory(self, est, ctx):
-        est.fused_elementwise = self.backend == "inductor"
+        if self.backend != "inductor":
+            return
+        # norms and SiLU are recomputed in backward, not saved: only what the eager Llama layer would save changes
+        # (a strategy that replaced a term, e.g. tiled_mlp's MLP, owns those bytes)
+        est.facts["elementwise_recomputed"] = True
+        if est.terms["norms"].owner == "llama":  # compiled RMSNorm keeps only the rsqrt, the input is recomputed
+            est.set_term("norms", "layer_attn", lambda e: 2 * 4.0, self.name)
+        if est.terms["mlp"].owner == "llama":  # gate and up; silu(gate) is recomputed
+            est.set_term("mlp", "layer_mlp", lambda e: e.compute_bytes * 2.0 * e.intermediate, self.name)
+        # norm backward's fp32 intermediates are fused away in either recompute phase (H100: seed + cce at 128 and
+        # offload + tiled MLP at 800, both ~1.8 hidden-size fp32 tensors per token below eager beyond the saved norms)
+        est.set_term("recompute_saving", "working", lambda e: FUSED_BACKWARD_FP32_SAVING * 4 * e.hidden, self.name)

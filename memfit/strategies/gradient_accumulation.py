@@ -6,12 +6,11 @@ known. The loop normalises the loss by the token count of the whole effective ba
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar, Optional
 
 from pydantic import BaseModel, Field, model_validator
 
-from ..core.protocol import PHASE_SCHEDULE, strategy_config
+from ..core.protocol import PHASE_SCHEDULE, steps_to_reach, strategy_config
 from ..core.registry import register_strategy
 
 
@@ -43,14 +42,9 @@ class GradientAccumulation(BaseModel):
         micro_batch = ctx.extras.get("micro_batch")
         if micro_batch is None and self.steps is None:
             return {}  # resolved by the loop once the planner has chosen the micro-batch
-        return {"gradient_accumulation_steps": self.resolve(micro_batch or 1, ctx.num_processes)}
+        return {"gradient_accumulation_steps": self.accumulation_steps(micro_batch or 1, ctx.num_processes)}
 
-    def resolve(self, micro_batch: int, num_processes: int = 1) -> int:
+    def accumulation_steps(self, micro_batch: int, num_processes: int = 1) -> int:
         if self.steps is not None:
             return self.steps
-        return max(1, math.ceil(self.effective_batch / (micro_batch * num_processes)))
-
-
-def accumulation_steps(stack, micro_batch: int, num_processes: int = 1) -> int:
-    ga = stack.get(GradientAccumulation)
-    return ga.resolve(micro_batch, num_processes) if ga else 1
+        return steps_to_reach(self.effective_batch, micro_batch, num_processes)

@@ -13,7 +13,7 @@ import torch
 from pydantic import BaseModel, Field
 from torch.utils.checkpoint import checkpoint
 
-from ..core.protocol import PHASE_CHECKPOINT, strategy_config
+from ..core.protocol import PHASE_CHECKPOINT, StackError, strategy_config
 from ..core.registry import register_strategy
 
 
@@ -46,6 +46,13 @@ class GradientCheckpointing(BaseModel):
     shorthand: ClassVar[str] = "layers"
 
     layers: Optional[int] = Field(None, ge=0)  # None: every decoder layer
+
+    def check_launch(self, stack, launch) -> list[str]:
+        if launch.distributed_type == "FSDP" and launch.fsdp_activation_checkpointing:
+            raise StackError("fsdp_activation_checkpointing and the stack's 'gc' would checkpoint every decoder layer "
+                             "twice (two recomputes per backward): set fsdp_activation_checkpointing: false in the "
+                             "accelerate config (launch_configs/fsdp.yaml does) and keep 'gc'")
+        return []
 
     def describe(self) -> str:
         which = "every decoder layer" if self.layers is None else f"{self.layers} decoder layers (spread evenly)"

@@ -40,5 +40,17 @@ class LoRA(BaseModel):
         return get_peft_model(model, cfg)
 
     def estimate_memory(self, est, ctx):
-        est.set_trainable(est.lora_params(self.r, self.targets), bytes_per_param=4)
-        est.lora_dropout = self.dropout > 0
+        est.set_trainable(self._params(est), bytes_per_param=4)
+        est.set_term("projections", "layer_attn", self._saved_inputs, self.name)
+
+    def _params(self, est) -> int:
+        h, a, kv, i = est.hidden, est.attention_width, est.kv_width, est.intermediate
+        shapes = {"q_proj": (h, a), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (a, h),
+                  "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+        return est.n_layers * sum(self.r * (n_in + n_out) for t, (n_in, n_out) in shapes.items() if t in self.targets)
+
+    def _saved_inputs(self, est) -> float:
+        """Frozen base: each LoRA A keeps its own copy of its input (peft casts x to the fp32 adapter dtype and
+        autocast casts it back, per module), plus the dropout mask (1 byte; 2 per element measured compiled)."""
+        mask = (2 if est.facts.get("elementwise_recomputed") else 1) if self.dropout > 0 else 0
+        return float((est.compute_bytes + mask) * (3 * est.hidden + est.attention_width))

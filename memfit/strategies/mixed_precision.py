@@ -11,6 +11,7 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import BaseModel
 
+from ..core.launch import refuse_fsdp1_mixed_dtypes
 from ..core.protocol import DTYPES, PHASE_DTYPE, StackError, strategy_config
 from ..core.registry import register_strategy
 
@@ -27,7 +28,7 @@ class MixedPrecision(BaseModel):
     weights: Literal["compute", "fp32"] = "compute"
 
     @property
-    def compute_dtype(self) -> torch.dtype:
+    def autocast_dtype(self) -> torch.dtype:
         return DTYPES[self.dtype]
 
     def describe(self) -> str:
@@ -38,17 +39,22 @@ class MixedPrecision(BaseModel):
     def spec_item(self) -> str:
         return self.dtype if self.weights == "compute" else f"{self.dtype}:weights=fp32"
 
+    def check_launch(self, stack, launch) -> list[str]:
+        if self.weights == "compute":  # frozen weights in bf16/fp16 beside fp32 adapters
+            refuse_fsdp1_mixed_dtypes(stack, launch)
+        return []
+
     def check(self, stack) -> None:
         if self.dtype == "fp16" and self.weights == "compute" and not stack.trains_adapters_only:
             raise StackError("fp16 full fine-tuning with fp16 weights cannot be loss-scaled (the scaler needs fp32 "
                              "master weights): use 'bf16', 'fp16:weights=fp32', or add 'lora'")
 
     def model_kwargs(self, ctx):
-        return {"dtype": self.compute_dtype if self.weights == "compute" else torch.float32}
+        return {"dtype": self.autocast_dtype if self.weights == "compute" else torch.float32}
 
     def accelerator_kwargs(self, ctx):
         return {"mixed_precision": self.dtype}
 
     def estimate_memory(self, est, ctx):
-        est.set_compute_dtype(self.compute_dtype, weights_in_compute=self.weights == "compute")
+        est.set_compute_dtype(self.autocast_dtype, weights_in_compute=self.weights == "compute")
 

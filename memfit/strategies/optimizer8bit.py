@@ -29,6 +29,20 @@ class Optimizer8bit(BaseModel):
         rest = self.model_dump(exclude_defaults=True, exclude={"paged"})
         return base + (":" + ",".join(f"{k}={v}" for k, v in rest.items()) if rest else "")
 
+    def check_launch(self, stack, launch) -> list[str]:
+        if launch.distributed_type != "DEEPSPEED":
+            return []
+        if launch.offload_optimizer:
+            raise StackError(f"{self.spec_item()} under ZeRO-Offload (offload_optimizer={launch.offload_optimizer}): "
+                             f"the optimizer state already lives in host memory and is stepped on the CPU, so 8-bit "
+                             f"moments and GPU paging save nothing there. Drop 'adam8' from the stack, or turn "
+                             f"offload_optimizer off to keep it")
+        if launch.zero_stage in (1, 2, 3):
+            return [f"the stack's {'paged ' if self.paged else ''}8-bit AdamW (adam8) under ZeRO-{launch.zero_stage}: "
+                    f"DeepSpeed keeps fp32 partitions of the trainable weights and runs the bitsandbytes optimizer on "
+                    f"them (an 'untested optimizer' to DeepSpeed; accelerate allows it)"]
+        return []
+
     def check(self, stack) -> None:
         if not bitsandbytes_available():
             raise StackError("adam8 needs bitsandbytes, which is not installed: pip install 'memfit[gpu]', or "

@@ -12,6 +12,7 @@ from typing import ClassVar, Literal, Optional
 import torch
 from pydantic import BaseModel
 
+from ..core.launch import refuse_fsdp1_mixed_dtypes
 from ..core.protocol import DTYPE_NAMES, DTYPES, PHASE_LOAD, StackError, bitsandbytes_available, strategy_config
 from ..core.registry import register_strategy
 
@@ -60,6 +61,32 @@ class Quant4bit(BaseModel):
     def describe(self) -> str:
         return (f"{self.quant_type.upper()} 4-bit base weights{' + double quant' if self.double_quant else ''}, "
                 f"compute in the stack dtype, storage {self.quant_storage}")
+
+    def check_launch(self, stack, launch) -> list[str]:
+        """Sharded engines need the packed weights stored in the compute dtype (ZeRO-3 without zero.Init copes)."""
+        if launch.sharded_weights and self.quant_storage != self._compute_name(stack):
+            return self._sharded_storage(launch, self._compute_name(stack))
+        refuse_fsdp1_mixed_dtypes(stack, launch)
+        return []
+
+    def _compute_name(self, stack) -> str:
+        return self.compute_dtype or DTYPE_NAMES[stack.compute_dtype]
+
+    def _sharded_storage(self, launch, compute: str) -> list[str]:
+        engine = "ZeRO-3" if launch.distributed_type == "DEEPSPEED" else f"FSDP{launch.fsdp_version or ''}"
+        fix = (f"use 'quant4bit:quant_storage={compute}' (the stack computes in {compute}), e.g. "
+               f"'lora+quant4bit:quant_storage=bf16+bf16+gc'")
+        if launch.distributed_type == "FSDP":
+            why = ("FSDP1 flattens each wrapped layer into one buffer of a single dtype and refuses the mix; FSDP2 "
+                   "(accelerate 1.15) leaves non-float Params4bit out of sharding, so every GPU keeps all 4-bit weights")
+            raise StackError(f"quant4bit stores its packed weights as {self.quant_storage} under {engine}: {why}. {fix}")
+        if launch.zero3_init:  # the documented QLoRA + zero.Init loading path: packed weights in the model dtype
+            raise StackError(f"quant4bit stores its packed weights as {self.quant_storage} while the model loads "
+                             f"inside deepspeed.zero.Init (ZeRO-3), which expects them in the model's dtype: {fix}")
+        # Loaded before ZeRO-3 partitions it, DeepSpeed 0.19.8 shards uint8 weights too (its all-gathers go by dtype;
+        # seen on CPU/gloo), so only a note: the documented recipe stores them in the compute dtype.
+        return [f"quant4bit under ZeRO-3 with {self.quant_storage} storage: sharded, but the documented QLoRA + "
+                f"ZeRO-3 setup stores 4-bit weights in the compute dtype; consider {fix}"]
 
     def check(self, stack) -> None:
         require_adapters(stack, "quant4bit")

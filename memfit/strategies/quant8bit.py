@@ -6,6 +6,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel
 
+from ..core.launch import refuse_fsdp1_mixed_dtypes
 from ..core.protocol import PHASE_LOAD, StackError, strategy_config
 from ..core.registry import register_strategy
 from .quant4bit import freeze_in_compute_dtype, require_adapters
@@ -21,6 +22,15 @@ class Quant8bit(BaseModel):
 
     def describe(self) -> str:
         return f"LLM.int8 8-bit base weights (outlier threshold {self.threshold:g})"
+
+    def check_launch(self, stack, launch) -> list[str]:
+        if launch.sharded_weights:
+            engine = "ZeRO-3" if launch.distributed_type == "DEEPSPEED" else f"FSDP{launch.fsdp_version or ''}"
+            raise StackError(f"quant8bit under {engine}: LLM.int8 weights (int8 tensors with row scales kept beside "
+                             f"them) cannot be sharded. Use 'quant4bit:quant_storage=<compute dtype>' instead, or "
+                             f"launch with DDP / ZeRO-2 (launch_configs/ddp.yaml, deepspeed_zero2.yaml)")
+        refuse_fsdp1_mixed_dtypes(stack, launch)
+        return []
 
     def check(self, stack) -> None:
         require_adapters(stack, "quant8bit")

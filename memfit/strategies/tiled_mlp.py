@@ -54,4 +54,12 @@ class TiledMLP(BaseModel):
         return model
 
     def estimate_memory(self, est, ctx):
-        est.mlp_tile_tokens = self.tokens
+        full_projections = est.terms["projections"].bytes
+        # only the MLP's input is kept; its linears' inputs are rebuilt per tile (a frozen base saved none of them)
+        est.set_term("projections", "layer_attn", lambda e: full_projections(e) - (
+            e.compute_bytes * (e.hidden + e.intermediate) if e.trainable_params is None else 0), self.name)
+        est.set_term("mlp", "layer_mlp", lambda e: float(e.compute_bytes * e.hidden), self.name)
+        est.set_term("mlp_gradients", "working", lambda e: 0.0, self.name)  # they exist per tile only
+        # one tile's 3 intermediates + 2 gradients
+        est.set_term("mlp_tile", "transient", lambda e: float(self.tokens * 5 * e.intermediate * e.compute_bytes),
+                     self.name)

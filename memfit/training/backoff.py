@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 import torch
 
+from ..core.protocol import steps_to_reach
 from ..plan.planner import write_plan_cache
 from ..plan.probe import is_oom, oom_summary
 
@@ -67,7 +68,7 @@ def update_plan_cache(path: str | Path, micro_batch: int, event: dict[str, Any])
     data = json.loads(path.read_text())
     world = max(1, int(data.get("num_processes") or 1))
     effective = int(data.get("effective_batch") or micro_batch * world)
-    ga = max(1, -(-effective // (micro_batch * world)))
+    ga = steps_to_reach(effective, micro_batch, world)
     data.update(max_micro_batch=min(micro_batch, data.get("max_micro_batch") or micro_batch), grad_accum=ga)
     if (data.get("best_micro_batch") or 0) > micro_batch:
         data.update(best_micro_batch=micro_batch, best_grad_accum=ga, best_tokens_per_s=None)
@@ -85,7 +86,7 @@ class OOMBackoff:
 
     @property
     def grad_accum(self) -> int:
-        return -(-self.window // self.micro_batch)
+        return steps_to_reach(self.window, self.micro_batch)
 
     def run(self, step: int, batches: list[dict[str, torch.Tensor]],
             attempt: Callable[[list[dict[str, torch.Tensor]]], T]) -> T:
@@ -114,7 +115,7 @@ class OOMBackoff:
                 f"out of memory at step {step} with micro-batch {self.micro_batch} ({error}) and {why}: re-plan "
                 f"(memfit plan --fresh), or add memory strategies (gc, q4, adam8) or use shorter sequences")
         event = {"step": step, "from_micro_batch": self.micro_batch, "to_micro_batch": smaller,
-                 "grad_accum": -(-self.window // smaller), "effective_batch": self.window * self.world,
+                 "grad_accum": steps_to_reach(self.window, smaller), "effective_batch": self.window * self.world,
                  "error": error}
         self.trace.append(event)
         log.warning("out of memory at step %d with micro-batch %d: retrying the same window as %d x %d "

@@ -26,7 +26,6 @@ from .backoff import OOMBackoff
 from .checkpoint import BASE_FILE, Checkpointer, CheckpointError, DataStream, TrainState, base_info, ensure_writable
 from ..core.loss import count_predicted_tokens
 from ..core.stack import Stack
-from ..strategies.gradient_accumulation import accumulation_steps
 from .telemetry import Meter, memory_stats, reset_peak
 
 log = logging.getLogger(__name__)
@@ -108,7 +107,7 @@ def make_accelerator(stack: Stack, micro_batch: int, log_with: Optional[str] = N
     state = partial_state()  # must be the first PartialState: on a GPU-less launch it builds the gloo group
     ctx = stack.context(state.device, state.distributed_type, state.num_processes, micro_batch=micro_batch)
     kwargs = stack.accelerator_kwargs(ctx)
-    steps = kwargs.pop("gradient_accumulation_steps", accumulation_steps(stack, micro_batch, state.num_processes))
+    steps = kwargs.pop("gradient_accumulation_steps", stack.accumulation_steps(micro_batch, state.num_processes))
     plugin = GradientAccumulationPlugin(num_steps=steps, sync_with_dataloader=False)
     _forget_previous_accelerator(kwargs.get("mixed_precision", "no"))
     # launch_kwargs sets step_scheduler_with_optimizer=False: accelerate would otherwise step a prepared scheduler

@@ -23,7 +23,7 @@ def test_spec_round_trip_and_order_of_listing_does_not_matter():
     assert Stack.from_spec(a.spec) == a
     assert Stack.from_spec("lora:r=16,alpha=64,targets=q_proj|v_proj").get("lora").targets == ["q_proj", "v_proj"]
     assert Stack.from_spec("lora32").get("lora").r == 32
-    assert Stack.from_spec("ga:effective_batch=64").get("ga").resolve(micro_batch=6, num_processes=2) == 6
+    assert Stack.from_spec("ga:effective_batch=64").get("ga").accumulation_steps(micro_batch=6, num_processes=2) == 6
 
 
 def test_dict_and_yaml_forms(tmp_path):
