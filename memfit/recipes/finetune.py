@@ -16,13 +16,14 @@ training and evaluation, and only the main process writes files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import re
 import time
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,7 +39,8 @@ from .finetune_data import finetune_datasets
 from ..plan.planner import plan, versions
 from ..plan.probe import SimulatedMeter
 from ..core.stack import Stack
-from .quality import original_result, quality_fields, quality_rows, warn_if_regressed
+from .quality import original_result, quality_fields, warn_if_regressed
+from .summary import summary_markdown
 
 log = logging.getLogger(__name__)
 
@@ -56,43 +58,62 @@ DEVICE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+# what decides the result besides the data (whose content hash the run adds): the run fingerprint and default name
+IDENTITY_KEYS = {"model", "architecture", "random_init", "stack", "seq_len", "target_effective_batch", "lr", "warmup",
+                 "test_fraction", "seed", "weight_decay", "scheduler", "max_grad_norm"}
+
+
 class FinetuneConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    pdf_dir: str = "data/climate"  # shorthand for one PDF source; used when `sources` is empty
+    pdf_dir: str = Field("data/climate", description="folder of text PDFs: the one PDF source used when `sources` "
+                                                     "is empty")
     sources: list[Source] = Field(default_factory=list, description=(
         "training data: PDF folders, .txt/.md files or folders, JSONL/CSV/Parquet tables, save_to_disk folders, "
         "Hub ids, each {kind: pdf|text|table|saved|hub, path or id, weight, ...}; one document split across all. "
         "Empty: the PDF folder pdf_dir"))
-    text_cache: Optional[str] = None  # extracted page texts; default $MEMFIT_CACHE/text
-    model: str = "smollm2-135m"  # the embedded default, a local directory or a Hub id
-    architecture: Optional[str] = None  # a shipped config (llama-3.2-3b) or config JSON; implies random_init
-    random_init: bool = False
-    stack: Optional[str] = None  # spec or YAML; default SEED_STACK for the device. Lacking 'ga', one is added
-    seq_len: Optional[int] = Field(None, ge=8)  # training block size = planning sequence length
-    target_effective_batch: Optional[int] = Field(None, ge=1)  # sequences per optimizer step, all processes
-    max_steps: Optional[int] = Field(None, ge=1)  # optimizer steps; overrides epochs
-    epochs: Optional[float] = Field(None, gt=0)
-    lr: Optional[float] = Field(None, gt=0, allow_inf_nan=False)
-    warmup: float = Field(0.1, ge=0)
-    test_fraction: float = Field(0.2, gt=0, lt=1)
-    eval_context: Optional[int] = Field(None, ge=2)
-    eval_stride: Optional[int] = Field(None, ge=1)
-    eval_batch_size: Optional[int] = Field(None, ge=1)
-    eval_max_tokens: Optional[int] = Field(None, ge=0)  # score an evenly spaced sample of the test tokens; 0 = all
-    output_dir: str = "results"
-    run_name: Optional[str] = None  # default: <model>-<device>
-    seed: int = 0
-    margin: float = Field(0.03, ge=0, lt=1)  # fraction of device memory the planner keeps free
-    fresh: bool = False  # re-probe instead of reusing the planner cache
-    plan_cache: Optional[str] = None  # default $MEMFIT_CACHE/plans
-    cpu_budget_gib: float = Field(4.0, gt=0)  # CPU only: the simulated device memory the planner searches against
-    max_micro_batch: Optional[int] = Field(None, ge=1)  # planner search limit (on CPU it bounds probe time)
-    resume: Union[bool, str] = "auto"  # the loop's: continue from the run's latest checkpoint if there is one
-    checkpoint_minutes: Optional[float] = Field(10.0, gt=0, allow_inf_nan=False, description="checkpoint at least "
-                                                "this often (minutes), besides every checkpoint_every steps")
-    checkpoint_every: Optional[int] = Field(100, ge=1, description="checkpoint every this many optimizer steps")
-    progress: bool = True
+    text_cache: Optional[str] = Field(None, description="extracted page texts; default $MEMFIT_CACHE/text")
+    model: str = Field("smollm2-135m", description="the embedded default, a local directory or a Hub id")
+    architecture: Optional[str] = Field(None, description="a shipped config (llama-3.2-3b) or config JSON; implies "
+                                                          "random_init")
+    random_init: bool = Field(False, description="random weights (capacity/throughput runs)")
+    stack: Optional[str] = Field(None, description="memory strategies, spec or YAML; default: the device's seed "
+                                                   "stack. Lacking 'ga', one is added")
+    seq_len: Optional[int] = Field(None, ge=8, description="training block size = planning sequence length")
+    target_effective_batch: Optional[int] = Field(None, ge=1, description="sequences per optimizer step, all "
+                                                                          "processes")
+    max_steps: Optional[int] = Field(None, ge=1, description="optimizer steps; overrides epochs")
+    epochs: Optional[float] = Field(None, gt=0, description="passes over the training documents")
+    lr: Optional[float] = Field(None, gt=0, allow_inf_nan=False, description="peak learning rate")
+    warmup: float = Field(0.1, ge=0, description="warm-up: fraction of steps if < 1, else a step count")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="fraction of documents held out for evaluation")
+    eval_context: Optional[int] = Field(None, ge=2, description="evaluation window in tokens")
+    eval_stride: Optional[int] = Field(None, ge=1, description="sliding-window stride; default the window")
+    eval_batch_size: Optional[int] = Field(None, ge=1, description="evaluation windows per forward pass")
+    eval_max_tokens: Optional[int] = Field(None, ge=0, description="score an evenly spaced sample of this many test "
+                                                                   "tokens; 0 = all")
+    output_dir: str = Field("results", description="parent folder of run directories")
+    run_name: Optional[str] = Field(None, description="run directory name; default <model>-<device>-<fingerprint>")
+    seed: int = Field(0, description="seed of the document split, LoRA init and data order")
+    margin: float = Field(0.03, ge=0, lt=1, description="fraction of device memory the planner keeps free")
+    fresh: bool = Field(False, description="re-probe instead of reusing the planner cache")
+    plan_cache: Optional[str] = Field(None, description="planner cache folder; default $MEMFIT_CACHE/plans")
+    cpu_budget_gib: float = Field(4.0, gt=0, description="CPU only: the simulated device memory the planner "
+                                                          "searches against")
+    max_micro_batch: Optional[int] = Field(None, ge=1, description="planner search limit (on CPU it bounds probe "
+                                                                   "time)")
+    # the training loop's own settings, with TrainConfig's defaults, checks and help
+    weight_decay: float = TrainConfig.model_fields["weight_decay"]
+    scheduler: Literal["cosine", "linear", "constant"] = TrainConfig.model_fields["scheduler"]
+    max_grad_norm: Optional[float] = TrainConfig.model_fields["max_grad_norm"]
+    eval_every: Optional[int] = TrainConfig.model_fields["eval_every"]
+    checkpoint_every: Optional[int] = TrainConfig.model_fields["checkpoint_every"]
+    checkpoint_minutes: Optional[float] = TrainConfig.model_fields["checkpoint_minutes"]
+    keep_last: int = TrainConfig.model_fields["keep_last"]
+    log_with: Optional[str] = Field("tensorboard", description="an accelerate tracker (tensorboard, wandb, ...); "
+                                                               "null: none")
+    resume: Union[bool, str] = TrainConfig.model_fields["resume"]
+    progress: bool = Field(True, description="progress bars")
     keep_non_english: bool = Field(False, description="train on documents the language check flags as not English")
 
     def resolved(self, device_type: str) -> "FinetuneConfig":
@@ -106,11 +127,20 @@ class FinetuneConfig(BaseModel):
         if self.stack is None:
             batch = self.target_effective_batch or defaults["target_effective_batch"]
             filled["stack"] = SEED_STACK["cuda" if device_type == "cuda" else "cpu"].format(batch=batch)
-        if self.run_name is None:
+        resolved = self.model_copy(update=filled)
+        if self.run_name is None:  # the settings' hash in the name: different configurations never share a folder
             name = Path(self.architecture or self.model).name.lower()
             random = "-random" if self.random_init or self.architecture else ""
-            filled["run_name"] = re.sub(r"[^a-z0-9_.-]+", "-", f"{name}{random}-{device_type}")
-        return self.model_copy(update=filled)
+            tag = f"{name}{random}-{device_type}-{resolved.settings_hash()}"
+            resolved.run_name = re.sub(r"[^a-z0-9_.-]+", "-", tag)
+        return resolved
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that change what a run computes (not its length, paths or display options)."""
+        return self.model_dump(include=IDENTITY_KEYS)
+
+    def settings_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def auto_stack(cfg: "FinetuneConfig", state) -> str:
@@ -235,7 +265,10 @@ def _run(cfg: FinetuneConfig, state, run_dir: Path, info) -> dict[str, Any]:
     t = phase("base_eval_s", t)
     tcfg = TrainConfig(micro_batch=planned.max_micro_batch, max_steps=cfg.max_steps, epochs=cfg.epochs or 1.0,
                        lr=cfg.lr, warmup=cfg.warmup, seed=cfg.seed, output_dir=str(run_dir), progress=cfg.progress,
-                       resume=cfg.resume, plan_cache=planned.cache_path, checkpoint_every=cfg.checkpoint_every,
+                       resume=cfg.resume, plan_cache=planned.cache_path, weight_decay=cfg.weight_decay,
+                       scheduler=cfg.scheduler, max_grad_norm=cfg.max_grad_norm, eval_every=cfg.eval_every,
+                       checkpoint_every=cfg.checkpoint_every, keep_last=cfg.keep_last, log_with=cfg.log_with,
+                       run_identity={**cfg.identity(), "data_sha256": data_info["sha256"]},
                        checkpoint_minutes=cfg.checkpoint_minutes,
                        eval_batch_size=cfg.eval_batch_size, eval_context=cfg.eval_context, eval_stride=cfg.eval_stride)
     trained = train(model, stack, bundle.train, tcfg, accelerator=acc)
@@ -292,31 +325,3 @@ def keep_previous_rate(results: dict[str, Any], previous: Path) -> None:
     if rate:
         results["tokens_per_s"] = rate
         results["train"]["tokens_per_s_note"] = "measured by the earlier run that trained; this rerun trained no steps"
-
-
-def summary_markdown(r: dict[str, Any], data_table: str = "") -> str:
-    p, e, mem = r["plan"], r["evaluation"], r["memory"]
-    peak = mem["train"].get("peak_gib", mem["train"].get("peak_rss_gib"))
-    cap = " (the max_micro_batch cap; memory would allow more)" if p["capped_by_max_micro_batch"] else ""
-    rows = [
-        ("maximum batch size", f"{r['max_batch_size']} sequences of {p['seq_len']} tokens per process{cap}"),
-        ("gradient accumulation steps", r["gradient_accumulation_steps"]),
-        ("effective batch size", f"{r['effective_batch_size']} (= {r['max_batch_size']} x "
-                                 f"{r['gradient_accumulation_steps']} x {r['num_processes']} processes)"),
-        *quality_rows(r),
-        ("training", f"{r['train']['steps']} steps, {r['train']['tokens']:,} tokens, {r['tokens_per_s']:,.0f} tokens/s"
-                     + (f" (resumed from {r['train']['resumed_from']}: the rate covers only the steps run now)"
-                        if r["train"].get("resumed_from") else "")),
-        ("memory", f"peak {peak:.2f} GiB ({'allocator' if 'peak_gib' in mem['train'] else 'process RSS'}); planner: "
-                   f"{p['peak_gib'] or 0:.2f} GiB at the max of a {p['budget_gib']:.1f} GiB budget"),
-        ("device", f"{r['device']} x {r['num_processes']}"),
-        ("model / stack", f"{r['model']} / `{r['stack']}`"),
-        ("evaluation", e.get("note") or f"all {e['scored_tokens']:,} test tokens"),
-        ("planner", f"{p['probe_count']} probes, {p['search_seconds']:.0f} s{' (cached)' if p['cache_hit'] else ''}; "
-                    f"analytic prediction {p['predicted_max']}"),
-        ("wall time", ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in r["seconds"].items())),
-        ("versions", ", ".join(f"{k} {v}" for k, v in r["versions"].items())),
-    ]
-    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
-    return (f"# memfit fine-tune: {r['model']} on {r['data']['documents']} documents\n\n| | |\n|---|---|\n{table}\n\n"
-            f"## Data\n```\n{data_table}\n```\n\n## Stack\n```\n{r['stack_description']}\n```\n")

@@ -2,6 +2,7 @@
 today's PDF pipeline so its messages and results fields stay as they were)."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict
 from typing import Any, Optional
 
@@ -31,6 +32,8 @@ def finetune_datasets(cfg: Any, tokenizer: Any, state: Any) -> tuple[Any, dict[s
         for row in bundle.documents.select_columns(["source", "split"]):
             counts = per_source.setdefault(row["source"], {"train": 0, "test": 0})
             counts[row["split"]] += 1
+        entries = [f"{row['name']}:{hashlib.sha256(row['text'].encode('utf-8')).hexdigest()}"
+                   for row in bundle.documents.select_columns(["name", "text"])]
         data = {"sources": [s.model_dump() for s in cfg.sources], "documents": len(bundle.documents),
                 "per_source": per_source, "skipped": [str(i) for i in issues]}
         summary = f"{len(bundle.documents)} documents from {len(cfg.sources)} sources, {len(issues)} inputs skipped"
@@ -39,10 +42,13 @@ def finetune_datasets(cfg: Any, tokenizer: Any, state: Any) -> tuple[Any, dict[s
             corpus = load_corpus(cfg.pdf_dir, cfg.text_cache, getattr(cfg, "keep_non_english", False))
         bundle = build_datasets(corpus, tokenizer, block_size=cfg.seq_len, test_fraction=cfg.test_fraction,
                                 seed=cfg.seed, verbose=False)
+        entries = [f"{d.name}:{d.sha256}" for d in corpus.documents]
         data = {"pdf_dir": str(cfg.pdf_dir), "documents": len(corpus.documents),
                 "skipped_files": [str(e) for e in corpus.errors],
                 "text_from_cache": sum(d.from_cache for d in corpus.documents)}
         summary = corpus.summary()
+    # one hash over every document's name and content: a changed, added or removed file changes the run's identity
+    data["sha256"] = hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()
     data |= {"split": {k: asdict(v) for k, v in bundle.stats.items()}, "test_documents": list(bundle.plan.test),
              "test_sha256": test_split_hashes(bundle)}
     return bundle, data, summary

@@ -215,11 +215,12 @@ class Checkpointer:
         state = read_state(folder)
         if state is None:
             raise CheckpointError(f"{folder} is not a complete memfit checkpoint (no readable {STATE_FILE})")
-        for key, want in self.fingerprint.items():
-            if state.fingerprint.get(key) != want:
-                raise CheckpointError(f"checkpoint {folder} belongs to a different run ({key} = "
-                                      f"{state.fingerprint.get(key)!r} there, {want!r} here): resume with the same "
-                                      f"settings and data, or use another output_dir")
+        differ = [f"{key} ({state.fingerprint.get(key)!r} there, {want!r} here)"
+                  for key, want in self.fingerprint.items() if state.fingerprint.get(key) != want]
+        if differ:
+            raise CheckpointError(f"checkpoint {folder} belongs to a different run: {'; '.join(differ)}. Rerun with "
+                                  f"the same settings and data to continue it, or pass another run_name/output_dir "
+                                  f"to start a new run")
         self._check_weights(folder)
         self.acc.load_state(str(folder), strict=False)  # strict=False: the frozen base is not in the checkpoint
         self.resumed_from = folder

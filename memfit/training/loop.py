@@ -39,36 +39,41 @@ log = logging.getLogger(__name__)
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    micro_batch: int = Field(8, ge=1)
-    max_steps: Optional[int] = Field(None, ge=1)  # optimizer steps; overrides epochs
-    epochs: float = Field(1.0, gt=0)
-    lr: float = Field(2e-4, gt=0, allow_inf_nan=False)
-    weight_decay: float = Field(0.0, ge=0)
-    warmup: float = Field(0.05, ge=0)  # fraction of steps if < 1, else a step count
-    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
-    max_grad_norm: Optional[float] = Field(1.0, gt=0)
-    eval_every: Optional[int] = Field(None, ge=1)
-    eval_batch_size: int = Field(8, ge=1)
-    eval_context: int = Field(512, ge=2)
-    eval_stride: Optional[int] = None
-    log_every: int = Field(1, ge=1)
-    seed: int = 0
-    output_dir: Optional[str] = None
-    save_adapter: bool = True
-    log_with: Optional[str] = None  # an accelerate tracker, e.g. "tensorboard"
-    progress: bool = True
-    max_bad_steps: int = Field(3, ge=1)  # consecutive non-finite losses (each update skipped) before the run stops
-    checkpoint_every: Optional[int] = Field(100, ge=1)  # optimizer steps; with output_dir. None: no checkpoints
+    micro_batch: int = Field(8, ge=1, description="sequences per forward pass per process")
+    max_steps: Optional[int] = Field(None, ge=1, description="optimizer steps; overrides epochs")
+    epochs: float = Field(1.0, gt=0, description="passes over the training data")
+    lr: float = Field(2e-4, gt=0, allow_inf_nan=False, description="peak learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    warmup: float = Field(0.05, ge=0, description="warm-up: fraction of steps if < 1, else a step count")
+    scheduler: Literal["cosine", "linear", "constant"] = Field("cosine", description="learning-rate schedule after "
+                                                                                     "warm-up")
+    max_grad_norm: Optional[float] = Field(1.0, gt=0, description="gradient clipping norm; null: no clipping")
+    eval_every: Optional[int] = Field(None, ge=1, description="optimizer steps between evaluations; null: none")
+    eval_batch_size: int = Field(8, ge=1, description="evaluation windows per forward pass")
+    eval_context: int = Field(512, ge=2, description="evaluation window in tokens")
+    eval_stride: Optional[int] = Field(None, description="sliding-window stride; default the window")
+    log_every: int = Field(1, ge=1, description="optimizer steps between log lines")
+    seed: int = Field(0, description="seed of data order and dropout")
+    output_dir: Optional[str] = Field(None, description="run directory for checkpoints, adapter and logs")
+    save_adapter: bool = Field(True, description="save the trained adapter into output_dir")
+    log_with: Optional[str] = Field(None, description="an accelerate tracker, e.g. tensorboard")
+    progress: bool = Field(True, description="progress bar")
+    max_bad_steps: int = Field(3, ge=1, description="consecutive non-finite losses (each update skipped) before the "
+                                                    "run stops")
+    checkpoint_every: Optional[int] = Field(100, ge=1, description="optimizer steps between checkpoints (with "
+                                                                   "output_dir); null: none")
     checkpoint_minutes: Optional[float] = Field(
         10.0, gt=0, allow_inf_nan=False,
         description="also checkpoint when this many minutes passed since the last save, so a slow run never loses "
-                    "more than this much work (None: by steps only)")
-    keep_last: int = Field(2, ge=1)  # checkpoints kept on disk
-    # "auto": continue from the latest checkpoint in output_dir if there is one; True: one must exist;
-    # False / "never": start fresh (refused if checkpoints exist); or the path of one checkpoint folder
-    resume: Union[bool, str] = "auto"
-    plan_cache: Optional[str] = None  # the planner cache entry (JSON) to lower when an OOM forces a smaller batch
-
+                    "more than this much work (null: by steps only)")
+    keep_last: int = Field(2, ge=1, description="checkpoints kept on disk")
+    resume: Union[bool, str] = Field("auto", description="auto: continue from the run's latest checkpoint if there "
+                                                         "is one; true: one must exist; false/never: start fresh; "
+                                                         "or one checkpoint folder")
+    plan_cache: Optional[str] = Field(None, description="planner cache entry (JSON) to lower when an OOM forces a "
+                                                        "smaller batch")
+    run_identity: dict[str, Any] = Field(default_factory=dict, description="what else decides the result (model, "
+                                         "data content hash, ...): part of the checkpoint fingerprint")
 
 @dataclass
 class TrainResult:
@@ -178,8 +183,11 @@ def _train(model, stack, train_data, cfg, eval_data, acc, tqdm) -> TrainResult:
 
     saver = None
     if cfg.output_dir and cfg.checkpoint_every:
-        run_id = dict(stack=stack.spec, seed=cfg.seed, micro_batch=cfg.micro_batch, grad_accum=k, num_processes=world,
-                      rows=len(train_data), total_steps=total)
+        # everything that changes the result; not the run length, so raising max_steps/epochs continues the run
+        run_id = {**dict(stack=stack.spec, seed=cfg.seed, micro_batch=cfg.micro_batch, grad_accum=k, num_processes=world,
+                      effective_batch=cfg.micro_batch * k * world, rows=len(train_data), lr=cfg.lr,
+                      weight_decay=cfg.weight_decay, warmup=cfg.warmup, scheduler=cfg.scheduler,
+                      max_grad_norm=cfg.max_grad_norm), **cfg.run_identity}
         saver = Checkpointer(acc, model, Path(cfg.output_dir) / "checkpoints", cfg.keep_last, run_id)
     try:
         return _run(model, stack, ctx, acc, optimizer, scheduler, loader, total, cfg, saver, eval_data, tqdm)

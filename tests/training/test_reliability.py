@@ -123,7 +123,7 @@ def test_resume_refuses_checkpoints_of_another_run(tmp_path):
     stack, rows = Stack.from_spec("lora+ga2"), random_blocks(8, 16)
     _train(stack, rows, tmp_path, max_steps=2, checkpoint_every=1, keep_last=1)
     assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step-00000002"]  # keep_last
-    with pytest.raises(CheckpointError, match="different run .seed = 0 there, 1 here"):
+    with pytest.raises(CheckpointError, match=r"different run: seed \(0 there, 1 here\)"):
         _train(stack, rows, tmp_path, max_steps=2, checkpoint_every=1, seed=1)
     with pytest.raises(CheckpointError, match="resume is off: use resume='auto' to continue it, or another"):
         _train(stack, rows, tmp_path, max_steps=2, checkpoint_every=1, resume=False)

@@ -1,4 +1,4 @@
-"""`memfit` console script: plan, bench, eval, train, stacks, data inspect."""
+"""`memfit` console script: train, plan, bench, eval, stacks, data inspect (`memfit COMMAND --help`)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import argparse
 import logging
 import os
 import sys
+
+from .options import type_name
 
 # Set before CUDA initialises: after many OOMs fixed-size segments fragment, expandable ones do not.
 os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
@@ -42,7 +44,7 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_plan(args) -> int:
-    from .plan.bench import bench
+    from ..plan.bench import bench
 
     model = args.model_config or args.model
     if args.auto or args.max_seq_len:
@@ -76,21 +78,32 @@ def _cmd_choose(args, model: str) -> int:
 
 
 def cmd_stacks(args) -> int:
-    from . import Stack, available_strategies
+    """No argument: every strategy. A strategy name: its arguments. A spec or YAML file: the resolved stack."""
+    from .. import Stack, available_strategies
 
-    for name, cls in available_strategies().items():
-        print(f"{name:<16} {cls.__module__.rsplit('.', 1)[-1]}")
-    if args.spec:
-        print("\n" + Stack.from_spec(args.spec).describe())
+    strategies = available_strategies()
+    if args.spec not in strategies:  # nothing or a spec: every strategy (plugins included), then the spec resolved
+        for name, cls in strategies.items():
+            print(f"{name:<16} {cls.__module__.rsplit('.', 1)[-1]}")
+        if not args.spec:
+            return 0
+    if args.spec in strategies:
+        cls = strategies[args.spec]
+        print(f"{args.spec}: {(cls.__doc__ or '').strip().splitlines()[0] if cls.__doc__ else ''}")
+        for field, info in cls.model_fields.items():
+            print(f"  {field:<22} {type_name(info.annotation):<18} default {info.get_default(call_default_factory=True)!r}"
+                  + (f"  {info.description}" if info.description else ""))
+        return 0
+    print("\n" + Stack.coerce(args.spec).describe())
     return 0
 
 
 def cmd_eval(args) -> int:
     import json
 
-    from .data import build_datasets, extract_pdfs
-    from .evaluation import perplexity
-    from .models import load_model, load_tokenizer
+    from ..data import build_datasets, extract_pdfs
+    from ..evaluation import perplexity
+    from ..models import load_model, load_tokenizer
 
     model = load_model(args.model, args.stack)
     if args.adapter:
@@ -108,7 +121,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_data(args, rest: list[str]) -> int:
-    from .data import inspect_main
+    from ..data import inspect_main
 
     return inspect_main(rest)
 
@@ -116,13 +129,30 @@ def cmd_data(args, rest: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:2] == ["data", "inspect"]:
-        return cmd_data(None, argv[2:])
-    if argv[:2] == ["data", "fetch"]:
-        from .data.fetch import fetch_main
+    from .. import StackError, __version__
+    from ..data import DataError
+    from ..models import ModelError
+    from ..training.checkpoint import CheckpointError
+    from .options import ConfigError
 
-        return fetch_main(argv[2:])
-    parser = argparse.ArgumentParser(prog="memfit", description=__doc__)
+    user_errors = (StackError, ModelError, DataError, ConfigError, CheckpointError, ValueError, FileNotFoundError)
+    try:
+        if argv[:2] == ["data", "inspect"]:
+            return cmd_data(None, argv[2:])
+        if argv[:2] == ["data", "fetch"]:
+            from ..data.fetch import fetch_main
+
+            return fetch_main(argv[2:])
+        if argv[:1] == ["train"]:
+            from .train import cmd_train
+
+            return cmd_train(argv[1:])
+    except user_errors as exc:  # user errors: one line that says the fix
+        print(f"memfit: {exc}", file=sys.stderr)
+        return 2
+    parser = argparse.ArgumentParser(prog="memfit", description=__doc__,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"memfit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, helptext in (("plan", "largest micro-batch per stack on this device"),
                            ("bench", "compare several stacks side by side")):
@@ -145,16 +175,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-fraction", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_eval)
-    sub.add_parser("data", help="`memfit data inspect DIR`: extraction artefacts and split statistics; "
-                                    "`memfit data fetch climate DIR`: download the full corpus, verified")
+    data = sub.add_parser("data", help="`memfit data inspect DIR`: extraction artefacts and split "
+                          "statistics; `memfit data fetch climate DIR`: download the full corpus, verified")
+    data.set_defaults(func=lambda _args: (data.print_help(), 0)[1])  # `memfit data` alone: its help, not a crash
+    sub.add_parser("train", help="fine-tune from a YAML recipe: `memfit train CONFIG.yaml [--key value ...]`",
+                   add_help=False)
     args = parser.parse_args(argv)
-    from . import StackError
-    from .data import DataError
-    from .models import ModelError
-
     try:
         return args.func(args)
-    except (StackError, ModelError, DataError, ValueError) as exc:  # user errors: the message says the fix
+    except user_errors as exc:  # user errors: the message says the fix
         print(f"memfit: {exc}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,93 @@
+"""Command-line flags generated from a pydantic model, so the model stays the one source of truth for every setting:
+its fields are the YAML keys and the `--flags`, its `Field(description=...)` the help text, its validators the checks.
+A field added to the model appears here with no edit."""
+
+from __future__ import annotations
+
+import argparse
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+
+class ConfigError(ValueError):
+    """A config file or flag the model rejects; the message is one line naming the setting and the fix."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line naming it and where the help is, not the whole usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (`{self.prog} --help` lists every setting)\n")
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) is typing.Literal:
+        return "|".join(map(str, typing.get_args(annotation)))
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if args:
+        return " or ".join(type_name(a) for a in args)
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _converter(name: str, annotation: Any):
+    """Parse a flag value as YAML (so 3, 1e-3, true, null mean what they do in a config file), then let the field's
+    own type validate it; a plain string is the fallback for str fields (a run name "123" stays a string)."""
+    adapter = TypeAdapter(annotation)
+
+    def convert(text: str):
+        for candidate in (yaml.safe_load(text) if text.strip() else text, text):
+            try:
+                return adapter.validate_python(candidate)
+            except (ValidationError, yaml.YAMLError):
+                continue
+        raise argparse.ArgumentTypeError(f"{text!r} is not a valid {type_name(annotation)}")
+
+    convert.__name__ = type_name(annotation)
+    return convert
+
+
+def add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel], values: dict[str, Any]) -> None:
+    """One `--field-name` per field. Defaults stay SUPPRESS so only flags the user typed override the file; the help
+    shows the value the run will use (the file's, else the model's default)."""
+    for name, info in model.model_fields.items():
+        shown = values.get(name, info.default)
+        kwargs: dict[str, Any] = dict(default=argparse.SUPPRESS, dest=name, metavar=type_name(info.annotation).upper(),
+                                      help=f"{info.description or ''} (default: {shown!r})".strip(),
+                                      type=_converter(name, info.annotation))
+        parser.add_argument(flag(name), **kwargs)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist: pass a YAML file (see recipes/*.yaml)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML ({str(exc).splitlines()[0]}): fix the file") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of settings (key: value), not a {type(data).__name__}")
+    return data
+
+
+def validate(model: type[BaseModel], values: dict[str, Any], source: str):
+    """The model built from `values`, or one ConfigError line per problem naming the setting (as a flag and a key)."""
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = ".".join(map(str, err["loc"]))
+            if err["type"] == "extra_forbidden":
+                lines.append(f"{source}: unknown setting '{key}'; `memfit train --help` lists the valid ones")
+            else:
+                lines.append(f"{source}: {key} ({flag(key)}) = {err.get('input')!r}: {err['msg']}")
+        raise ConfigError("; ".join(lines)) from None
