@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping, Optional
 
+from ..core.processes import distributed_type_name
 from ..core.protocol import DTYPE_NAMES, StackError
 
 
@@ -44,7 +45,7 @@ class Launch:
     static_graph: Optional[bool] = None
 
     def __post_init__(self):  # accept DistributedType members and their str() ("DistributedType.FSDP")
-        object.__setattr__(self, "distributed_type", str(self.distributed_type).split(".")[-1].upper())
+        object.__setattr__(self, "distributed_type", distributed_type_name(self.distributed_type))
 
     @property
     def sharded_weights(self) -> bool:
@@ -92,7 +93,7 @@ class Launch:
     @classmethod
     def from_accelerator(cls, accelerator) -> "Launch":
         state = accelerator.state
-        kind = str(state.distributed_type).split(".")[-1]
+        kind = distributed_type_name(state.distributed_type)
         launch = cls(kind, accelerator.num_processes, grad_accum=accelerator.gradient_accumulation_steps)
         if kind == "DEEPSPEED" and getattr(state, "deepspeed_plugin", None) is not None:
             plugin = state.deepspeed_plugin
@@ -255,7 +256,7 @@ def accelerator_kwargs(stack, state=None) -> dict[str, Any]:
     every optimizer step (it assumes schedules counted in single-process steps); memfit counts optimizer steps,
     so on 2 processes the cosine schedule would end half-way through the run."""
     kwargs: dict[str, Any] = {"step_scheduler_with_optimizer": False}
-    kind = str(getattr(state, "distributed_type", "NO")).split(".")[-1]
+    kind = distributed_type_name(getattr(state, "distributed_type", "NO"))
     if kind in ("MULTI_GPU", "MULTI_CPU"):
         kwargs["kwargs_handlers"] = [ddp_kwargs(stack)]
     return kwargs

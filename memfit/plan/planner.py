@@ -23,6 +23,7 @@ from .cache import write_plan_cache
 from .memory import GiB, estimate
 from ..models import cache_root
 from .probe import CudaMeter, Probe, SimulatedMeter, run_probe
+from ..core.processes import rank_and_world
 from ..core.stack import Stack
 from ..strategies.gradient_accumulation import GradientAccumulation
 
@@ -200,7 +201,7 @@ def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Opt
     """Find the largest micro-batch for `model` (already transformed by `stack`) at `seq_len` on its device."""
     stack = Stack.coerce(stack)
     device = next(model.parameters()).device
-    world = num_processes or (torch.distributed.get_world_size() if _distributed() else 1)
+    world = num_processes or rank_and_world()[1]
     ctx = stack.context(device, num_processes=world)
     config = getattr(model, "config", None)
     key = plan_key(config, stack, seq_len, _device_name(device),
@@ -237,7 +238,7 @@ def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Opt
     result = _result(stack, seq_len, best, probes, est, meter, target_effective_batch, world, predicted, device)
     result.search_seconds = time.perf_counter() - start
     result.cache_path = str(path)
-    if not _distributed() or torch.distributed.get_rank() == 0:
+    if rank_and_world()[0] == 0:
         write_plan_cache(path, result.to_dict())
     return result
 

@@ -23,6 +23,8 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from ..core.wrapping import unwrap_peft
+
 log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
@@ -229,8 +231,7 @@ class Checkpointer:
 
 
 def base_info(model) -> dict[str, Any]:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    cfg = getattr(base, "config", None)
+    cfg = getattr(unwrap_peft(model), "config", None)
     return {k: getattr(cfg, k, None) for k in BASE_KEYS}
 
 
