@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-
-# Set before CUDA initialises: after many OOMs fixed-size segments fragment, expandable ones do not.
-os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -80,6 +76,9 @@ def cmd_data(args, rest: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from .runtime import configure_runtime
+
+    configure_runtime()  # before anything initialises CUDA (the allocator setting is read then)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:2] == ["data", "inspect"]:
         return cmd_data(None, argv[2:])

@@ -34,6 +34,7 @@ from ..models import load_model, load_tokenizer
 from ..plan.planner import plan, versions
 from ..plan.probe import SimulatedMeter
 from ..core.stack import Stack
+from ..runtime import configure_runtime
 from ..strategies.gradient_accumulation import GradientAccumulation
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,7 @@ def run_finetune(cfg: FinetuneConfig | None = None, **overrides: Any) -> dict[st
             log.info(message)
 
     cfg = (cfg or FinetuneConfig()).model_copy(update=overrides).resolved(state.device.type)
+    configure_runtime(Stack.coerce(cfg.stack))
     run_dir, clock, started = Path(cfg.output_dir) / cfg.run_name, {}, time.perf_counter()
 
     def phase(name: str, since: float) -> float:
