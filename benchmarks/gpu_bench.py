@@ -14,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
@@ -29,6 +28,7 @@ from memfit.plan.report import format_table, write_report  # noqa: E402
 def train_check(weights: str, spec: str, seq: int, steps: int, cap_margin: float = 0.0) -> dict:
     """Plan (with the default safety margin), then train `steps` optimizer steps at that size: no OOM allowed."""
     stack = memfit.Stack.from_spec(spec)
+    memfit.configure_runtime(stack)
     model = memfit.load_model(weights, stack)
     p = plan(model, stack, seq_len=seq, margin=cap_margin + 0.03, fresh=True)
     if cap_margin:  # keep the training run under the same cap as the plan
@@ -66,9 +66,7 @@ def main() -> None:
     args = ap.parse_args()
 
     t0 = time.perf_counter()
-    # memfit.load_model turns cuDNN SDPA off (torch 2.11's failed a backward at seq 2048); the HF baseline loads
-    # its model itself, so the same setting is made here for it
-    torch.backends.cuda.enable_cudnn_sdp(False)
+    memfit.configure_runtime()  # allocator and SDPA settings, for memfit's stacks and the HF baseline alike
     total = torch.cuda.get_device_properties(0).total_memory / 2**30
     margin = max(0.0, 1 - args.memory_gib / total) if args.memory_gib else 0.0
     config = memfit.load_config(args.config)
@@ -104,6 +102,7 @@ def main() -> None:
         free_device()
     for spec in args.stacks:
         stack = memfit.Stack.from_spec(spec)
+        memfit.configure_runtime(stack)  # e.g. compile's dynamo recompile limit
         model = memfit.load_model(weights, stack)
         for seq in args.seq:
             rows.append(plan(model, stack, seq_len=seq, margin=margin, fresh=True))

@@ -15,8 +15,6 @@ import os
 import time
 from pathlib import Path
 
-os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
-
 import torch  # noqa: E402
 
 import memfit  # noqa: E402
@@ -40,6 +38,7 @@ def main() -> None:
     rows = []
     for spec in args.stack:
         stack = memfit.Stack.from_spec(spec)
+        memfit.configure_runtime(stack)  # before the first CUDA allocation: the allocator setting is read then
         model = memfit.load_model(weights, stack)
         ctx = stack.context(device)
         optimizer = stack.make_optimizer(model, ctx, lr=0.0)

@@ -13,6 +13,7 @@ from .core.protocol import HOOKS, Context, Strategy, StackError
 from .core.registry import available as available_strategies
 from .core.registry import register_strategy
 from .core.stack import Stack
+from .runtime import configure_runtime
 
 __version__ = "0.1.0"
 
@@ -32,5 +33,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'memfit' has no attribute {name!r}")
 
 __all__ = ["CheckpointError", "FinetuneConfig", "HOOKS", "Context", "MemoryEstimate", "ModelError", "NumericError", "Stack", "StackError", "Strategy",
-           "TrainConfig", "TrainResult", "available_strategies", "estimate", "load_config", "load_model",
+           "TrainConfig", "TrainResult", "available_strategies", "configure_runtime", "estimate", "load_config", "load_model",
            "load_tokenizer", "register_strategy", "run_finetune", "shipped_configs", "train"]

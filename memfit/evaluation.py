@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from memfit.core.loss import IGNORE_INDEX, model_inputs, shifted_labels
+from memfit.core.processes import rank_and_world
 
 LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]]
 
@@ -124,14 +125,6 @@ def scored_positions_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor])
     return nll, scored.sum()
 
 
-def _rank_and_world(accelerator) -> tuple[int, int]:
-    if accelerator is not None:
-        return accelerator.process_index, accelerator.num_processes
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def perplexity(model: torch.nn.Module, documents, *, context_length: int = 512, stride: int | None = None,
                batch_size: int = 8, accelerator=None, loss_fn: LossFn | None = None, progress: bool = False,
                padding_side: str = "right", pad_token_id: int = 0) -> PerplexityResult:
@@ -160,7 +153,7 @@ def perplexity(model: torch.nn.Module, documents, *, context_length: int = 512, 
         raise ValueError("no document has 2 or more tokens: nothing to score")
     # Longest first: batches of similar lengths waste little padding, and round-robin sharding balances the ranks.
     windows.sort(key=lambda w: w.end - w.start, reverse=True)
-    rank, world = _rank_and_world(accelerator)
+    rank, world = rank_and_world(accelerator)
     local = windows[rank::world]
     device = accelerator.device if accelerator is not None else next(model.parameters()).device
 

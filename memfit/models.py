@@ -161,10 +161,6 @@ def load_model(model: str = EMBEDDED, stack=None, ctx=None, *, random_init: bool
     ctx = ctx or stack.context()
     kwargs = {"dtype": torch.float32, **stack.model_kwargs(ctx), **(extra_kwargs or {})}
     kwargs.setdefault("attn_implementation", "sdpa")
-    if ctx.device.type == "cuda":
-        # torch 2.11's cuDNN attention failed a backward on the H100 (Llama-3.2-3B, seq 2048: "mha_graph.execute
-        # ... is_good()", not an OOM) mid-plan. Flash / memory-efficient SDPA are as fast here and never did.
-        torch.backends.cuda.enable_cudnn_sdp(False)
     quantized = "quantization_config" in kwargs
     if random_init:
         config = load_config(model)

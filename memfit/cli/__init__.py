@@ -9,9 +9,6 @@ import sys
 
 from .options import type_name
 
-# Set before CUDA initialises: after many OOMs fixed-size segments fragment, expandable ones do not.
-os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
-
 
 DEFAULT_PLAN_STACKS = ["lora+q4+bf16+gc+ga8+adam8"]
 
@@ -128,6 +125,9 @@ def cmd_data(args, rest: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from ..runtime import configure_runtime
+
+    configure_runtime()  # before anything initialises CUDA (the allocator setting is read then)
     argv = list(sys.argv[1:] if argv is None else argv)
     from .. import StackError, __version__
     from ..data import DataError

@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Optional
 
+from .processes import distributed_type_name
+
 
 @dataclass(frozen=True)
 class Launch:
@@ -34,7 +36,7 @@ class Launch:
     static_graph: Optional[bool] = None
 
     def __post_init__(self):  # accept DistributedType members and their str() ("DistributedType.FSDP")
-        object.__setattr__(self, "distributed_type", str(self.distributed_type).split(".")[-1].upper())
+        object.__setattr__(self, "distributed_type", distributed_type_name(self.distributed_type))
 
     @property
     def sharded_weights(self) -> bool:
@@ -82,7 +84,7 @@ class Launch:
     @classmethod
     def from_accelerator(cls, accelerator) -> "Launch":
         state = accelerator.state
-        kind = str(state.distributed_type).split(".")[-1]
+        kind = distributed_type_name(state.distributed_type)
         launch = cls(kind, accelerator.num_processes, grad_accum=accelerator.gradient_accumulation_steps)
         if kind == "DEEPSPEED" and getattr(state, "deepspeed_plugin", None) is not None:
             plugin = state.deepspeed_plugin

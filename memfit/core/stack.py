@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .loss import causal_lm_nll
+from .processes import distributed_type_name
 from .protocol import HOOKS, Context, StackError, declared, exclusive_claims, hooks_of
 from .registry import parse_item, strategy_class
 
@@ -182,7 +183,7 @@ class Stack:
         if dev.type == "cuda" and dev.index is None:  # one GPU, no process group: name the card (device_map needs it)
             dev = torch.device("cuda", torch.cuda.current_device())
         return Context(stack=self, compute_dtype=self.compute_dtype, device=dev,
-                       distributed_type=str(distributed_type).split(".")[-1], num_processes=num_processes,
+                       distributed_type=distributed_type_name(distributed_type), num_processes=num_processes,
                        extras=extras)
 
     # ---- applying the hooks -------------------------------------------------------------------

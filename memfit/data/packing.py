@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-IGNORE_INDEX = -100
+from ..core.loss import IGNORE_INDEX
 
 
 def pack_documents(token_lists: Sequence[Sequence[int]], block_size: int, eos_token_id: int,

@@ -19,6 +19,7 @@ from typing import Any, Mapping, Optional
 
 from ..core.launch import Launch, env_flag, has_accelerator
 from ..core.protocol import StackError, hooks_of
+from ..core.processes import distributed_type_name
 
 
 def check_stack_for_distributed(stack, distributed_type: str = "NO", **facts: Any) -> list[str]:
@@ -99,7 +100,7 @@ def accelerator_kwargs(stack, state=None) -> dict[str, Any]:
     every optimizer step (it assumes schedules counted in single-process steps); memfit counts optimizer steps,
     so on 2 processes the cosine schedule would end half-way through the run."""
     kwargs: dict[str, Any] = {"step_scheduler_with_optimizer": False}
-    kind = str(getattr(state, "distributed_type", "NO")).split(".")[-1]
+    kind = distributed_type_name(getattr(state, "distributed_type", "NO"))
     if kind in ("MULTI_GPU", "MULTI_CPU"):
         kwargs["kwargs_handlers"] = [ddp_kwargs(stack)]
     return kwargs

@@ -23,6 +23,7 @@ from .memory import GiB, estimate
 from ..models import cache_root
 from .probe import CudaMeter, Probe, SimulatedMeter, run_probe
 from ..core.protocol import steps_to_reach
+from ..core.processes import rank_and_world
 from ..core.stack import Stack
 
 
@@ -211,7 +212,7 @@ def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Opt
     check_seq_lens([seq_len], getattr(getattr(model, "config", None), "max_position_embeddings", None))
     stack = Stack.coerce(stack)
     device = next(model.parameters()).device
-    world = num_processes or (torch.distributed.get_world_size() if _distributed() else 1)
+    world = num_processes or rank_and_world()[1]
     ctx = stack.context(device, num_processes=world)
     config = getattr(model, "config", None)
     key = plan_key(config, stack, seq_len, _device_name(device),
@@ -251,7 +252,7 @@ def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Opt
     result = _result(stack, seq_len, best, probes, est, meter, target_effective_batch, world, predicted, device)
     result.search_seconds = time.perf_counter() - start
     result.cache_path = str(path)
-    if not _distributed() or torch.distributed.get_rank() == 0:
+    if rank_and_world()[0] == 0:
         write_plan_cache(path, result.to_dict())
     return result
 

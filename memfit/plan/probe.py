@@ -18,6 +18,7 @@ from typing import Optional
 import torch
 
 from ..core.stack import Stack
+from ..core.wrapping import unwrap_peft
 from .oom import OOM, is_oom, oom_summary  # noqa: F401  (OOM and is_oom: benchmarks import them from here)
 
 
@@ -155,7 +156,7 @@ def autocast_for(stack: Stack, ctx):
 def run_probe(model, optimizer, stack: Stack, ctx, meter, micro_batch: int, seq_len: int,
               eval_batch_size: int = 0, packed: bool = False) -> Probe:
     """Train one step at `micro_batch` and report whether it fit and its peak. Frees everything it made."""
-    vocab = model.config.vocab_size if hasattr(model, "config") else model.get_base_model().config.vocab_size
+    vocab = unwrap_peft(model).config.vocab_size
     meter.reset()
     start = time.perf_counter()
     batch = nll = None

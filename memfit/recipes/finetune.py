@@ -41,6 +41,7 @@ from ..plan.probe import SimulatedMeter
 from ..core.stack import Stack
 from .quality import original_result, quality_fields, warn_if_regressed
 from .summary import summary_markdown
+from ..runtime import configure_runtime
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +204,9 @@ def run_finetune(cfg: FinetuneConfig | None = None, **overrides: Any) -> dict[st
 
     cfg = (cfg or FinetuneConfig()).model_copy(update=overrides).resolved(state.device.type)
     run_dir = preflight(cfg)  # settings, stack, model path and output folder, before any slow work
+    # process-wide settings (allocator, SDPA, what the strategies declare) before CUDA initialises; an 'auto'
+    # stack is chosen later, by probes that run under these same settings
+    configure_runtime(None if str(cfg.stack).strip().lower() == "auto" else Stack.coerce(cfg.stack))
     with RunLock(run_dir if state.is_main_process else None):
         return _run(cfg, state, run_dir, info)
 

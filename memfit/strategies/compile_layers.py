@@ -44,12 +44,11 @@ class CompileLayers(BaseModel):
     def describe(self) -> str:
         return f"torch.compile each decoder layer's attention, MLP and norms ({self.backend}, mode={self.mode})"
 
-    def transform_model(self, model, ctx):
-        import torch._dynamo
+    def runtime_needs(self) -> dict:
+        # every probe size and sequence length is a new shape: dynamo's default limit would fall back to eager
+        return {"dynamo_recompile_limit": RECOMPILE_LIMIT}
 
-        for key in ("cache_size_limit", "recompile_limit"):  # renamed in torch 2.6; set whichever exists
-            if hasattr(torch._dynamo.config, key):
-                setattr(torch._dynamo.config, key, max(getattr(torch._dynamo.config, key), RECOMPILE_LIMIT))
+    def transform_model(self, model, ctx):
         kwargs = {"backend": self.backend, "dynamic": self.dynamic}
         if self.backend == "inductor":
             kwargs["mode"] = self.mode

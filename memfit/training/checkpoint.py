@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from ..core.files import atomic_write_json
+from ..core.wrapping import unwrap_peft
 
 log = logging.getLogger(__name__)
 
@@ -245,8 +246,7 @@ def nonfinite_weights(model: torch.nn.Module, names: Optional[set[str]] = None) 
 
 
 def base_info(model) -> dict[str, Any]:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    cfg = getattr(base, "config", None)
+    cfg = getattr(unwrap_peft(model), "config", None)
     return {k: getattr(cfg, k, None) for k in BASE_KEYS}
 
 
