@@ -13,5 +13,5 @@ export MEMFIT_CACHE=${MEMFIT_CACHE:-/tmp/memfit_cache}
 # train at 32 (x accumulation to 32) for 3 epochs, and report the uncapped maximum next to it.
 accelerate launch --config_file launch_configs/single_gpu.yaml examples/climate.py --pdf-dir "$PDFS" \
     --output-dir "$OUT" --run-name smollm2-135m-gpu-seed --epochs 3 --max-micro-batch 32 --target-effective-batch 32
-python -m memfit.cli plan --model smollm2-135m --stack "lora+q4+bf16+gc+ga:effective_batch=32+adam8" --seq-len 512 \
+python -m memfit plan --model smollm2-135m --stack "lora+q4+bf16+gc+ga:effective_batch=32+adam8" --seq-len 512 \
     --fresh --out "$OUT/smollm2-135m-gpu-seed" --name uncapped_plan

@@ -9,13 +9,13 @@ set -euo pipefail
 OUT=${OUT:-results}; PDFS=${PDFS:-data/climate}; RUN=${RUN:-smollm2-135m-gpu-quality}
 LR=${LR:-1e-3}; EPOCHS=${EPOCHS:-3}
 ALL_LINEAR="q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj"
-[ -d "$PDFS" ] || python -m memfit.cli data fetch climate "$PDFS"
+[ -d "$PDFS" ] || python -m memfit data fetch climate "$PDFS"
 accelerate launch --config_file launch_configs/single_gpu.yaml examples/climate.py --pdf-dir "$PDFS" \
     --output-dir "$OUT" --run-name "$RUN" --epochs "$EPOCHS" --lr "$LR" --seq-len 512 --target-effective-batch 16 \
     --max-micro-batch 16 --eval-context 512 --eval-stride 511 --eval-max-tokens 0 \
     --stack "lora:targets=$ALL_LINEAR,dropout=0+bf16+ga:effective_batch=16"
 adapter=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['adapter_dir'])" "$OUT/$RUN/results.json")
-python -m memfit.cli eval --model smollm2-135m --stack none --adapter "$adapter" --merge --data "$PDFS" \
+python -m memfit eval --model smollm2-135m --stack none --adapter "$adapter" --merge --data "$PDFS" \
     --context 512 --stride 511 > "$OUT/$RUN/merged_eval.json"
 python - "$OUT/$RUN" <<'PY'
 import json, sys
