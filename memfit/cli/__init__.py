@@ -54,7 +54,7 @@ def cmd_plan(args) -> int:
 
 
 def _cmd_choose(args, model: str) -> int:
-    from .plan.choose import choose_stack, longest_context
+    from ..plan.choose import choose_stack, longest_context
 
     common = dict(random_init=bool(args.model_config) or args.random_init, margin=args.margin,
                   eval_batch_size=args.eval_batch_size, cpu_budget_gib=args.cpu_budget_gib, fresh=args.fresh)
