@@ -50,5 +50,5 @@ def finetune_datasets(cfg: Any, tokenizer: Any, state: Any) -> tuple[Any, dict[s
     # one hash over every document's name and content: a changed, added or removed file changes the run's identity
     data["sha256"] = hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()
     data |= {"split": {k: asdict(v) for k, v in bundle.stats.items()}, "test_documents": list(bundle.plan.test),
-             "test_sha256": test_split_hashes(bundle)}
+             "test_sha256": dict(test_split_hashes(bundle))}  # {document name: sha256 of its text}
     return bundle, data, summary
