@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import logging
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -179,7 +180,10 @@ def _train(model, stack, train_data, cfg, eval_data, acc, tqdm) -> TrainResult:
     scheduler = _lr_scheduler(cfg.scheduler, optimizer, cfg.warmup, total)
     model, optimizer, loader, scheduler = acc.prepare(model, optimizer, loader, scheduler)
     if cfg.log_with:
-        acc.init_trackers("memfit", config={"stack": stack.spec, **cfg.model_dump(exclude={"log_with"})})
+        # trackers take scalars only (TensorBoard's hparams refuse dicts): nested settings go in as JSON text
+        settings = {k: json.dumps(v, sort_keys=True, default=str) if isinstance(v, (dict, list)) else v
+                    for k, v in cfg.model_dump(exclude={"log_with"}).items()}
+        acc.init_trackers("memfit", config={"stack": stack.spec, **settings})
 
     saver = None
     if cfg.output_dir and cfg.checkpoint_every:
@@ -266,7 +270,9 @@ def _run(model, stack, ctx, acc, optimizer, scheduler, loader, total, cfg, saver
     if cfg.output_dir and cfg.save_adapter:
         result.adapter_dir = save_trained(model, acc, Path(cfg.output_dir) / "adapter")
     if cfg.log_with:
-        acc.end_training()
+        # not acc.end_training(): it also destroys the process group, and the caller still evaluates across ranks
+        for tracker in acc.trackers:
+            tracker.finish()
     return result
 
 
