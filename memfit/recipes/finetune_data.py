@@ -15,7 +15,8 @@ def load_corpus(pdf_dir: str, cache: Optional[str], keep_non_english: bool = Fal
         corpus = extract_pdfs(pdf_dir, cache, keep_non_english=keep_non_english)
     except DataError as exc:
         raise DataError(f"{exc}\nThe example needs a folder of text PDFs: put them in {pdf_dir} or pass "
-                        f"--pdf-dir DIR (e.g. --pdf-dir ../shared/corpus/climate).") from None
+                        f"--pdf-dir DIR (the full climate corpus: `memfit data fetch climate data/climate`, then "
+                        f"--pdf-dir data/climate).") from None
     if not corpus.documents:
         raise DataError(f"none of the PDFs in {pdf_dir} gave usable text:\n{corpus.summary()}")
     return corpus

@@ -79,7 +79,7 @@ def test_version_data_help_and_strategy_arguments():
 def _recipe(tmp_path: Path, pdfs: Path, model: Path, **extra) -> Path:
     values = dict(pdf_dir=str(pdfs), model=str(model), output_dir=str(tmp_path / "runs"), seq_len=32,
                   target_effective_batch=8, max_steps=2, lr=3e-3, eval_context=32, eval_max_tokens=64,
-                  cpu_budget_gib=0.001, max_micro_batch=4, progress=False, checkpoint_every=1, log_with=None, **extra)
+                  cpu_budget_gib=0.004, max_micro_batch=4, progress=False, checkpoint_every=1, log_with=None, **extra)
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(values))
     return path
