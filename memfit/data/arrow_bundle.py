@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Optional
 
@@ -23,7 +24,7 @@ import pyarrow.compute as pc
 from datasets import Dataset, concatenate_datasets
 
 from memfit.data.arrow_blocks import pack_arrow
-from memfit.data.arrow_records import content_hash, default_arrow_dir, record_issues, write_records
+from memfit.data.arrow_records import content_hash, default_arrow_dir, file_stamps, record_issues, write_records
 from memfit.data.arrow_tokens import tokenise_records
 from memfit.data.dataset import DataBundle, SplitStats, _load_tokenizer
 from memfit.data.errors import DataError, FileIssue
@@ -32,6 +33,20 @@ from memfit.data.packing import IGNORE_INDEX
 from memfit.data.split import split_documents
 
 log = logging.getLogger(__name__)
+ARROW_THRESHOLD_MB = 256  # input files above this take the Arrow path when the user did not choose
+
+
+def wants_arrow(sources: list[Any], threshold_mb: float = ARROW_THRESHOLD_MB) -> bool:
+    """The automatic choice: a Hub source (size unknown until read), or input files larger than `threshold_mb`."""
+    if any(not getattr(src, "path", None) for src in sources):
+        return True
+    total = sum(size for src in sources for _, size, _ in file_stamps(src.path))
+    return total > threshold_mb * 2**20
+
+
+def default_num_proc(on_gpu: bool) -> int:
+    """Tokenising workers: 1 on a CPU machine (the cores train), else up to 8 of the host's cores."""
+    return min(8, os.cpu_count() or 1) if on_gpu else 1
 
 
 class _Origin(NamedTuple):  # what `_weighted` reads of a record: its source, without holding the record's text

@@ -45,7 +45,7 @@ def _rows(sources: list[Any], text_cache: Optional[str]) -> Iterator[dict[str, A
                    "n_bytes": len(text.encode("utf-8")), "issue_kind": None, "issue_reason": None}
 
 
-def _file_stamps(path: str) -> list[tuple[str, int, int]]:
+def file_stamps(path: str) -> list[tuple[str, int, int]]:
     root = Path(path)
     files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
     return [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
@@ -57,7 +57,7 @@ def records_fingerprint(sources: list[Any], text_cache: Optional[str]) -> str:
     for src in sources:
         stamp.append(json.dumps(src.model_dump(), sort_keys=True))
         if getattr(src, "path", None):
-            stamp.append(json.dumps(_file_stamps(src.path)))
+            stamp.append(json.dumps(file_stamps(src.path)))
     return "records-" + hashlib.sha256("\n".join(stamp).encode()).hexdigest()[:40]
 
 
