@@ -94,3 +94,27 @@ def test_training_reads_blocks_from_the_arrow_dataset(sources, chat_tokenizer, t
     result = memfit.train(model, stack, bundle.train, TrainConfig(micro_batch=2, max_steps=2, lr=1e-2, warmup=0,
                                                                   progress=False))
     assert len(result.losses) == 2 and all(loss > 0 for loss in result.losses)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_packing_map_equals_pack_documents_and_pack_samples_at_every_batch_cut(tmp_path, batch_size):
+    import random
+
+    import numpy as np
+    from datasets import Dataset
+
+    from memfit.data.arrow_blocks import pack_arrow
+    from memfit.data.chat import pack_samples
+    from memfit.data.packing import pack_documents
+
+    rng = random.Random(batch_size)
+    docs = [[rng.randrange(3, 50) for _ in range(rng.randint(1, 20))] for _ in range(30)]
+    labels = [[t if rng.random() < 0.5 else -100 for t in d] for d in docs]
+    tokens = Dataset.from_dict({"input_ids": docs, "labels": labels, "n_tokens": [len(d) for d in docs]})
+    order = np.asarray([rng.randrange(len(docs)) for _ in range(40)])  # repeats, as source weights give
+    for block_size in (2, 7, 20):  # documents straddle blocks, and blocks straddle the map's batches
+        text = pack_arrow(tokens, order, False, block_size, 1, 0, tmp_path, f"t{block_size}", batch_size=batch_size)
+        assert text.to_dict() == pack_documents([docs[i] for i in order], block_size, 1, 0)
+    for block_size in (20, 33):  # whole samples (at most 20 tokens) per block
+        chat = pack_arrow(tokens, order, True, block_size, 1, 0, tmp_path, f"c{block_size}", batch_size=batch_size)
+        assert chat.to_dict() == pack_samples([(docs[i], labels[i]) for i in order], block_size, 0)
