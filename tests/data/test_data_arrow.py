@@ -118,3 +118,12 @@ def test_packing_map_equals_pack_documents_and_pack_samples_at_every_batch_cut(t
     for block_size in (20, 33):  # whole samples (at most 20 tokens) per block
         chat = pack_arrow(tokens, order, True, block_size, 1, 0, tmp_path, f"c{block_size}", batch_size=batch_size)
         assert chat.to_dict() == pack_samples([(docs[i], labels[i]) for i in order], block_size, 0)
+
+
+def test_a_refused_input_is_the_users_one_line_error_not_a_generation_traceback(tmp_path, chat_tokenizer):
+    from memfit.data import DataError
+
+    (tmp_path / "t.jsonl").write_text('{"text": "fine"}\n{broken\n')
+    with pytest.raises(DataError, match=r"t.jsonl: line 2: not a JSON object"):
+        build_arrow_datasets([TableSource(path=str(tmp_path / "t.jsonl"), on_error="raise")], chat_tokenizer,
+                             cache_dir=str(tmp_path / "cache"))
