@@ -79,6 +79,11 @@ class FinetuneConfig(BaseModel):
         "Hub ids, each {kind: pdf|text|table|saved|hub, path or id, weight, ...}; one document split across all. "
         "Empty: the PDF folder pdf_dir"))
     text_cache: Optional[str] = Field(None, description="extracted page texts; default $MEMFIT_CACHE/text")
+    arrow_cache: Optional[bool] = Field(None, description=(
+        "tokenise through datasets' Arrow cache ($MEMFIT_CACHE/arrow, reused by a rerun) and train from memory-mapped "
+        "blocks: corpora larger than memory. null: when the input files exceed 256 MB or a source is a Hub id"))
+    num_proc: Optional[int] = Field(None, ge=1, description="tokenising processes on the Arrow path; default 1 on "
+                                                             "CPU, up to 8 on a GPU host")
     model: str = Field("smollm2-135m", description="the embedded default, a local directory or a Hub id")
     architecture: Optional[str] = Field(None, description="a shipped config (llama-3.2-3b) or config JSON; implies "
                                                           "random_init")
