@@ -53,9 +53,9 @@ def _recipe_settings(args, device: str) -> dict[str, Any]:
                 cpu_budget_gib=cfg.cpu_budget_gib if device == "cpu" else None, notes=notes)
 
 
-def _budget_gib(args, recipe: dict[str, Any], device: str, margin: float):
-    if args.budget_gib:
-        return args.budget_gib, "--budget-gib"
+def _budget_gib(given: dict[str, Any], recipe: dict[str, Any], device: str, margin: float):
+    if given.get("budget_gib"):
+        return given.get("budget_gib"), "--budget-gib"
     import torch
 
     if device == "cuda" and torch.cuda.is_available():
@@ -76,22 +76,23 @@ def estimate_from_args(args) -> int:
     from ..recipes.finetune import with_accumulation
     from .plan import DEFAULT_STACK, dump_json
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    given = vars(args)  # the estimate's flags default to SUPPRESS: absent unless typed, so the recipe's value stays
+    device = given.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
     recipe = _recipe_settings(args, device)
-    model = getattr(args, "model_config", None) or getattr(args, "model", None) or recipe.get("model", EMBEDDED)
-    seq_len = args.seq_len or recipe.get("seq_len") or DEFAULT_SEQ_LEN
-    target = args.target_effective_batch or recipe.get("target_effective_batch")
-    spec = args.stack or recipe.get("stack") or DEFAULT_STACK
-    stack = with_accumulation(spec, target) if recipe and not args.stack else Stack.coerce(spec)
-    margin = args.margin if hasattr(args, "margin") else recipe.get("margin", 0.03)
-    budget_gib, budget_from = _budget_gib(args, recipe, device, margin)
+    model = given.get("model_config") or given.get("model") or recipe.get("model", EMBEDDED)
+    seq_len = given.get("seq_len") or recipe.get("seq_len") or DEFAULT_SEQ_LEN
+    target = given.get("target_effective_batch") or recipe.get("target_effective_batch")
+    spec = given.get("stack") or recipe.get("stack") or DEFAULT_STACK
+    stack = with_accumulation(spec, target) if recipe and not given.get("stack") else Stack.coerce(spec)
+    margin = given["margin"] if "margin" in given else recipe.get("margin", 0.03)
+    budget_gib, budget_from = _budget_gib(given, recipe, device, margin)
     config, note = config_without_weights(model)
     check_seq_lens([seq_len], getattr(config, "max_position_embeddings", None))
     # an explicit device index: Stack.context would ask CUDA for the current device, and there may be none here
     ctx = stack.context(torch.device("cuda", 0) if device == "cuda" else "cpu", num_processes=args.num_processes)
     est = estimate(stack, config, seq_len, ctx)
     predicted = est.max_micro_batch(budget_gib * GiB) if budget_gib else None
-    micro = args.micro_batch or predicted or 1
+    micro = given.get("micro_batch") or predicted or 1
     print(f"memfit estimate: {model}, stack {stack.spec}, seq {seq_len}, {device} (analytic; no weights loaded)")
     for line in [note, *recipe.get("notes", [])]:
         if line:
@@ -104,6 +105,8 @@ def estimate_from_args(args) -> int:
         print(f"budget {budget_gib:.2f} GiB ({budget_from}): predicted max micro-batch {predicted} x accumulation "
               f"{accum} x {args.num_processes} processes = effective batch {predicted * accum * args.num_processes}")
         out.update(budget_gib=budget_gib, predicted_max_micro_batch=predicted, grad_accum=accum)
+        if not predicted:
+            print("not one sequence fits by the analytic model: lower --seq-len, add 'gc'/'q4', or raise the budget")
     else:
         print("no budget: pass --budget-gib N for the max micro-batch the model predicts")
     if args.json:

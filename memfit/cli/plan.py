@@ -82,19 +82,21 @@ def add_commands(sub) -> None:
                                                             "recipe's architecture)")
     p.add_argument("--config", help="a run recipe (recipes/*.yaml or a name): its model, stack, seq_len, effective "
                                     "batch and CPU budget; the flags below override it")
-    p.add_argument("--stack", help=f"memory strategies (default: the recipe's, else {DEFAULT_STACK})")
-    p.add_argument("--seq-len", type=int, help="sequence length (default: the recipe's, else 512)")
-    p.add_argument("--micro-batch", type=int, help="micro-batch of the breakdown (default: the predicted max "
-                                                   "when there is a budget, else 1)")
-    p.add_argument("--budget-gib", type=float, help="device memory to predict the max micro-batch for (default: "
-                                                    "this GPU less --margin; on CPU the recipe's cpu_budget_gib)")
-    p.add_argument("--margin", type=float, **recipe_default, help="fraction of a GPU's memory kept free "
-                                                                  "(default: the recipe's, else 0.03)")
-    p.add_argument("--target-effective-batch", type=int, help="sets the accumulation (default: the recipe's, "
-                                                               "else the stack's own 'ga')")
+    p.add_argument("--stack", **recipe_default, help=f"memory strategies (default: the recipe's, else "
+                                                     f"{DEFAULT_STACK})")
+    p.add_argument("--seq-len", **recipe_default, type=int, help="sequence length (default: the recipe's, else 512)")
+    p.add_argument("--micro-batch", **recipe_default, type=int, help="micro-batch of the breakdown (default: the "
+                                                                     "predicted max with a budget, else 1)")
+    p.add_argument("--budget-gib", **recipe_default, type=float, help="device memory to predict the max micro-batch "
+                                                                      "for (default: this GPU less --margin; on CPU "
+                                                                      "the recipe's cpu_budget_gib)")
+    p.add_argument("--margin", **recipe_default, type=float, help="fraction of a GPU's memory kept free (default: "
+                                                                  "the recipe's, else 0.03)")
+    p.add_argument("--target-effective-batch", **recipe_default, type=int, help="sets the accumulation (default: "
+                                                                                "the recipe's, else the stack's 'ga')")
     p.add_argument("--num-processes", type=int, default=1, help="data-parallel processes (for the accumulation)")
-    p.add_argument("--device", choices=["cpu", "cuda"], help="the device the stack is estimated for (default: "
-                                                             "cuda when a GPU is present)")
+    p.add_argument("--device", **recipe_default, choices=["cpu", "cuda"], help="the device the stack is estimated "
+                                                                               "for (default: cuda with a GPU)")
     p.add_argument("--json", help="also write the estimate as JSON here")
     p.set_defaults(func=cmd_estimate)
 
@@ -119,13 +121,24 @@ def _model(args) -> tuple[str, bool]:
     return args.model_config or args.model, bool(args.model_config) or args.random_init
 
 
-def cmd_plan(args) -> int:
+def _check_inputs(args, stacks: list[str], seq_lens: list[int]) -> None:
+    """Every mistake in the flags is reported before the (slow) model load, the cheapest checks first."""
     from ..core.stack import Stack
+    from ..plan.planner import check_seq_lens
+
+    check_seq_lens(seq_lens)
+    if getattr(args, "auto", False) and not args.target_effective_batch:
+        raise ValueError("--auto needs --target-effective-batch N (and one base --stack, e.g. lora+bf16)")
+    for spec in stacks:
+        Stack.coerce(spec)
+    _needs_cpu_budget(args.cpu_budget_gib)
+
+
+def cmd_plan(args) -> int:
     from ..plan.bench import bench
 
-    _needs_cpu_budget(args.cpu_budget_gib)
+    _check_inputs(args, [args.stack], [] if args.max_seq_len else [args.seq_len])
     model, random_init = _model(args)
-    Stack.coerce(args.stack)  # a bad spec fails here, before any model is built
     if args.auto or args.max_seq_len:
         return _cmd_choose(args, model, random_init)
     [res] = bench(model, [args.stack], [args.seq_len], random_init=random_init, margin=args.margin,
@@ -149,10 +162,8 @@ def _cmd_choose(args, model: str, random_init: bool) -> int:
     if args.max_seq_len:
         longest_context(model, [args.stack], micro_batch=args.micro_batch, json_path=args.json, **common)
         return 0
-    if not args.target_effective_batch:
-        raise ValueError("--auto needs --target-effective-batch N (and one base --stack, e.g. lora+bf16)")
     stack = args.stack
-    if stack == DEFAULT_STACK:  # the base of the search, not a finished (lossy) stack
+    if stack is DEFAULT_STACK:  # not typed: the base of the search, not a finished (lossy) stack
         import torch
 
         stack = "lora+bf16" if torch.cuda.is_available() else "lora"
@@ -163,13 +174,10 @@ def _cmd_choose(args, model: str, random_init: bool) -> int:
 
 
 def cmd_bench(args) -> int:
-    from ..core.stack import Stack
     from ..plan.bench import bench
 
-    _needs_cpu_budget(args.cpu_budget_gib)
+    _check_inputs(args, args.stack, args.seq_len)
     model, random_init = _model(args)
-    for spec in args.stack:
-        Stack.coerce(spec)
     rows = bench(model, args.stack, args.seq_len, random_init=random_init, margin=args.margin,
                  eval_batch_size=args.eval_batch_size, target_effective_batch=args.target_effective_batch,
                  fresh=args.fresh, cpu_budget_gib=args.cpu_budget_gib, limit=args.max_micro_batch,
@@ -188,20 +196,22 @@ def cmd_stacks(args) -> int:
     from .. import Stack, available_strategies
 
     strategies = available_strategies()
-    if not args.spec:
+    if args.spec not in strategies:  # nothing or a spec/file: every strategy (plugins included), then it resolved
         for name, cls in strategies.items():
             print(f"{name:<16} {cls.__module__.rsplit('.', 1)[-1]}")
-        return 0
+        if not args.spec:
+            return 0
     if args.spec in strategies:
         cls = strategies[args.spec]
         print(f"{args.spec}: {(cls.__doc__ or '').strip().splitlines()[0] if cls.__doc__ else ''}")
         for field, info in cls.model_fields.items():
-            print(f"  {field:<22} {type_name(info.annotation):<18} default {info.get_default(call_default_factory=True)!r}"
+            default = info.get_default(call_default_factory=True)
+            print(f"  {field:<22} {type_name(info.annotation):<18} default {default!r}"
                   + (f"  {info.description}" if info.description else ""))
         return 0
     spec = _recipe_stack(args.spec) or args.spec
     stack = Stack.coerce(spec)
-    print(f"{stack.spec}\n{stack.describe()}")
+    print(f"\nresolved stack: {stack.spec}\n{stack.describe()}")
     return 0
 
 
