@@ -16,8 +16,6 @@ from .options import type_name
 HELP = argparse.ArgumentDefaultsHelpFormatter  # every subparser shows each option's default
 DEFAULT_STACK = "lora+q4+bf16+gc+ga8+adam8"
 DEFAULT_BENCH_STACKS = ["lora+bf16", "lora+bf16+gc", "lora+bf16+gc+cce", DEFAULT_STACK]
-CPU_BUDGET_MISSING = ("planning on CPU needs a simulated device size: pass --cpu-budget-gib N (e.g. 4), "
-                      "or run on a GPU")
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -109,20 +107,13 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_stacks)
 
 
-def _needs_cpu_budget(cpu_budget_gib) -> None:
-    """Fails before any model is built: on CPU the search has no real OOM boundary to find."""
-    import torch
-
-    if not cpu_budget_gib and not torch.cuda.is_available():
-        raise ValueError(CPU_BUDGET_MISSING)
-
-
 def _model(args) -> tuple[str, bool]:
     return args.model_config or args.model, bool(args.model_config) or args.random_init
 
 
 def _check_inputs(args, stacks: list[str], seq_lens: list[int]) -> None:
-    """Every mistake in the flags is reported before the (slow) model load, the cheapest checks first."""
+    """Mistakes in the flags are reported before the (slow) model load. A CPU run without --cpu-budget-gib is
+    refused by bench() and memfit.plan.choose themselves, also before they load anything."""
     from ..core.stack import Stack
     from ..plan.planner import check_seq_lens
 
@@ -131,7 +122,6 @@ def _check_inputs(args, stacks: list[str], seq_lens: list[int]) -> None:
         raise ValueError("--auto needs --target-effective-batch N (and one base --stack, e.g. lora+bf16)")
     for spec in stacks:
         Stack.coerce(spec)
-    _needs_cpu_budget(args.cpu_budget_gib)
 
 
 def cmd_plan(args) -> int:
