@@ -44,6 +44,26 @@ def format_table(results: Iterable[PlanResult]) -> str:
     return "\n".join(lines)
 
 
+def format_estimate(est, micro_batch: int) -> str:
+    """The analytic terms (memfit.plan.memory.MemoryEstimate) as a table: who contributes each, what one more
+    sequence adds, and the MiB at `micro_batch`; the device total last (host terms are listed, not summed)."""
+    mib, per_sample = 2.0**-20, est.seq_len
+    rows = [["term", "kind", "owner", "MiB per sequence", f"MiB at micro-batch {micro_batch}"]]
+    for name, t in est.terms.items():
+        if t.kind in ("static", "transient"):
+            rows.append([name, t.kind, t.owner, "-", f"{est.term(name) * mib:,.1f}"])
+        elif t.kind in ("token", "host"):
+            each = est.term(name) * per_sample * mib
+            rows.append([name, t.kind, t.owner, f"{each:,.2f}", f"{each * micro_batch:,.1f}"])
+    per_seq = sum(est.per_token_bytes().values()) * per_sample * mib
+    rows.append(["total (device)", "", "", f"{per_seq:,.2f}", f"{est.peak_bytes(micro_batch) * mib:,.1f}"])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    lines.insert(len(lines) - 1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
 def to_markdown(results: list[PlanResult], meta: dict[str, Any]) -> str:
     head = "| " + " | ".join(h for h, _, _ in COLUMNS) + " |"
     sep = "|" + "|".join("---" for _ in COLUMNS) + "|"

@@ -31,7 +31,7 @@ from ..data.sources import Source
 from ..launch.distributed import check_launch, partial_state
 from ..evaluation import perplexity
 from ..core.files import atomic_write_json, atomic_write_text
-from ..training.loop import TrainConfig, make_accelerator, train
+from ..training.loop import TrainConfig, finish_trackers, log_evaluation, make_accelerator, start_trackers, train
 from ..training.run_lock import RunLock
 from .preflight import check_data_fits, preflight
 from ..models import load_model, load_tokenizer
@@ -40,6 +40,7 @@ from ..plan.planner import plan, versions
 from ..plan.probe import SimulatedMeter
 from ..core.stack import Stack
 from .quality import original_result, quality_fields, warn_if_regressed
+from .curves import CURVES_FILE, write_curves
 from .summary import summary_markdown
 from ..runtime import configure_runtime
 
@@ -260,7 +261,7 @@ def _run(cfg: FinetuneConfig, state, run_dir: Path, info) -> dict[str, Any]:
          f"({'cached plan' if planned.cache_hit else f'{planned.probe_count} probes'})")
     t = phase("plan_s", t)
 
-    acc = make_accelerator(stack, planned.max_micro_batch, project_dir=str(run_dir), data_seed=cfg.seed)
+    acc = make_accelerator(stack, planned.max_micro_batch, cfg.log_with, project_dir=str(run_dir), data_seed=cfg.seed)
     eval_docs, eval_info = sample_documents(bundle.test, tokenizer, cfg.eval_max_tokens, cfg.eval_context)
 
     def evaluate(label: str, scored=None):
@@ -272,11 +273,6 @@ def _run(cfg: FinetuneConfig, state, run_dir: Path, info) -> dict[str, Any]:
              f"{res.tokens:,} tokens)")
         return res
 
-    base = evaluate("base")
-    original = original_result(base, stack, cfg.random_init or bool(cfg.architecture),
-                               lambda: load_model(cfg.model, Stack(), ctx, seed=cfg.seed),
-                               lambda m, label: evaluate(label, m))
-    t = phase("base_eval_s", t)
     tcfg = TrainConfig(micro_batch=planned.max_micro_batch, max_steps=cfg.max_steps, epochs=cfg.epochs or 1.0,
                        lr=cfg.lr, warmup=cfg.warmup, seed=cfg.seed, output_dir=str(run_dir), progress=cfg.progress,
                        resume=cfg.resume, plan_cache=planned.cache_path, weight_decay=cfg.weight_decay,
@@ -285,9 +281,21 @@ def _run(cfg: FinetuneConfig, state, run_dir: Path, info) -> dict[str, Any]:
                        run_identity={**cfg.identity(), "data_sha256": data_info["sha256"]},
                        checkpoint_minutes=cfg.checkpoint_minutes,
                        eval_batch_size=cfg.eval_batch_size, eval_context=cfg.eval_context, eval_stride=cfg.eval_stride)
-    trained = train(model, stack, bundle.train, tcfg, accelerator=acc)
+    if cfg.log_with:  # started here, not in train(): the evaluations before and after training are logged too
+        start_trackers(acc, stack, tcfg)
+    base = evaluate("base")
+    log_evaluation(acc, base.to_dict(), 0, "base")
+    original = original_result(base, stack, cfg.random_init or bool(cfg.architecture),
+                               lambda: load_model(cfg.model, Stack(), ctx, seed=cfg.seed),
+                               lambda m, label: evaluate(label, m))
+    if original is not base:
+        log_evaluation(acc, original.to_dict(), 0, "original")
+    t = phase("base_eval_s", t)
+    trained = train(model, stack, bundle.train, tcfg, eval_data=eval_docs, accelerator=acc)  # eval_every's points
     t = phase("train_s", t)
     final = evaluate("final")
+    log_evaluation(acc, final.to_dict(), trained.steps, "final")
+    finish_trackers(acc)
     phase("final_eval_s", t)
     clock["total_s"] = round(time.perf_counter() - started, 2)
 
@@ -320,6 +328,8 @@ def _run(cfg: FinetuneConfig, state, run_dir: Path, info) -> dict[str, Any]:
                             f"learning rate")
     if state.is_main_process:
         warn_if_regressed(results)
+        if write_curves(run_dir, results):
+            results["curves_png"] = CURVES_FILE
         atomic_write_json(run_dir / "results.json", results, default=str)  # NaN becomes null: always valid JSON
         atomic_write_text(run_dir / "summary.md", summary_markdown(results, bundle.format_stats()))
         info(f"wrote {run_dir / 'results.json'} and {run_dir / 'summary.md'}")
