@@ -34,7 +34,8 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, help="windows per forward pass (default: the run's eval_batch_size)")
     p.add_argument("--max-tokens", type=int, help="score an evenly spaced sample of this many test tokens, 0 = all "
                                                   "(default: the run's eval_max_tokens)")
-    p.add_argument("--data", help="without RUN_DIR: a folder of PDFs whose every document is scored")
+    p.add_argument("--data", help="without RUN_DIR: a folder of PDFs whose every document is scored (window 512, "
+                                  "batch 8, every token)")
     p.add_argument("--model", default="smollm2-135m", help="with --data: the model to score (default: %(default)s)")
     p.set_defaults(func=cmd_eval)
 

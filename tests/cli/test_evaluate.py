@@ -83,15 +83,19 @@ def test_a_mismatched_adapter_is_refused(run, tmp_path):
     assert "does not fit this model" in line and "load that one" in line
 
 
-def _eval_error(*argv: str) -> str:
-    """What `memfit eval ARGV` refuses with, in-process (main prints it as `memfit: ...` with exit code 2)."""
+def _parse(*argv: str):
     import argparse
 
     from memfit.cli.evaluate import add_eval_parser
 
     parser = argparse.ArgumentParser()
     add_eval_parser(parser.add_subparsers())
-    args = parser.parse_args(["eval", *argv])
+    return parser.parse_args(["eval", *argv])
+
+
+def _eval_error(*argv: str) -> str:
+    """What `memfit eval ARGV` refuses with, in-process (main prints it as `memfit: ...` with exit code 2)."""
+    args = _parse(*argv)
     with pytest.raises(ValueError) as refusal:
         args.func(args)
     assert "\n" not in str(refusal.value)
@@ -119,3 +123,14 @@ def test_a_missing_test_document_is_refused(run, monkeypatch):
 def test_user_errors_are_one_line(run, tmp_path, args, says):
     _, run_dir = run
     assert says in _eval_error(*(a.format(missing=tmp_path / "nope", run=run_dir) for a in args))
+
+
+def test_data_folder_form_scores_every_document_of_the_folder(run, monkeypatch, capsys):
+    root, run_dir = run
+    monkeypatch.setenv("MEMFIT_CACHE", run_env(root)["MEMFIT_CACHE"])
+    config = results(run_dir)["config"]
+    args = _parse("--data", config["pdf_dir"], "--model", config["model"], "--context", "32")
+    assert args.func(args) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["documents"] == ["land.pdf", "ocean.pdf"] and scored["scored"] == "model"
+    assert scored["perplexity"] > 1 and scored["context_length"] == 32
