@@ -14,9 +14,8 @@ accelerate launch --config_file launch_configs/single_gpu.yaml examples/climate.
     --output-dir "$OUT" --run-name "$RUN" --epochs "$EPOCHS" --lr "$LR" --seq-len 512 --target-effective-batch 16 \
     --max-micro-batch 16 --eval-context 512 --eval-stride 511 --eval-max-tokens 0 \
     --stack "lora:targets=$ALL_LINEAR,dropout=0+bf16+ga:effective_batch=16"
-adapter=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['adapter_dir'])" "$OUT/$RUN/results.json")
-python -m memfit eval --model smollm2-135m --stack none --adapter "$adapter" --merge --data "$PDFS" \
-    --context 512 --stride 511 > "$OUT/$RUN/merged_eval.json"
+# the run's recorded test documents and evaluation settings, the adapter merged into the fp32 base
+python -m memfit eval "$OUT/$RUN" --merge > "$OUT/$RUN/merged_eval.json"
 python - "$OUT/$RUN" <<'PY'
 import json, sys
 run = sys.argv[1]

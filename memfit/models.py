@@ -169,7 +169,7 @@ def load_model(model: str = EMBEDDED, stack=None, ctx=None, *, random_init: bool
             with torch.device(ctx.device):
                 net = AutoModelForCausalLM.from_config(config, dtype=kwargs["dtype"],
                                                        attn_implementation=kwargs["attn_implementation"])
-            return _apply(stack, net, ctx, seed)
+            return _apply(stack, net, ctx, seed, model)
         source = str(random_weights_dir(config, kwargs["dtype"], ctx.device))
     else:
         source = resolve_weights(model)
@@ -188,10 +188,13 @@ def load_model(model: str = EMBEDDED, stack=None, ctx=None, *, random_init: bool
         raise
     if not quantized:
         net.to(ctx.device)
-    return _apply(stack, net, ctx, seed)
+    return _apply(stack, net, ctx, seed, model)
 
 
-def _apply(stack, net, ctx, seed: int | None):
+def _apply(stack, net, ctx, seed: int | None, given: str):
+    # peft copies the model's name into adapter_config.json's base_model_name_or_path when LoRA wraps it: record the
+    # name the user gave (`smollm2-135m`, their folder or Hub id), not the cache folder the weights were read from
+    net.name_or_path = net.config.name_or_path = given
     if seed is not None:
         torch.manual_seed(seed)
     return stack.apply_model(net, ctx)

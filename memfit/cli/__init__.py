@@ -1,6 +1,7 @@
-"""`memfit` console script: train, plan, bench, estimate, stacks, eval, data (`memfit COMMAND --help`).
+"""`memfit` console script: train, plan, bench, estimate, stacks, eval, merge, data (`memfit COMMAND --help`).
 
-A thin dispatcher: each command family lives in its own module (train.py; plan.py: plan, bench, estimate, stacks)."""
+A thin dispatcher: each command family lives in its own module (train.py; plan.py: plan, bench, estimate, stacks;
+evaluate.py; merge.py)."""
 
 from __future__ import annotations
 
@@ -9,29 +10,9 @@ import logging
 import os
 import sys
 
+from .evaluate import add_eval_parser
+from .merge import add_merge_parser
 from .plan import add_commands as add_capacity_commands
-
-
-def cmd_eval(args) -> int:
-    import json
-
-    from ..data import build_datasets, extract_pdfs
-    from ..evaluation import perplexity
-    from ..models import load_model, load_tokenizer
-
-    model = load_model(args.model, args.stack)
-    if args.adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, args.adapter)
-        if args.merge:  # what users deploy: the adapter folded into the full-precision weights
-            model = model.merge_and_unload()
-    tok = load_tokenizer(args.model)
-    bundle = build_datasets(extract_pdfs(args.data), tok, test_fraction=args.test_fraction, seed=args.seed)
-    res = perplexity(model, bundle.test, context_length=args.context, stride=args.stride, batch_size=args.batch_size,
-                     progress=True)
-    print(json.dumps(res.to_dict(), indent=2))
-    return 0
 
 
 def cmd_data(args, rest: list[str]) -> int:
@@ -72,18 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"memfit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     add_capacity_commands(sub)  # plan, bench, estimate, stacks
-    p = sub.add_parser("eval", help="perplexity and bits/byte on the test documents of a PDF folder")
-    p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--adapter")
-    p.add_argument("--merge", action="store_true", help="fold the adapter into the weights before scoring")
-    p.add_argument("--stack", default="none")
-    p.add_argument("--data", required=True, help="folder of PDFs")
-    p.add_argument("--context", type=int, default=512)
-    p.add_argument("--stride", type=int)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_eval)
+    add_eval_parser(sub)
+    add_merge_parser(sub)
     data = sub.add_parser("data", help="`memfit data inspect DIR`: extraction artefacts and split "
                           "statistics; `memfit data fetch climate DIR`: download the full corpus, verified")
     data.set_defaults(func=lambda _args: (data.print_help(), 0)[1])  # `memfit data` alone: its help, not a crash

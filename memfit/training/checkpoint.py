@@ -252,9 +252,18 @@ def base_info(model) -> dict[str, Any]:
 
 def load_adapter(model: torch.nn.Module, path: str | Path, *, is_trainable: bool = False):
     """A saved LoRA adapter on `model` (the base model, not yet wrapped), after checking that it was trained for this
-    architecture: every adapted module must exist with the shapes the adapter's matrices need. Checked before peft
-    touches the model, so a wrong adapter leaves `model` unchanged. Safetensors only."""
+    architecture (`check_adapter`). Checked before peft touches the model, so a wrong adapter leaves `model`
+    unchanged. Safetensors only."""
     from peft import PeftModel
+
+    check_adapter(model, path)
+    return PeftModel.from_pretrained(model, str(path), is_trainable=is_trainable)
+
+
+def check_adapter(model: torch.nn.Module, path: str | Path) -> None:
+    """Raise CheckpointError unless the adapter at `path` fits `model`: every adapted module must exist with the
+    shapes the adapter's matrices need. Reads only shapes, so `model` may live on the meta device (a check before
+    loading any weights)."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -289,4 +298,3 @@ def load_adapter(model: torch.nn.Module, path: str | Path, *, is_trainable: bool
                 raise CheckpointError(f"adapter {path} does not fit this model: {key} has shape {shape} but "
                                       f"{m[1]} has {need} {'inputs' if m[2] == 'A' else 'outputs'}; it was trained on "
                                       f"another base model - load that one")
-    return PeftModel.from_pretrained(model, str(path), is_trainable=is_trainable)
