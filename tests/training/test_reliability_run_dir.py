@@ -37,7 +37,7 @@ def _train(out: Path, model=None, spec: str = "lora+ga2", **overrides):
     return model, memfit.train(model, stack, random_blocks(8, 16), TrainConfig(**{**cfg, **overrides}))
 
 
-# ---- resume onto a changed base model ---------------------------------------------------------------------------------
+# ---- resume onto a changed base model --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("change, named", [
     (dict(hidden_size=96), r"model hidden_size \(64 there, 96 here\)"),  # was: a raw "size mismatch" traceback
@@ -73,7 +73,7 @@ def test_a_checkpoint_without_the_model_shape_still_names_the_mismatch_instead_o
     assert res.resumed_from.endswith("step-00000004") and res.steps == 6
 
 
-# ---- the output folder stops accepting writes mid-run -----------------------------------------------------------------
+# ---- the output folder stops accepting writes mid-run ----------------------------------------------------------------
 
 @contextmanager
 def _read_only(root: Path):
