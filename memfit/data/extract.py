@@ -97,9 +97,10 @@ def list_pdfs(pdf_dir: Path | str) -> list[Path]:
 
 def _problem_from_outcome(outcome: Outcome, timeout_s: float) -> PdfProblem:
     if outcome.timed_out and outcome.wall_limited and outcome.cpu_seconds is not None:
-        return PdfProblem("timeout", f"extraction hung: {outcome.seconds:.0f} s wall-clock (more than "
-                                     f"{WALL_FACTOR:g} x timeout_s) with only {outcome.cpu_seconds:.1f} s of CPU, "
-                                     "retried once alone; the file may be malformed - re-export it")
+        return PdfProblem("timeout", f"extraction took {outcome.seconds:.0f} s wall-clock ({WALL_FACTOR:g} x "
+                                     f"timeout_s, twice if retried alone) yet got only {outcome.cpu_seconds:.1f} s "
+                                     "of CPU: it hung, or the machine is overloaded - rerun when it is quieter, "
+                                     "else re-export the PDF")
     if outcome.timed_out:
         clock = "of CPU time" if outcome.cpu_seconds is not None else "wall-clock"
         return PdfProblem("timeout", f"extraction took longer than {timeout_s:g} s {clock} (timeout_s) and was "
