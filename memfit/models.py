@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from .core.files import atomic_directory
+
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -57,11 +59,9 @@ def embedded_model_dir() -> Path:
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=torch.float32)
     # The weights are dequantized on load; drop the GGUF quantization config so the copy loads as a plain model.
     model.hf_quantizer.remove_quantization_config(model)
-    tmp = out.with_name(out.name + ".tmp")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if not out.exists():  # another process may have finished the same conversion first
-        tmp.replace(out)
+    with atomic_directory(out, replace=False) as tmp:  # another process may finish the same conversion first
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     return out
 
 
@@ -122,11 +122,9 @@ def random_weights_dir(config, dtype: torch.dtype, device: torch.device) -> Path
         torch.manual_seed(0)
         with torch.device(device):
             model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-        model.save_pretrained(tmp)
+        with atomic_directory(out, replace=False) as tmp:  # another rank may write the same weights first
+            model.save_pretrained(tmp)
         del model
-        if not out.exists():  # another rank may have written the same weights first
-            os.replace(tmp, out)
     return out
 
 

@@ -8,6 +8,7 @@ from typing import Optional
 
 import torch
 
+from ..core.files import atomic_write_json
 from ..core.stack import Stack
 from ..models import load_config, load_model
 from .auto import DEFAULT_PROBE_BUDGET, PRUNE_TOLERANCE, AutoResult, auto_search
@@ -71,8 +72,6 @@ def longest_context(model: str, stacks: list[str], *, micro_batch: int = 1, rand
                     margin: float = 0.03, eval_batch_size: int = 0, cpu_budget_gib: Optional[float] = None,
                     fresh: bool = False, json_path: Optional[str | Path] = None) -> list[SeqLenResult]:
     """Per stack, the exact largest sequence length that trains at `micro_batch`."""
-    import json
-
     if not torch.cuda.is_available() and not cpu_budget_gib:
         raise ValueError("planning on CPU needs a simulated device size: pass --cpu-budget-gib N (or run on a GPU)")
     rows = []
@@ -91,6 +90,5 @@ def longest_context(model: str, stacks: list[str], *, micro_batch: int = 1, rand
               f"(peak {r.peak_gib or 0:.2f} GiB, predicted {r.predicted_max}, {r.probe_count} probes, "
               f"{r.search_seconds:.0f} s{', cached' if r.cache_hit else ''})", flush=True)
     if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps({"model": model, "results": [r.to_dict() for r in rows]}, indent=2))
+        atomic_write_json(json_path, {"model": model, "results": [r.to_dict() for r in rows]})
     return rows

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from ..core.files import atomic_write_json, atomic_write_text
+from ..core.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .planner import PlanResult
 
 COLUMNS = [  # (header, getter, format)
@@ -95,9 +95,20 @@ def plot(results: list[PlanResult], path: Path, title: str = "") -> Optional[Pat
                 ax.text(v, i, f" {v:.0f}" if isinstance(v, int) else f" {v:.1f}", va="center", fontsize=8)
     fig.suptitle(title or "memfit: max micro-batch and peak memory per stack")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_figure(fig, path)
     return path
+
+
+def _save_figure(fig, path: Path) -> None:
+    """Rendered in memory, then written through the atomic path: a full disk never leaves a truncated PNG."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=110, format=Path(path).suffix.lstrip(".") or "png")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def write_report(results: list[PlanResult], out_dir: str | Path, name: str = "plan",
@@ -166,8 +177,7 @@ def plot_frontier(auto, path: Path) -> Path:
     ax.set_title("memfit plan --auto: the probed frontier")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_figure(fig, path)
     return path
 
 
@@ -180,7 +190,7 @@ def write_auto_report(auto, out_dir: str | Path, name: str = "auto", meta: Optio
     paths = {"json": Path(json_path) if json_path else out / f"{name}.json", "txt": out / f"{name}.txt",
              "png": out / f"{name}.png"}
     paths["json"].parent.mkdir(parents=True, exist_ok=True)
-    paths["json"].write_text(json.dumps({"meta": meta, **auto.to_dict()}, indent=2))
-    paths["txt"].write_text(format_frontier(auto) + "\n")
+    atomic_write_json(paths["json"], {"meta": meta, **auto.to_dict()})
+    atomic_write_text(paths["txt"], format_frontier(auto) + "\n")
     plot_frontier(auto, paths["png"])
     return paths

@@ -12,8 +12,6 @@ stops the run with the last good checkpoint on disk.
 
 from __future__ import annotations
 
-import os
-import shutil
 import logging
 import json
 import math
@@ -29,7 +27,7 @@ from .backoff import OOMBackoff
 from .checkpoint import (BASE_FILE, Checkpointer, CheckpointError, DataStream, TrainState, base_info, ensure_writable,
                          nonfinite_weights)
 from .run_lock import RunLock
-from ..core.files import atomic_write_json
+from ..core.files import atomic_directory, atomic_write_json
 from ..core.loss import count_predicted_tokens
 from ..core.stack import Stack
 from .telemetry import Meter, memory_stats, reset_peak
@@ -349,15 +347,11 @@ def save_trained(model, acc, out: Path) -> str:
         raise CheckpointError(f"not saving the trained weights to {out}: {bad[:3]} hold NaN/inf (the learning rate is "
                               f"too high or the data is broken); lower the learning rate and rerun")
     if acc.is_main_process:
-        tmp = out.with_name(f".tmp-{out.name}")
         try:  # a folder under the final name is always complete: written aside, then swapped in
-            shutil.rmtree(tmp, ignore_errors=True)
-            acc.unwrap_model(model).save_pretrained(tmp, state_dict=state, safe_serialization=True)
-            atomic_write_json(tmp / BASE_FILE, base_info(acc.unwrap_model(model)), indent=None)
-            shutil.rmtree(out, ignore_errors=True)
-            os.replace(tmp, out)
+            with atomic_directory(out) as tmp:
+                acc.unwrap_model(model).save_pretrained(tmp, state_dict=state, safe_serialization=True)
+                atomic_write_json(tmp / BASE_FILE, base_info(acc.unwrap_model(model)), indent=None)
         except Exception as exc:  # noqa: BLE001 - SafetensorError on a full disk is no OSError
-            shutil.rmtree(tmp, ignore_errors=True)
             raise CheckpointError(f"writing the trained weights to {out} failed ({getattr(exc, 'strerror', None) or exc}); the final "
                                   f"checkpoint (if checkpointing is on) holds them: free space and rerun with the "
                                   f"same output_dir, which resumes and only re-saves") from exc
