@@ -14,14 +14,15 @@ from pathlib import Path
 
 import torch
 
-from .saved_run import RunError, load_trained, read_run, run_tokenizer
+from .saved_run import RunError, is_full_fine_tune, load_trained, read_run, run_tokenizer
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def merged_model(run, device: torch.device | None = None) -> torch.nn.Module:
     """The run's adapter merged into the full-precision base (a plain transformers model)."""
-    return load_trained(run, as_trained=False, device=device).merge_and_unload()
+    model = load_trained(run, as_trained=False, device=device)
+    return model if is_full_fine_tune(run) else model.merge_and_unload()  # a full fine-tune has nothing to merge
 
 
 def _fsync_tree(folder: Path) -> None:

@@ -133,7 +133,17 @@ def check_run_adapter(run: SavedRun) -> None:
     check_adapter(skeleton, run.adapter_dir)
 
 
+def is_full_fine_tune(run: SavedRun) -> bool:
+    """A stack without LoRA trains (and saves) the whole model: the saved folder is itself the deployable model."""
+    return (run.adapter_dir / "config.json").is_file() and not (run.adapter_dir / "adapter_config.json").is_file()
+
+
 def load_trained(run: SavedRun, *, as_trained: bool = True, device: torch.device | None = None):
-    """The base with the run's adapter, through the loader that refuses an adapter trained for another model."""
+    """The base with the run's adapter, through the loader that refuses an adapter trained for another model; for a
+    full fine-tune, its saved weights (at full precision unless `as_trained`)."""
+    if is_full_fine_tune(run):
+        stack = Stack.coerce(run.stack) if as_trained else Stack()
+        ctx = stack.context(device)
+        return load_model(str(run.adapter_dir), Stack(), ctx, extra_kwargs=stack.model_kwargs(ctx), seed=None)
     check_run_adapter(run)
     return load_adapter(load_base(run, as_trained=as_trained, device=device), run.adapter_dir)

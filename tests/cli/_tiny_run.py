@@ -17,7 +17,7 @@ def write_pdf(folder: Path, name: str, seed: int) -> Path:
     return write_text_pdf(folder / name, [english_page(seed=seed + page) for page in range(4)])
 
 
-def tiny_run(root: Path, tokenizer) -> Path:
+def tiny_run(root: Path, tokenizer, **settings) -> Path:
     import torch
     from transformers import LlamaForCausalLM
 
@@ -29,7 +29,7 @@ def tiny_run(root: Path, tokenizer) -> Path:
     pdfs.mkdir()
     for i, name in enumerate(("ocean.pdf", "land.pdf")):
         write_pdf(pdfs, name, 10 * i)
-    done = memfit("train", str(_recipe(root, pdfs, model_dir)), env=run_env(root))
+    done = memfit("train", str(_recipe(root, pdfs, model_dir, **settings)), env=run_env(root))
     assert done.returncode == 0, done.stderr[-2000:]
     return next((root / "runs").iterdir())
 

@@ -58,3 +58,21 @@ def test_adapter_config_names_the_model_as_the_user_gave_it(run, tmp_path, monke
     model.save_pretrained(tmp_path / "adapter")
     written = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert written["base_model_name_or_path"] == "smollm2-135m"
+
+
+def test_a_full_fine_tune_is_its_own_merged_model_and_eval_scores_it(tmp_path, tiny_tokenizer):  # noqa: F811
+    """A stack without LoRA saves the whole model: `memfit eval --merge` and `memfit merge` use it as it is."""
+    from transformers import AutoModelForCausalLM
+
+    from _tiny_run import tiny_run
+
+    run_dir = tiny_run(tmp_path, tiny_tokenizer, stack="ga:effective_batch=8")
+    assert not (run_dir / "adapter" / "adapter_config.json").exists()
+    done = memfit("eval", str(run_dir), "--merge", env=run_env(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["perplexity"] == pytest.approx(results(run_dir)["final_perplexity"], rel=1e-4)
+    out = tmp_path / "merged"
+    assert memfit("merge", str(run_dir), "--out", str(out), env=run_env(tmp_path)).returncode == 0
+    merged, saved = (AutoModelForCausalLM.from_pretrained(p) for p in (out, run_dir / "adapter"))
+    for (name, a), b in zip(merged.state_dict().items(), saved.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
