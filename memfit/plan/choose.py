@@ -49,8 +49,9 @@ def _budget(margin: float, cpu_budget_gib: Optional[float]) -> float:
 def choose_stack(model: str, base: str, *, seq_len: int, target_effective_batch: int, random_init: bool = False,
                  margin: float = 0.03, eval_batch_size: int = 0, cpu_budget_gib: Optional[float] = None,
                  probe_budget: int = DEFAULT_PROBE_BUDGET, fresh: bool = False, out_dir: Optional[str | Path] = None,
-                 json_path: Optional[str | Path] = None, name: str = "auto") -> AutoResult:
-    """The fastest exact-first stack for `target_effective_batch` at `seq_len` (memfit.plan.auto)."""
+                 json_path: Optional[str | Path] = None, name: str = "auto", packed: bool = False) -> AutoResult:
+    """The fastest exact-first stack for `target_effective_batch` at `seq_len` (memfit.plan.auto). `packed`: the run
+    trains on packed blocks (the recipe does), so the probes take the same block-causal attention path."""
     on_cuda = torch.cuda.is_available()
     budget = _budget(margin, cpu_budget_gib)
     config = load_config(model)
@@ -65,7 +66,7 @@ def choose_stack(model: str, base: str, *, seq_len: int, target_effective_batch:
         try:
             return plan(net, stack, seq_len=seq_len, margin=margin, eval_batch_size=eval_batch_size,
                         meter=_meter(cpu_budget_gib), target_effective_batch=target_effective_batch, fresh=fresh,
-                        progress=lambda p: print(probe_line(p, stack=stack.spec), flush=True))
+                        packed=packed, progress=lambda p: print(probe_line(p, stack=stack.spec), flush=True))
         finally:
             release(net, stack)
             del net
