@@ -149,6 +149,7 @@ def format_frontier(auto) -> str:
     lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
              for row in rows]
     lines.insert(1, "-" * len(lines[0]))
+    lines += [f"  {r.stack}: error: {r.error}" for r in auto.frontier if r.error]
     lines += ["", f"{auto.probe_count} probes (budget {auto.probe_budget}), {auto.search_seconds:.0f} s, "
                   f"{len(auto.pruned)} stacks pruned without probing", f"winner: {auto.why}"]
     return "\n".join(lines)

@@ -166,7 +166,8 @@ def auto_stack(cfg: "FinetuneConfig", state) -> str:
     chosen = choose_stack(cfg.architecture or cfg.model, AUTO_BASE[device], seq_len=cfg.seq_len,
                           target_effective_batch=cfg.target_effective_batch, margin=cfg.margin,
                           random_init=cfg.random_init or bool(cfg.architecture), eval_batch_size=cfg.eval_batch_size,
-                          cpu_budget_gib=None if device == "cuda" else cfg.cpu_budget_gib, fresh=cfg.fresh)
+                          cpu_budget_gib=None if device == "cuda" else cfg.cpu_budget_gib, fresh=cfg.fresh,
+                          packed=True)  # as plan() below: the run trains on packed blocks
     if chosen.winner is None:
         raise ValueError(f"stack: auto found nothing that trains: {chosen.why}")
     return chosen.winner
