@@ -124,10 +124,20 @@ def _check_inputs(args, stacks: list[str], seq_lens: list[int]) -> None:
         Stack.coerce(spec)
 
 
+def _configure_for(stacks: list[str]) -> None:
+    """What the given stacks declare (compile's dynamo recompile limit): main() configured the process with no stack.
+    The limit is a dynamo setting, safe to raise after CUDA has initialised."""
+    from ..core.stack import Stack
+    from ..runtime import configure_runtime
+
+    configure_runtime([s for spec in stacks for s in Stack.coerce(spec)])
+
+
 def cmd_plan(args) -> int:
     from ..plan.bench import bench
 
     _check_inputs(args, [args.stack], [] if args.max_seq_len else [args.seq_len])
+    _configure_for([args.stack])
     model, random_init = _model(args)
     if args.auto or args.max_seq_len:
         return _cmd_choose(args, model, random_init)
@@ -136,8 +146,8 @@ def cmd_plan(args) -> int:
                   fresh=args.fresh, cpu_budget_gib=args.cpu_budget_gib, limit=args.max_micro_batch,
                   out_dir=args.out, name=args.name, title=f"memfit plan: {model}, {args.stack} at seq {args.seq_len}")
     capped = " (the --max-micro-batch cap)" if res.max_micro_batch >= args.max_micro_batch else ""
-    print(f"plan: {res.stack} at seq {res.seq_len}: max micro-batch {res.max_micro_batch}{capped} x accumulation "
-          f"{res.grad_accum} x {res.num_processes} processes = effective batch {res.effective_batch} "
+    print(f"plan: {res.stack} at seq {res.seq_len}: max micro-batch {res.max_micro_batch}{capped}; trains at "
+          f"{res.micro_batch} x accumulation {res.grad_accum} x {res.num_processes} processes = effective batch {res.effective_batch} "
           f"(peak {res.peak_gib or 0:.3g} GiB of {res.budget_gib:.3g} GiB; analytic prediction {res.predicted_max})")
     if args.json:
         dump_json(args.json, res.to_dict())
@@ -167,6 +177,7 @@ def cmd_bench(args) -> int:
     from ..plan.bench import bench
 
     _check_inputs(args, args.stack, args.seq_len)
+    _configure_for(args.stack)
     model, random_init = _model(args)
     rows = bench(model, args.stack, args.seq_len, random_init=random_init, margin=args.margin,
                  eval_batch_size=args.eval_batch_size, target_effective_batch=args.target_effective_batch,

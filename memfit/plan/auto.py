@@ -7,7 +7,9 @@ stops after the first level where something trains: a lossy strategy is only use
 Within a level the analytic model prunes what cannot fit micro-batch 1 and stacks that only add slowing strategies
 to one already predicted to fit the micro-batch the target needs; survivors are probed (real steps, real OOMs) in
 order of their declared speed cost until the probe budget is spent. The winner is the level's highest *measured*
-tokens/s at a micro-batch that reaches the target effective batch with accumulation.
+tokens/s at the size the run would train at (the target effective batch in the fewest accumulation steps), timed
+over warm-up and repeated steps of that one shape, not from a search probe (which is mostly compilation for
+compiled stacks).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, Callable, Optional
 from ..core.protocol import EXACT, LOSSINESS_NAMES, StackError, auto_traits, bitsandbytes_available
 from ..core.registry import available
 from ..core.stack import Stack
-from .planner import PlanResult
+from .planner import PlanResult, training_size
 
 PRUNE_TOLERANCE = 0.10  # the analytic model may be this far off: prune only what misses the budget by more
 MAX_ADDED = 4  # strategies added to the base per candidate (more never helped on the H100 runs)
@@ -42,15 +44,16 @@ class FrontierRow:
     stack: str
     lossiness: str
     max_micro_batch: int
-    micro_batch: int  # the measured-fastest size that reaches the target without overshooting the micro-batch
+    micro_batch: int  # the size the run would train at: the target in the fewest accumulation steps (training_size)
     grad_accum: int
     effective_batch: int
-    tokens_per_s: Optional[float]
+    tokens_per_s: Optional[float]  # steady, at micro_batch (timing_steps steps, warm-up included)
     peak_gib: Optional[float]
     predicted_max: int
     probes: int
     seconds: float
     error: Optional[str] = None  # a candidate that failed with anything but an OOM: recorded, the search goes on
+    timing_steps: int = 0  # steps run to time tokens_per_s; not among `probes` (the probe budget is for the search)
 
 
 @dataclass
@@ -61,8 +64,9 @@ class AutoResult:
     target_effective_batch: int
     frontier: list[FrontierRow] = field(default_factory=list)
     pruned: list[dict[str, str]] = field(default_factory=list)
-    probe_count: int = 0
+    probe_count: int = 0  # OOM-search probes, what probe_budget limits
     probe_budget: int = DEFAULT_PROBE_BUDGET
+    timing_steps: int = 0  # steps run to time the candidates' training sizes, counted apart from the probes
     search_seconds: float = 0.0
 
     @property
@@ -114,14 +118,14 @@ def _dominated_by(c: Candidate, fitting: list[Candidate]) -> Optional[Candidate]
     return None
 
 
-def chosen_size(res: PlanResult, target: int, world: int) -> tuple[int, Optional[float]]:
-    """The measured-fastest fitting micro-batch not above what the target needs per process (b=1 is the warm-up
-    probe: its speed counts only when nothing larger fits)."""
-    cap = max(1, math.ceil(target / world))
-    fitting = [p for p in res.probes if p["fits"] and p.get("tokens_per_s") and p["micro_batch"] <= cap]
-    warm = [p for p in fitting if p["micro_batch"] > 1] or fitting
-    best = max(warm, key=lambda p: p["tokens_per_s"], default=None)
-    return (best["micro_batch"], best["tokens_per_s"]) if best else (0, None)
+def training_speed(res: PlanResult, micro: int) -> tuple[Optional[float], int]:
+    """(tokens/s at the training size, timing steps run): the steady speed `measure` timed there with warm-up
+    (memfit.plan.choose.steady_speed). Search probes time one step per shape, mostly compilation for compiled
+    stacks, so they count only when nothing was timed, and only a probe at exactly that size."""
+    if res.timing_steps:
+        return res.timed_tokens_per_s, res.timing_steps
+    at_size = [p["tokens_per_s"] for p in res.probes if p["fits"] and p["micro_batch"] == micro and p["tokens_per_s"]]
+    return max(at_size, default=None), 0
 
 
 def auto_search(base: Stack | str, *, seq_len: int, target_effective_batch: int,
@@ -170,6 +174,7 @@ def auto_search(base: Stack | str, *, seq_len: int, target_effective_batch: int,
             row = _row(c, res, target_effective_batch, world)
             result.frontier.append(row)
             result.probe_count += res.probe_count
+            result.timing_steps += row.timing_steps
             if res.max_micro_batch >= needed:  # measured, not predicted: the model's tolerance would over-prune
                 fitting.append(c)
             if row.tokens_per_s and (best is None or row.tokens_per_s > best[0]):
@@ -186,10 +191,11 @@ def auto_search(base: Stack | str, *, seq_len: int, target_effective_batch: int,
 
 
 def _row(c: Candidate, res: PlanResult, target: int, world: int) -> FrontierRow:
-    micro, tps = chosen_size(res, target, world)
-    k = max(1, math.ceil(target / (micro * world))) if micro else 0
+    micro, k = training_size(c.stack, res.max_micro_batch, world, target)
+    tps, timed = training_speed(res, micro)
     return FrontierRow(c.stack.spec, LOSSINESS_NAMES.get(c.lossiness, str(c.lossiness)), res.max_micro_batch, micro,
-                       k, micro * k * world, tps, res.peak_gib, c.predicted_max, res.probe_count, res.search_seconds)
+                       k, micro * k * world, tps, res.peak_gib, c.predicted_max, res.probe_count, res.search_seconds,
+                       timing_steps=timed)
 
 
 def _failed_row(c: Candidate, exc: BaseException) -> FrontierRow:
@@ -202,8 +208,9 @@ def _failed_row(c: Candidate, exc: BaseException) -> FrontierRow:
 def _why(win: FrontierRow, level: int, result: AutoResult) -> str:
     peers = [r for r in result.frontier if r.lossiness == win.lossiness and r.tokens_per_s]
     runner = max((r for r in peers if r is not win), key=lambda r: r.tokens_per_s, default=None)
+    timed = f", steady over {win.timing_steps} steps incl. warm-up" if win.timing_steps else ", one probe step"
     text = (f"{win.stack}: highest measured tokens/s ({win.tokens_per_s:,.0f} at micro-batch {win.micro_batch} x "
-            f"{win.grad_accum} accumulation) among {len(peers)} {win.lossiness} stack(s) that train")
+            f"{win.grad_accum} accumulation{timed}) among {len(peers)} {win.lossiness} stack(s) that train")
     if runner:
         text += f"; next: {runner.stack} ({runner.tokens_per_s:,.0f} tok/s)"
     if failed := [r for r in result.frontier if r.error]:

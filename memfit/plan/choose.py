@@ -15,8 +15,9 @@ from ..models import load_config, load_model
 from .auto import DEFAULT_PROBE_BUDGET, PRUNE_TOLERANCE, AutoResult, auto_search
 from .bench import free_device
 from .memory import GiB, estimate
+from ..runtime import configure_runtime
 from .planner import PlanResult, plan
-from .probe import SimulatedMeter, probe_line
+from .probe import CudaMeter, SimulatedMeter, Timing, probe_line, run_probe, time_steps
 from .report import format_frontier, write_auto_report
 from .seq_len import SeqLenResult, plan_max_seq_len
 
@@ -47,6 +48,20 @@ def _budget(margin: float, cpu_budget_gib: Optional[float]) -> float:
     return cpu_budget_gib * GiB
 
 
+def steady_speed(net, stack: Stack, res: PlanResult, meter, packed: bool = False) -> Timing:
+    """Time the size the run would train at (res.micro_batch) with warm-up steps of that one shape, under the same
+    meter (margin) as the search. Its own lr=0 optimizer: the plan's state was cleared, and planning must not
+    change the weights. No eval forward: this is training's speed."""
+    ctx = stack.context(next(net.parameters()).device, num_processes=res.num_processes)
+    optimizer = stack.make_optimizer(net, ctx, lr=0.0)
+    try:
+        return time_steps(lambda: run_probe(net, optimizer, stack, ctx, meter, res.micro_batch, res.seq_len,
+                                            packed=packed), res.micro_batch)
+    finally:
+        optimizer.state.clear()
+        meter.release()
+
+
 def choose_stack(model: str, base: str, *, seq_len: int, target_effective_batch: int, random_init: bool = False,
                  margin: float = 0.03, eval_batch_size: int = 0, cpu_budget_gib: Optional[float] = None,
                  probe_budget: int = DEFAULT_PROBE_BUDGET, fresh: bool = False, out_dir: Optional[str | Path] = None,
@@ -63,11 +78,22 @@ def choose_stack(model: str, base: str, *, seq_len: int, target_effective_batch:
             budget * (1 + PRUNE_TOLERANCE))
 
     def measure(stack: Stack) -> PlanResult:
+        # what this candidate declares (compile's dynamo recompile limit: dynamo's default of 8 was hit on the H200);
+        # the limit is a dynamo setting, safe to raise after CUDA has initialised
+        configure_runtime(stack)
         net = load_model(model, stack, random_init=random_init)
         try:
-            return plan(net, stack, seq_len=seq_len, margin=margin, eval_batch_size=eval_batch_size,
-                        meter=_meter(cpu_budget_gib), target_effective_batch=target_effective_batch, fresh=fresh,
-                        packed=packed, progress=lambda p: print(probe_line(p, stack=stack.spec), flush=True))
+            res = plan(net, stack, seq_len=seq_len, margin=margin, eval_batch_size=eval_batch_size,
+                       meter=_meter(cpu_budget_gib), target_effective_batch=target_effective_batch, fresh=fresh,
+                       packed=packed, progress=lambda p: print(probe_line(p, stack=stack.spec), flush=True))
+            if res.micro_batch:
+                meter = _meter(cpu_budget_gib) or CudaMeter(next(net.parameters()).device, margin)
+                timing = steady_speed(net, stack, res, meter, packed)
+                res.timed_tokens_per_s, res.timing_steps = timing.tokens_per_s, timing.steps
+                speed = f"{timing.tokens_per_s:,.0f} tokens/s" if timing.tokens_per_s else timing.error
+                print(f"  timing {stack.spec} micro-batch {res.micro_batch}: {speed} ({timing.steps} steps)",
+                      flush=True)
+            return res
         finally:
             release(net, stack)
             del net
@@ -94,6 +120,7 @@ def longest_context(model: str, stacks: list[str], *, micro_batch: int = 1, rand
     rows = []
     for spec in stacks:
         stack = Stack.coerce(spec)
+        configure_runtime(stack)  # as measure() in choose_stack
         net = load_model(model, stack, random_init=random_init)
         try:
             rows.append(plan_max_seq_len(net, stack, micro_batch=micro_batch, margin=margin,

@@ -32,9 +32,10 @@ class PlanResult:
     stack: str
     seq_len: int
     max_micro_batch: int
-    grad_accum: int
-    effective_batch: int
+    grad_accum: int  # at micro_batch
+    effective_batch: int  # micro_batch x grad_accum x num_processes
     num_processes: int = 1
+    micro_batch: Optional[int] = None  # the size to train at (training_size); None: the max (plans before it existed)
     peak_gib: Optional[float] = None
     budget_gib: float = 0.0
     margin: float = 0.0
@@ -51,6 +52,12 @@ class PlanResult:
     versions: dict[str, str] = field(default_factory=dict)
     cache_hit: bool = False
     cache_path: Optional[str] = None  # the JSON this plan is cached in (the loop's OOM back-off updates it)
+    # steady speed at micro_batch, timed by the caller (memfit.plan.choose.steady_speed): the auto search ranks by it
+    timed_tokens_per_s: Optional[float] = None
+    timing_steps: int = 0  # steps run for it, warm-up included (not probes: the probe budget is for the search)
+
+    def __post_init__(self):  # the back-off lowers a cached max below the size chosen: train at the lower one
+        self.micro_batch = min(self.micro_batch or self.max_micro_batch, self.max_micro_batch)
 
     @property
     def probe_count(self) -> int:
@@ -107,9 +114,8 @@ def search_max(probe: Callable[[int], Probe], *, predicted: Optional[int] = None
     """Exact largest b in [0, limit] with probe(b).fits, assuming fitting is monotone in b.
 
     Probes: b=1 (warm-up), half the analytic prediction (a point in the linear regime; without a prediction, half
-    of what b=1 suggests), then the boundary
-    interpolated on the measured peak line, then a gallop (s, 2s, 4s, ... away from that guess) until the boundary is
-    bracketed, then bisection. Memory is linear in b at a fixed sequence length, so the guess is usually within a
+    of what b=1 suggests), then the boundary interpolated on the measured peak line, then a gallop (s, 2s, 4s, ...
+    away from that guess) until the boundary is bracketed, then bisection. Memory is linear in b at a fixed sequence length, so the guess is usually within a
     few samples and the whole search takes 5-8 probes."""
     probes: list[Probe] = []
     points: list[tuple[int, float]] = []
@@ -261,13 +267,25 @@ def grad_accum_for(stack: Stack, micro_batch: int, world: int, target: Optional[
     return steps_to_reach(target, micro_batch, world) if target else stack.accumulation_steps(micro_batch, world)
 
 
+def training_size(stack: Stack, max_micro_batch: int, world: int, target: Optional[int]) -> tuple[int, int]:
+    """(micro-batch, accumulation) to train at. Target T on W processes: the fewest steps that reach T at the max,
+    k = ceil(T / (max * W)), then the smallest micro-batch reaching T in k, m = ceil(T / (k * W)) <= max (max 59,
+    T 64: 32 x 2, not 59 x 2 = 118; ga:effective_batch=T gives the same k at m). No target: the max, the stack's k."""
+    if max_micro_batch < 1:
+        return 0, 0
+    if not target:
+        return max_micro_batch, stack.accumulation_steps(max_micro_batch, world)
+    k = steps_to_reach(target, max_micro_batch, world)
+    return -(-target // (k * world)), k
+
+
 def _result(stack, seq_len, best, probes, est, meter, target, world, predicted, device) -> PlanResult:
     fitting = [p for p in probes if p.fits and p.tokens_per_s and p.micro_batch > 1]
     at_max = [p for p in probes if p.fits and p.micro_batch == best]
     fastest = max(fitting, key=lambda p: p.tokens_per_s, default=None)
-    k = grad_accum_for(stack, best, world, target) if best else 0
+    micro, k = training_size(stack, best, world, target)
     res = PlanResult(stack=stack.spec, seq_len=seq_len, max_micro_batch=best, grad_accum=k,
-                     effective_batch=best * k * world, num_processes=world,
+                     effective_batch=micro * k * world, num_processes=world, micro_batch=micro,
                      peak_gib=at_max[-1].peak_bytes / GiB if at_max and at_max[-1].peak_bytes else None,
                      budget_gib=meter.budget / GiB, margin=getattr(meter, "margin", 0.0), predicted_max=predicted,
                      memory_breakdown_gib=est.breakdown(best), probes=[asdict(p) for p in probes],

@@ -13,7 +13,7 @@ import gc
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -30,6 +30,33 @@ class Probe:
     seconds: float = 0.0
     tokens_per_s: Optional[float] = None
     error: Optional[str] = None
+
+
+@dataclass
+class Timing:
+    micro_batch: int
+    steps: int  # steps run, warm-up included
+    tokens_per_s: Optional[float]  # tokens of the timed steps / their seconds; None when a step did not fit
+    error: Optional[str] = None
+
+
+TIMING_WARMUP, TIMING_STEPS = 2, 3
+
+
+def time_steps(step: Callable[[], Probe], micro_batch: int, warmup: int = TIMING_WARMUP,
+               timed: int = TIMING_STEPS) -> Timing:
+    """The steady training speed at one size: `warmup` untimed steps, then `timed` steps whose mean step time gives
+    tokens/s. A search probe's time is mostly compilation for compiled stacks (every new shape recompiles: the H200
+    frontier had liger+compile at 1,122 tok/s from one probe); repeated steps of one shape hit the compile caches."""
+    speeds = []
+    for i in range(warmup + timed):
+        p = step()
+        if not p.fits or not p.tokens_per_s:
+            return Timing(micro_batch, i + 1, None, p.error or "a timing step did not fit")
+        if i >= warmup:
+            speeds.append(p.tokens_per_s)
+    # every step has the same tokens, so tokens / mean seconds is the harmonic mean of the per-step speeds
+    return Timing(micro_batch, warmup + timed, len(speeds) / sum(1.0 / v for v in speeds) if speeds else None)
 
 
 def probe_line(p: Probe, size: str = "micro-batch", stack: str = "") -> str:

@@ -14,6 +14,7 @@ COLUMNS = [  # (header, getter, format)
     ("stack", lambda r: r.stack, "{}"),
     ("seq", lambda r: r.seq_len, "{}"),
     ("max micro", lambda r: r.max_micro_batch, "{}"),
+    ("micro", lambda r: r.micro_batch, "{}"),  # the size to train at; accum and effective are at it
     ("accum", lambda r: r.grad_accum, "{}"),
     ("effective", lambda r: r.effective_batch, "{}"),
     ("peak GiB", lambda r: r.peak_gib, "{:.1f}"),
@@ -134,7 +135,7 @@ FRONTIER_COLUMNS = [  # (header, FrontierRow attribute, format)
     ("stack", "stack", "{}"), ("lossiness", "lossiness", "{}"), ("max micro", "max_micro_batch", "{}"),
     ("micro", "micro_batch", "{}"), ("accum", "grad_accum", "{}"), ("effective", "effective_batch", "{}"),
     ("tok/s", "tokens_per_s", "{:,.0f}"), ("peak GiB", "peak_gib", "{:.2f}"), ("predicted", "predicted_max", "{}"),
-    ("probes", "probes", "{}"), ("s", "seconds", "{:.0f}"),
+    ("probes", "probes", "{}"), ("timed", "timing_steps", "{}"), ("s", "seconds", "{:.0f}"),
 ]
 
 
@@ -150,7 +151,8 @@ def format_frontier(auto) -> str:
              for row in rows]
     lines.insert(1, "-" * len(lines[0]))
     lines += [f"  {r.stack}: error: {r.error}" for r in auto.frontier if r.error]
-    lines += ["", f"{auto.probe_count} probes (budget {auto.probe_budget}), {auto.search_seconds:.0f} s, "
+    lines += ["", f"{auto.probe_count} probes (budget {auto.probe_budget}) + {auto.timing_steps} timing steps at "
+                  f"the training sizes (tok/s), {auto.search_seconds:.0f} s, "
                   f"{len(auto.pruned)} stacks pruned without probing", f"winner: {auto.why}"]
     return "\n".join(lines)
 
@@ -174,7 +176,7 @@ def plot_frontier(auto, path: Path) -> Path:
     if win and win.tokens_per_s:
         ax.scatter([win.peak_gib or 0], [win.tokens_per_s], s=220, facecolors="none", edgecolors="k", label="winner")
     ax.set_xlabel("peak memory at the largest fitting micro-batch (GiB)")
-    ax.set_ylabel(f"tokens/s (seq {auto.seq_len}, target effective batch {auto.target_effective_batch})")
+    ax.set_ylabel(f"steady tokens/s at the training size (seq {auto.seq_len}, target effective batch {auto.target_effective_batch})")
     ax.set_title("memfit plan --auto: the probed frontier")
     ax.legend(fontsize=8)
     fig.tight_layout()

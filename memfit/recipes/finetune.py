@@ -236,11 +236,15 @@ def _run(cfg: FinetuneConfig, state, run_dir: Path, info) -> dict[str, Any]:
     info(data_summary)
     t = phase("data_s", t)
 
-    spec = auto_stack(cfg, state) if str(cfg.stack).strip().lower() == "auto" else cfg.stack
+    chose = str(cfg.stack).strip().lower() == "auto"
+    spec = auto_stack(cfg, state) if chose else cfg.stack
     stack = with_accumulation(spec, cfg.target_effective_batch)
-    # the effective batch the stack's own 'ga' asks for, else the configured target
-    check_data_fits(getattr(stack.get("ga"), "effective_batch", None) or cfg.target_effective_batch,
-                    len(bundle.train), cfg.seq_len)
+    if chose:  # the winner's declared needs (compile's dynamo recompile limit): the first call had no stack
+        configure_runtime(stack)
+    # the effective batch the stack's own 'ga' asks for (None for fixed steps, e.g. 'ga8'): the planner trains at
+    # the smallest micro-batch that reaches it in the fewest accumulation steps, not at the max
+    target = getattr(stack.get("ga"), "effective_batch", None)
+    check_data_fits(target or cfg.target_effective_batch, len(bundle.train), cfg.seq_len)
     for note in check_launch(stack):  # a stack the launch engine cannot run fails here, before loading
         info(f"note: {note}")
     ctx = stack.context(state.device, state.distributed_type, state.num_processes)
@@ -252,17 +256,17 @@ def _run(cfg: FinetuneConfig, state, run_dir: Path, info) -> dict[str, Any]:
     meter = SimulatedMeter(cfg.cpu_budget_gib * 2**30) if state.device.type != "cuda" else None
     planned = plan(model, stack, seq_len=cfg.seq_len, margin=cfg.margin, eval_batch_size=cfg.eval_batch_size,
                    meter=meter, limit=cfg.max_micro_batch, cache_dir=cfg.plan_cache, fresh=cfg.fresh,
-                   packed=True)  # training blocks are packed documents: probe the same attention path
+                   target_effective_batch=target, packed=True)  # training blocks are packed documents: probe the same attention path
     if planned.max_micro_batch < 1:
         raise RuntimeError(f"not even one sequence of {cfg.seq_len} tokens fits with stack {stack.spec} "
                            f"({planned.budget_gib:.1f} GiB): lower --seq-len, add 'gc'/'q4', or use a larger device")
     capped = planned.max_micro_batch >= cfg.max_micro_batch
-    info(f"planned micro-batch {planned.max_micro_batch}{' (the max_micro_batch cap)' if capped else ''} x "
-         f"{planned.grad_accum} accumulation x {planned.num_processes} processes = {planned.effective_batch} "
+    info(f"planned micro-batch {planned.micro_batch} (max {planned.max_micro_batch}"
+         f"{', the max_micro_batch cap' if capped else ''}) x {planned.grad_accum} accumulation x {planned.num_processes} processes = {planned.effective_batch} "
          f"({'cached plan' if planned.cache_hit else f'{planned.probe_count} probes'})")
     t = phase("plan_s", t)
 
-    acc = make_accelerator(stack, planned.max_micro_batch, cfg.log_with, project_dir=str(run_dir), data_seed=cfg.seed)
+    acc = make_accelerator(stack, planned.micro_batch, cfg.log_with, project_dir=str(run_dir), data_seed=cfg.seed)
     eval_docs, eval_info = sample_documents(bundle.test, tokenizer, cfg.eval_max_tokens, cfg.eval_context)
 
     def evaluate(label: str, scored=None):
@@ -274,7 +278,7 @@ def _run(cfg: FinetuneConfig, state, run_dir: Path, info) -> dict[str, Any]:
              f"{res.tokens:,} tokens)")
         return res
 
-    tcfg = TrainConfig(micro_batch=planned.max_micro_batch, max_steps=cfg.max_steps, epochs=cfg.epochs or 1.0,
+    tcfg = TrainConfig(micro_batch=planned.micro_batch, max_steps=cfg.max_steps, epochs=cfg.epochs or 1.0,
                        lr=cfg.lr, warmup=cfg.warmup, seed=cfg.seed, output_dir=str(run_dir), progress=cfg.progress,
                        resume=cfg.resume, plan_cache=planned.cache_path, weight_decay=cfg.weight_decay,
                        scheduler=cfg.scheduler, max_grad_norm=cfg.max_grad_norm, eval_every=cfg.eval_every,

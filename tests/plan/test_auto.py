@@ -10,8 +10,8 @@ import pytest
 from memfit import Stack
 from memfit.core.protocol import EXACT, auto_traits
 from memfit.plan.auto import DEFAULT_PROBE_BUDGET, auto_search, candidate_classes, enumerate_candidates, environment
-from memfit.plan.planner import PlanResult, search_max
-from memfit.plan.probe import Probe
+from memfit.plan.planner import PlanResult, search_max, training_size
+from memfit.plan.probe import Probe, time_steps
 
 # per strategy: (activation factor, static factor, speed factor); the base costs STATIC + b * PER_SAMPLE
 EFFECTS = {"gc": (0.3, 1.0, 0.7), "chunked_ce": (0.75, 1.0, 1.05), "tiled_mlp": (0.85, 1.0, 0.9),
@@ -20,7 +20,10 @@ EFFECTS = {"gc": (0.3, 1.0, 0.7), "chunked_ce": (0.75, 1.0, 1.05), "tiled_mlp": 
 STATIC, PER_SAMPLE, SEQ = 10.0, 1.0, 512
 
 
-def landscape(budget: float):
+COMPILE_FIRST_STEP = 20.0  # compiled stacks: the first step at a new shape is mostly compilation (the H200 frontier)
+
+
+def landscape(budget: float, target: int = 16):
     def numbers(stack: Stack):
         act, static, speed = PER_SAMPLE, STATIC, 1000.0
         for s in stack:
@@ -30,16 +33,28 @@ def landscape(budget: float):
 
     def probe_fn(stack):
         act, static, speed = numbers(stack)
-        # throughput saturates at micro-batch 8, like a GPU at full occupancy
-        return lambda b: Probe(b, static + b * act <= budget, static + b * act if static + b * act <= budget else None,
-                               1.0, speed * SEQ * min(b, 8) / 8)
+        shapes: set[int] = set()
+
+        def probe(b: int) -> Probe:
+            fits = static + b * act <= budget
+            slow = COMPILE_FIRST_STEP if "compile" in stack and b not in shapes else 1.0
+            shapes.add(b)
+            # throughput saturates at micro-batch 8, like a GPU at full occupancy
+            return Probe(b, fits, static + b * act if fits else None, 1.0, speed * SEQ * min(b, 8) / 8 / slow)
+        return probe
 
     calls: list[str] = []
 
-    def measure(stack: Stack) -> PlanResult:
+    def measure(stack: Stack) -> PlanResult:  # as memfit.plan.choose's: the search, then timing the training size
         calls.append(stack.spec)
-        best, probes = search_max(probe_fn(stack), budget=budget, limit=4096)
-        return PlanResult(stack.spec, SEQ, best, 1, best, probes=[p.__dict__ for p in probes])
+        probe = probe_fn(stack)
+        best, probes = search_max(probe, budget=budget, limit=4096)
+        micro, k = training_size(stack, best, 1, target)
+        res = PlanResult(stack.spec, SEQ, best, k, micro * k, micro_batch=micro, probes=[p.__dict__ for p in probes])
+        if micro:
+            timing = time_steps(lambda: probe(micro), micro)
+            res.timed_tokens_per_s, res.timing_steps = timing.tokens_per_s, timing.steps
+        return res
 
     def predict(stack: Stack) -> int:  # the analytic model, exact here except for rounding
         act, static, _ = numbers(stack)
@@ -49,15 +64,17 @@ def landscape(budget: float):
 
 
 def brute_force_best(budget: float, target: int, probe_fn):
-    """Ground truth: every candidate measured at every size up to the target; lowest lossiness, then tokens/s."""
+    """Ground truth: every candidate's true max, its training size for the target, the steady speed there (the
+    second step of that shape); lowest lossiness, then tokens/s."""
     cands = enumerate_candidates(Stack.from_spec("lora"), candidate_classes(environment(True)))
     scored = []
     for c in cands:
         p = probe_fn(c.stack)
-        fits = [p(b) for b in range(1, target + 1) if p(b).fits]
-        warm = [q for q in fits if q.micro_batch > 1] or fits
-        if warm:
-            scored.append((c.lossiness, -max(q.tokens_per_s for q in warm), c.stack.spec))
+        best = max((b for b in range(1, 200) if p(b).fits), default=0)
+        micro, _ = training_size(c.stack, best, 1, target)
+        if micro:
+            p(micro)
+            scored.append((c.lossiness, -p(micro).tokens_per_s, c.stack.spec))
     return min(scored)
 
 
@@ -127,3 +144,32 @@ def test_a_candidate_that_raises_is_recorded_and_the_search_goes_on():
     from memfit.plan.report import format_frontier
 
     assert f"{failed[0].stack}: error: RuntimeError" in format_frontier(res)
+
+
+def test_a_compiled_stack_with_slow_first_steps_wins_on_its_steady_speed():
+    """Every new shape recompiles: a search probe of a compiled stack runs at 1/20 of its steady speed. The winner
+    is ranked by the timed steps at its training size, which hit the compile caches."""
+    measure, predict, probe_fn, _ = landscape(14.0)
+    res = auto_search("lora", seq_len=SEQ, target_effective_batch=16, measure=measure, predict=predict,
+                      on_cuda=True, log=lambda _: None)
+    win = res.winner_row
+    assert "compile" in res.winner and win.timing_steps == 5 and "steady over 5 steps" in res.why
+    assert win.tokens_per_s == pytest.approx(1000.0 * SEQ * math.prod(  # steady, at micro-batch 16 >= 8
+        EFFECTS[s.name][2] for s in Stack.from_spec(res.winner) if s.name in EFFECTS))
+    # ranked by its search probes (all first steps of their shape) it would have lost to an uncompiled stack
+    probed = max(p["tokens_per_s"] for p in measure(Stack.from_spec(res.winner)).probes if p["fits"])
+    assert probed < max(r.tokens_per_s for r in res.frontier if "compile" not in r.stack and r.tokens_per_s)
+    assert res.timing_steps == sum(r.timing_steps for r in res.frontier)
+    assert res.probe_count == sum(r.probes for r in res.frontier)  # timing steps are not probes
+
+
+@pytest.mark.parametrize("budget,max_micro,micro,accum", [(10.0 + 59.5 * 0.9 * 0.75 * 0.85, 59, 32, 2),
+                                                          (10.0 + 157.5 * 0.9 * 0.75 * 0.85, 157, 64, 1)])
+def test_the_training_size_reaches_the_target_without_overshooting(budget, max_micro, micro, accum):
+    measure, _, _, _ = landscape(budget, target=64)
+    c = next(c for c in enumerate_candidates(Stack.from_spec("lora"), candidate_classes(environment(True)))
+             if c.added == {"compile", "chunked_ce", "tiled_mlp"})
+    res = auto_search("lora", seq_len=SEQ, target_effective_batch=64, measure=lambda s: measure(c.stack),
+                      predict=lambda s: 100 if s.spec == c.stack.spec else 0, on_cuda=True, log=lambda _: None)
+    row = next(r for r in res.frontier if r.max_micro_batch)
+    assert (row.max_micro_batch, row.micro_batch, row.grad_accum, row.effective_batch) == (max_micro, micro, accum, 64)

@@ -25,6 +25,11 @@ def test_plan_auto_picks_an_exact_stack_and_writes_the_frontier(tiny_weights_dir
     assert all(auto_traits(s)["lossiness"] == EXACT for s in Stack.from_spec(data["winner"]))
     printed = capsys.readouterr().out
     assert "micro-batch 1: fits" in printed and "winner:" in printed  # one line per probe as it happens
+    # tokens/s are timed at each training size (2 warm-up + 3 timed steps), counted apart from the search probes
+    timed = [r for r in data["frontier"] if r["tokens_per_s"]]
+    assert timed and all(r["timing_steps"] == 5 for r in timed)
+    assert data["timing_steps"] == sum(r["timing_steps"] for r in data["frontier"])
+    assert data["probe_count"] == sum(r["probes"] for r in data["frontier"]) and "timing " in printed
 
 
 def test_plan_max_seq_len_prints_and_writes_each_stack(tiny_weights_dir, tmp_path, capsys, monkeypatch):
@@ -79,3 +84,25 @@ def test_release_undoes_process_wide_patches_and_compiled_parts():
     assert modeling_llama.apply_rotary_pos_emb is original
     parts = [m for m in net.modules() if hasattr(m, "_compiled_call_impl")]
     assert parts and all(m._compiled_call_impl is None for m in parts)
+
+
+def test_each_candidate_is_measured_under_its_declared_runtime_settings(monkeypatch, tiny_weights_dir):
+    """compile declares a dynamo recompile limit; the H200 auto run hit dynamo's default of 8 because the process
+    was configured without a stack. measure() applies each candidate's own settings before its probes."""
+    import memfit.plan.choose as choose
+    from memfit.plan.planner import PlanResult
+    from memfit.runtime import configure_runtime
+
+    applied: list[str] = []
+    monkeypatch.setattr(choose, "configure_runtime", lambda stack: applied.append(stack.spec))
+    monkeypatch.setattr(choose, "plan", lambda net, stack, **kw: PlanResult(stack.spec, 64, 0, 0, 0))
+
+    def one_candidate(base, *, measure, **kw):
+        measure(Stack.from_spec("lora:dropout=0+compile:backend=aot_eager"))
+        return choose.AutoResult(None, "none", kw["seq_len"], kw["target_effective_batch"])
+
+    monkeypatch.setattr(choose, "auto_search", one_candidate)
+    choose.choose_stack(tiny_weights_dir, "lora:dropout=0", seq_len=64, target_effective_batch=8,
+                        cpu_budget_gib=BUDGET_GIB)
+    assert len(applied) == 1 and "compile" in applied[0]
+    assert configure_runtime(Stack.from_spec(applied[0]))["dynamo_recompile_limit"] >= 64  # what that call sets

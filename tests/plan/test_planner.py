@@ -138,7 +138,8 @@ def test_two_ranks_agree_on_the_smaller_device(tmp_path):
     launch_two_cpu_processes(plan_on_each_rank, (str(tmp_path),), tmp_path / "rendezvous")
     r0, r1 = (json.loads((tmp_path / f"rank{i}.json").read_text()) for i in (0, 1))
     assert r0["max_micro_batch"] == r1["max_micro_batch"] > 0
-    assert r0["num_processes"] == 2 and r0["effective_batch"] == r0["max_micro_batch"] * r0["grad_accum"] * 2
+    assert r0["num_processes"] == 2 and r0["effective_batch"] == r0["micro_batch"] * r0["grad_accum"] * 2 == 64
+    assert r0["micro_batch"] <= r0["max_micro_batch"]
     stack, model = _model()
     alone = plan(model, stack, seq_len=SEQ, meter=SimulatedMeter(2.2e6), cache_dir=tmp_path / "solo")
     assert r0["max_micro_batch"] == alone.max_micro_batch  # the smaller rank's answer
@@ -159,3 +160,41 @@ def test_boundary_that_failed_after_other_ooms_is_probed_again():
     asked.clear()  # a boundary whose OOM was the process's first is trusted: no extra probe
     assert retry_boundary(clean_probe, [Probe(1, True), Probe(10, True), Probe(11, False)], 10, limit=100) == 10
     assert asked == []
+
+
+@pytest.mark.parametrize("max_micro,world,target,expected", [
+    (59, 1, 64, (32, 2)), (157, 1, 64, (64, 1)), (64, 1, 64, (64, 1)), (10, 3, 100, (9, 4)), (1, 1, 7, (1, 7)),
+    (0, 1, 64, (0, 0))])
+def test_training_size_reaches_the_target_in_the_fewest_steps_without_overshooting(max_micro, world, target,
+                                                                                 expected):
+    from memfit.core.protocol import steps_to_reach
+    from memfit.plan.planner import training_size
+
+    micro, k = training_size(Stack.from_spec("lora"), max_micro, world, target)
+    assert (micro, k) == expected
+    if micro:  # a target-based 'ga' at that micro-batch takes the same steps: what the loop will run
+        assert micro <= max_micro and steps_to_reach(target, micro, world) == k
+
+
+def test_training_size_without_a_target_is_the_max_and_the_stacks_own_accumulation():
+    from memfit.plan.planner import training_size
+
+    assert training_size(Stack.from_spec("lora+ga4"), 59, 1, None) == (59, 4)
+
+
+def test_plan_results_cached_before_micro_batch_existed_train_at_their_max():
+    from memfit.plan.planner import PlanResult
+
+    old = {"stack": "lora", "seq_len": 64, "max_micro_batch": 12, "grad_accum": 1, "effective_batch": 12,
+           "probe_count": 5, "no_longer_a_field": 1}
+    assert PlanResult.from_dict(old).micro_batch == 12
+    # the loop's OOM back-off lowers a cached max below the chosen size: the lower one is trained at
+    assert PlanResult.from_dict({**old, "micro_batch": 32, "max_micro_batch": 16}).micro_batch == 16
+
+
+def test_plan_with_a_target_trains_at_the_smallest_size_reaching_it(tmp_path):
+    stack, model = _model()
+    res = plan(model, stack, seq_len=SEQ, meter=SimulatedMeter(BUDGET), target_effective_batch=4, limit=3,
+               cache_dir=tmp_path)
+    assert res.max_micro_batch == 3  # the limit: 3 x 2 = 6 would overshoot the target
+    assert (res.micro_batch, res.grad_accum, res.effective_batch) == (2, 2, 4)
