@@ -41,16 +41,25 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_plan(args) -> int:
+    from ..launch.distributed import join_launch
     from ..plan.bench import bench
 
     model = args.model_config or args.model
+    launched = join_launch()  # under `accelerate launch`: one group, each rank on its device, one report
     if args.auto or args.max_seq_len:
         return _cmd_choose(args, model)
     bench(model, args.stack, args.seq_len, random_init=bool(args.model_config) or args.random_init,
           margin=args.margin, eval_batch_size=args.eval_batch_size, target_effective_batch=args.target_effective_batch,
           fresh=args.fresh, cpu_budget_gib=args.cpu_budget_gib, out_dir=args.out,
-          name=args.name or args.command)
+          name=args.name or args.command, accelerator_for=_launch_accelerator if launched else None)
     return 0
+
+
+def _launch_accelerator(stack):
+    """The Accelerator `memfit train` would build under this launch: the planner probes through its engine."""
+    from ..training.loop import make_accelerator
+
+    return make_accelerator(stack, 1)
 
 
 def _cmd_choose(args, model: str) -> int:

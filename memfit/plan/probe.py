@@ -72,6 +72,12 @@ class CudaMeter:
         torch.cuda.set_per_process_memory_fraction(1.0, self.device)
 
 
+def _local_bytes(t: torch.Tensor) -> int:
+    """Bytes this process holds: a sharded (FSDP2 DTensor) parameter, gradient or moment counts its local shard."""
+    local = t.to_local() if hasattr(t, "to_local") else t
+    return local.numel() * local.element_size()
+
+
 class SimulatedMeter:
     """CPU stand-in for a GPU with `budget` bytes (see module docstring)."""
 
@@ -88,10 +94,10 @@ class SimulatedMeter:
 
     def _static_bytes(self, model, optimizer) -> float:
         params = [p for p in model.parameters()]
-        total = sum(p.numel() * p.element_size() for p in params)
-        total += sum(p.grad.numel() * p.grad.element_size() for p in params if p.grad is not None)
+        total = sum(_local_bytes(p) for p in params)
+        total += sum(_local_bytes(p.grad) for p in params if p.grad is not None)
         for state in optimizer.state.values():
-            total += sum(t.numel() * t.element_size() for t in state.values() if torch.is_tensor(t))
+            total += sum(_local_bytes(t) for t in state.values() if torch.is_tensor(t))
         return float(total)
 
     def _charge(self, nbytes: float) -> None:
@@ -154,9 +160,10 @@ def autocast_for(stack: Stack, ctx):
 
 
 def run_probe(model, optimizer, stack: Stack, ctx, meter, micro_batch: int, seq_len: int,
-              eval_batch_size: int = 0, packed: bool = False) -> Probe:
-    """Train one step at `micro_batch` and report whether it fit and its peak. Frees everything it made."""
-    vocab = unwrap_peft(model).config.vocab_size
+              eval_batch_size: int = 0, packed: bool = False, backward=None) -> Probe:
+    """Train one step at `micro_batch` and report whether it fit and its peak. Frees everything it made.
+    `backward(loss)`: the engine's (accelerator.backward: DeepSpeed steps inside it); default loss.backward()."""
+    vocab = unwrap_peft(getattr(model, "module", model)).config.vocab_size  # .module: inside a DDP wrapper
     meter.reset()
     start = time.perf_counter()
     batch = nll = None
@@ -165,7 +172,7 @@ def run_probe(model, optimizer, stack: Stack, ctx, meter, micro_batch: int, seq_
         with meter.measure(model, optimizer):
             with autocast_for(stack, ctx), stack.step_context(ctx):
                 nll, n = stack.compute_loss(model, batch, ctx)
-            (nll / n).backward()
+            (backward or torch.Tensor.backward)(nll / n)
             nll = None
             optimizer.step()  # lr=0: allocates the optimizer state without changing weights
             optimizer.zero_grad(set_to_none=True)
