@@ -80,13 +80,15 @@ def plan_and_train(out_dir: str, fsdp_env: dict, engines=("bare", "ddp", "fsdp")
     from _models import random_blocks, tiny_model
     import memfit
     from memfit import Stack
-    from memfit.launch.distributed import partial_state
+    from memfit.launch.distributed import join_launch
     from memfit.plan.planner import plan
     from memfit.plan.probe import SimulatedMeter
     from memfit.training.loop import TrainConfig
 
-    state = partial_state()
-    report = {"num_processes": state.num_processes}
+    import sys
+
+    state = join_launch()  # what `memfit plan` / `memfit train` do first
+    report = {"num_processes": state.num_processes, "stdout": getattr(sys.stdout, "name", "")}
     cache = os.path.join(out_dir, "cache")
     common = dict(seq_len=SEQ, cache_dir=cache, fresh=True, limit=LIMIT)
     try:
@@ -99,6 +101,7 @@ def plan_and_train(out_dir: str, fsdp_env: dict, engines=("bare", "ddp", "fsdp")
         # train at the FSDP2 plan, under FSDP2, metered against the same budget
         planned = report["fsdp"]["max_micro_batch"]
         meter = SimulatedMeter(BUDGET)
+        meter.defer = True  # as the planner's FSDP2 probes: an OOM mid-step on one rank would stall the other
         metered = MeteredAdamW(meter)
         stack = Stack([metered])
         acc = _engine("fsdp", fsdp_env)

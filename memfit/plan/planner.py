@@ -243,7 +243,7 @@ def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Opt
     optimizer = stack.make_optimizer(model, ctx, lr=0.0)  # lr=0: planning must not change the weights
     backward, around = None, contextlib.nullcontext
     if accelerator is not None:
-        model, optimizer, backward, around = prepare_for_probes(accelerator, model, optimizer)
+        model, optimizer, backward, around = prepare_for_probes(accelerator, model, optimizer, meter)
 
     def probe(b: int) -> Probe:
         with around():

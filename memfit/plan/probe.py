@@ -87,6 +87,9 @@ class SimulatedMeter:
         self.tracked: dict[int, int] = {}  # storage address -> bytes, for every saved storage still alive
         self.high = 0.0
         self._static = 0.0
+        # ZeRO-3/FSDP2 gather inside the step: an OOM raised mid-step on one rank would leave the others waiting in
+        # a collective, so with `defer` the step completes and its OOM is raised at the end (memfit.plan.sharded)
+        self.defer = False
 
     def reset(self) -> None:
         gc.collect()
@@ -103,7 +106,7 @@ class SimulatedMeter:
     def _charge(self, nbytes: float) -> None:
         self.live += nbytes
         self.high = max(self.high, self.live + self._static)
-        if self.live + self._static > self.budget:
+        if self.live + self._static > self.budget and not self.defer:
             raise torch.OutOfMemoryError(f"simulated OOM: {self.live + self._static:.0f} > {self.budget:.0f} bytes")
 
     @contextlib.contextmanager
@@ -114,7 +117,10 @@ class SimulatedMeter:
             storage = t.untyped_storage()
             ptr = storage.data_ptr()
             # count each live storage once, across probes too: a cached buffer saved by every probe is one buffer
-            if ptr not in self.tracked and not isinstance(t, torch.nn.Parameter):
+            # sharded engines (defer): a view of a gathered weight is skipped like the weight itself; FSDP2 resizes
+            # that storage between steps instead of freeing it, so its charge would never be returned
+            weight = isinstance(t, torch.nn.Parameter) or (self.defer and isinstance(t._base, torch.nn.Parameter))
+            if ptr not in self.tracked and not weight:
                 self.tracked[ptr] = storage.nbytes()
                 weakref.finalize(storage, self._free, ptr)
                 self._charge(self.tracked[ptr])
@@ -126,6 +132,8 @@ class SimulatedMeter:
             yield
         self._static = max(self._static, self._static_bytes(model, optimizer))
         self.high = max(self.high, self.live + self._static)
+        if self.defer and self.high > self.budget:
+            raise torch.OutOfMemoryError(f"simulated OOM (at the step's end): {self.high:.0f} > {self.budget:.0f} bytes")
 
     def baseline(self) -> float:
         return self.live + self._static

@@ -35,18 +35,27 @@ def engine_and_world(accelerator) -> tuple[str, int]:
     return engine_of(Launch.from_accelerator(accelerator)), accelerator.num_processes
 
 
-def prepare_for_probes(accelerator, model, optimizer) -> tuple[Any, Any, Callable, Callable]:
+def prepare_for_probes(accelerator, model, optimizer, meter=None) -> tuple[Any, Any, Callable, Callable]:
     """(model, optimizer, backward, around_probe) as the engine trains them.
 
     DeepSpeed sizes its engine from train_micro_batch_size_per_gpu, which accelerate fills from a dataloader that
     planning does not have: it is set to 1 (memory does not depend on it). Under DDP each probe runs in no_sync:
     the buckets exist from construction (they are measured), and a rank that OOMs in its forward then cannot leave
     the other waiting in a gradient all-reduce; ZeRO and FSDP2 gather inside the forward, so there a probe that
-    OOMs on one rank only would stall the group (their ranks need equal budgets; the gloo/NCCL timeout ends it)."""
+    OOMs on one rank only would stall the group: the simulated meter then defers its OOM to the step's end (on a
+    GPU a real OOM cannot wait: ranks need equal budgets there, and the NCCL timeout ends a stalled probe)."""
     plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-    if plugin is not None and plugin.deepspeed_config.get("train_micro_batch_size_per_gpu") in (None, "auto"):
-        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = 1
-    model, optimizer = accelerator.prepare(model, optimizer)
+    config = plugin.deepspeed_config if plugin is not None else {}
+    before = config.get("train_micro_batch_size_per_gpu", "auto")
+    if plugin is not None and before in (None, "auto"):
+        config["train_micro_batch_size_per_gpu"] = 1
+    try:
+        model, optimizer = accelerator.prepare(model, optimizer)
+    finally:  # the shared plugin config must not keep 1: training's prepare fills it from its own dataloader
+        if plugin is not None:
+            config["train_micro_batch_size_per_gpu"] = before
     engine, _ = engine_and_world(accelerator)
+    if engine in ("zero3", "fsdp") and hasattr(meter, "defer"):
+        meter.defer = True
     around = (lambda: accelerator.no_sync(model)) if engine == "ddp" else contextlib.nullcontext
     return model, optimizer, accelerator.backward, around

@@ -48,6 +48,18 @@ def test_fsdp2_plan_is_larger_than_the_bare_models_and_the_ranks_agree(ranks):
     assert r0["fsdp"]["cache_path"] != r0["bare"]["cache_path"]  # keyed by engine
 
 
+def test_join_launch_joins_the_group_and_quiets_all_but_the_main_process(ranks, monkeypatch):
+    import os
+
+    from memfit.launch.distributed import join_launch
+
+    assert [r["num_processes"] for r in ranks] == [2, 2]
+    assert ranks[0]["stdout"] != os.devnull and ranks[1]["stdout"] == os.devnull
+    for key in ("WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    assert join_launch() is None  # a plain one-process run: nothing created
+
+
 def test_the_fsdp2_plans_analytic_terms_are_per_process(ranks):
     bare, fsdp = ranks[0]["bare"]["memory_breakdown_gib"], ranks[0]["fsdp"]["memory_breakdown_gib"]
     for term in ("weights", "gradients", "optimizer"):
@@ -108,6 +120,7 @@ def test_zero_stand_in_prepare_fixes_the_micro_batch_deepspeed_needs():
                           prepare=lambda *objs: prepared.append(plugin.deepspeed_config.copy()) or objs)
     model, optimizer, backward, around = prepare_for_probes(acc, "model", "optimizer")
     assert prepared == [{"train_micro_batch_size_per_gpu": 1}] and (model, optimizer) == ("model", "optimizer")
+    assert plugin.deepspeed_config == {"train_micro_batch_size_per_gpu": "auto"}  # restored for training's prepare
     assert backward is acc.backward
     with around():  # ZeRO: no no_sync (it gathers inside the forward)
         pass
