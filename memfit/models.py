@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from .core.files import atomic_directory
+
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -57,11 +59,9 @@ def embedded_model_dir() -> Path:
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=torch.float32)
     # The weights are dequantized on load; drop the GGUF quantization config so the copy loads as a plain model.
     model.hf_quantizer.remove_quantization_config(model)
-    tmp = out.with_name(out.name + ".tmp")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if not out.exists():  # another process may have finished the same conversion first
-        tmp.replace(out)
+    with atomic_directory(out, replace=False) as tmp:  # another process may finish the same conversion first
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     return out
 
 
@@ -122,11 +122,9 @@ def random_weights_dir(config, dtype: torch.dtype, device: torch.device) -> Path
         torch.manual_seed(0)
         with torch.device(device):
             model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-        model.save_pretrained(tmp)
+        with atomic_directory(out, replace=False) as tmp:  # another rank may write the same weights first
+            model.save_pretrained(tmp)
         del model
-        if not out.exists():  # another rank may have written the same weights first
-            os.replace(tmp, out)
     return out
 
 
@@ -169,7 +167,7 @@ def load_model(model: str = EMBEDDED, stack=None, ctx=None, *, random_init: bool
             with torch.device(ctx.device):
                 net = AutoModelForCausalLM.from_config(config, dtype=kwargs["dtype"],
                                                        attn_implementation=kwargs["attn_implementation"])
-            return _apply(stack, net, ctx, seed)
+            return _apply(stack, net, ctx, seed, model)
         source = str(random_weights_dir(config, kwargs["dtype"], ctx.device))
     else:
         source = resolve_weights(model)
@@ -188,10 +186,13 @@ def load_model(model: str = EMBEDDED, stack=None, ctx=None, *, random_init: bool
         raise
     if not quantized:
         net.to(ctx.device)
-    return _apply(stack, net, ctx, seed)
+    return _apply(stack, net, ctx, seed, model)
 
 
-def _apply(stack, net, ctx, seed: int | None):
+def _apply(stack, net, ctx, seed: int | None, given: str):
+    # peft copies the model's name into adapter_config.json's base_model_name_or_path when LoRA wraps it: record the
+    # name the user gave (`smollm2-135m`, their folder or Hub id), not the cache folder the weights were read from
+    net.name_or_path = net.config.name_or_path = given
     if seed is not None:
         torch.manual_seed(seed)
     return stack.apply_model(net, ctx)

@@ -13,6 +13,11 @@ import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 
+# what yaml.safe_load raises besides YAMLError: ValueError for impossible dates (2001-13-01), RecursionError for
+# thousands of nested brackets
+YAML_ERRORS = (yaml.YAMLError, ValueError, RecursionError)
+
+
 class ConfigError(ValueError):
     """A config file or flag the model rejects; the message is one line naming the setting and the fix."""
 
@@ -43,10 +48,14 @@ def _converter(name: str, annotation: Any):
     adapter = TypeAdapter(annotation)
 
     def convert(text: str):
-        for candidate in (yaml.safe_load(text) if text.strip() else text, text):
+        try:
+            parsed = yaml.safe_load(text) if text.strip() else text
+        except YAML_ERRORS:  # not YAML at all ("[", "2001-13-01"): only the plain string remains
+            parsed = text
+        for candidate in (parsed, text):
             try:
                 return adapter.validate_python(candidate)
-            except (ValidationError, yaml.YAMLError):
+            except ValidationError:
                 continue
         raise argparse.ArgumentTypeError(f"{text!r} is not a valid {type_name(annotation)}")
 
@@ -71,8 +80,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist: pass a YAML file (see recipes/*.yaml)")
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML ({str(exc).splitlines()[0]}): fix the file") from None
+    except YAML_ERRORS as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"{path} is not valid YAML ({first}): fix the file") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of settings (key: value), not a {type(data).__name__}")
     return data

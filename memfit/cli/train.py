@@ -47,7 +47,7 @@ def parse_config(argv: list[str], prog: str = "memfit train", defaults: dict | N
     if isinstance(values.get("config"), dict):  # a results.json-style `config:` block: run it again as it was
         values = values["config"]
     values = {**(defaults or {}), **values}
-    unknown = sorted(set(values) - set(FinetuneConfig.model_fields))
+    unknown = sorted(set(values) - set(FinetuneConfig.model_fields), key=str)  # YAML keys may be numbers or null
     if unknown:
         raise ConfigError(f"{source}: unknown setting(s) {', '.join(map(repr, unknown))}; "
                           f"`{prog} --help` lists the valid ones")

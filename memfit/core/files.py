@@ -1,20 +1,26 @@
-"""The one way memfit writes a file: a temporary sibling, fsync'ed, then `os.replace`d over the target.
+"""The one way memfit writes a file or a folder: a temporary sibling, fsync'ed, then renamed over the target.
 
 A reader (or a resumed run) therefore sees either the old file or the complete new one, never a truncated one - a
 full disk or a kill mid-write leaves the previous version. The temporary name carries the pid and a random suffix so
-that two processes writing the same target never share a temporary file.
+that two processes writing the same target never share a temporary file; `atomic_directory` removes the leftovers of
+writers that were killed (their pid is gone), so a crashed conversion never breaks or litters the next one.
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import re
 import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:  # some filesystems do not open directories; the rename itself is still atomic
@@ -27,11 +33,91 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def fsync_tree(folder: Path) -> None:
+    """Flush every file under `folder`, then the folders, so a rename publishes data that is on disk."""
+    for entry in sorted(folder.rglob("*")):
+        if entry.is_file():
+            with open(entry, "rb") as handle:
+                os.fsync(handle.fileno())
+        else:
+            fsync_dir(entry)
+    fsync_dir(folder)
+
+
+def _temporary_sibling(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _remove_stale_siblings(path: Path) -> None:
+    """Temporary folders of `path` whose writer died (kill -9, power loss): nobody will finish or remove them."""
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)-[0-9a-f]+\.(tmp|old)$")
+    for entry in path.parent.iterdir() if path.parent.is_dir() else ():
+        match = pattern.match(entry.name)
+        if not match or int(match[1]) == os.getpid() or _pid_alive(int(match[1])):
+            continue
+        if match[2] == "old" and not path.exists():  # killed between its two renames: the old folder is whole
+            os.rename(entry, path)
+        elif entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_directory(path: str | Path, *, replace: bool = True) -> Iterator[Path]:
+    """`with atomic_directory(out) as tmp:` fill `tmp`; on a clean exit it is fsync'ed and renamed to `out`.
+
+    On any error the temporary folder is removed and `out` is untouched. `replace=False` is for caches that any
+    process may fill: when `out` already exists at the end (a concurrent writer won), ours is discarded and `out`
+    kept. `replace=True` swaps an existing `out` aside and back only if the rename fails, so `out` is always the old
+    or the new folder, whole (for at most one rename in between, no folder at all).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_siblings(path)
+    tmp = _temporary_sibling(path)
+    tmp.mkdir()
+    try:
+        yield tmp
+        fsync_tree(tmp)
+        if path.exists() and not replace:
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        old = path.with_name(tmp.name[:-len(".tmp")] + ".old") if path.exists() else None
+        if old is not None:
+            os.rename(path, old)
+        try:
+            os.rename(tmp, path)
+        except OSError as exc:
+            if old is not None:
+                os.rename(old, path)
+            elif not replace and exc.errno in (errno.EEXIST, errno.ENOTEMPTY) and path.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)  # the concurrent winner's copy stands
+                return
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        fsync_dir(path.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write `data` to `path` atomically; on any error the target is untouched and no temporary file is left."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    tmp = _temporary_sibling(path)
     try:
         with open(tmp, "wb") as handle:
             handle.write(data)
@@ -41,7 +127,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 

@@ -5,6 +5,7 @@
     print(inspect_corpus("papers/").render())        # artefacts before/after cleaning + split statistics
     bundle, issues = build_source_datasets([PdfSource(path="papers/"), TableSource(path="qa.jsonl", format="chat")],
                                            tokenizer)  # several sources, one split; chat labels only the assistant
+    bundle, issues = build_arrow_datasets(sources, tokenizer, num_proc=8)  # the same, larger than memory: Arrow cache
 """
 from memfit.data.clean import CleanOptions, clean_document, clean_pages
 from memfit.data.dataset import CleanDocument, DataBundle, SplitStats, build_datasets
@@ -16,6 +17,7 @@ from memfit.data.packing import IGNORE_INDEX, pack_documents
 from memfit.data.split import SplitPlan, split_documents
 from memfit.data.chat import pack_samples, tokenize_chat
 from memfit.data.mixture import build_source_datasets, test_split_hashes
+from memfit.data.arrow_bundle import build_arrow_datasets
 from memfit.data.sources import HubSource, PdfSource, Record, SavedSource, Source, TableSource, TextSource, load_records
 
 __all__ = [
@@ -23,5 +25,5 @@ __all__ = [
     "InspectReport", "Page", "SplitPlan", "SplitStats", "build_datasets", "check_language", "clean_document",
     "clean_pages", "extract_pdfs", "inspect_corpus", "inspect_main", "pack_documents", "split_documents",
     "HubSource", "PdfSource", "Record", "SavedSource", "Source", "TableSource", "TextSource", "build_source_datasets",
-    "load_records", "pack_samples", "test_split_hashes", "tokenize_chat",
+    "load_records", "pack_samples", "test_split_hashes", "tokenize_chat", "build_arrow_datasets",
 ]

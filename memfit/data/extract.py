@@ -10,7 +10,7 @@ from pathlib import Path
 from memfit.data.cache import TextCache, file_sha256
 from memfit.data.clean import CleanOptions, clean_document
 from memfit.data.errors import DataError, FileIssue
-from memfit.data.isolation import Outcome, run_isolated
+from memfit.data.isolation import WALL_FACTOR, Outcome, run_isolated
 from memfit.data.language import LanguageCheck, check_language
 from memfit.data.pdf_reader import MIB, PdfProblem, check_file, read_page_texts
 
@@ -70,6 +70,7 @@ class Corpus:
     errors: list[FileIssue] = field(default_factory=list)  # files left out, with the reason and the fix
     warnings: list[FileIssue] = field(default_factory=list)  # files kept with a caveat
     excluded: list[Document] = field(default_factory=list)  # extracted, but left out for their content (see errors)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall-clock pypdf time of each file read this run
 
     def summary(self) -> str:
         cached = sum(doc.from_cache for doc in self.documents)
@@ -95,9 +96,16 @@ def list_pdfs(pdf_dir: Path | str) -> list[Path]:
 
 
 def _problem_from_outcome(outcome: Outcome, timeout_s: float) -> PdfProblem:
+    if outcome.timed_out and outcome.wall_limited and outcome.cpu_seconds is not None:
+        return PdfProblem("timeout", f"extraction took {outcome.seconds:.0f} s wall-clock ({WALL_FACTOR:g} x "
+                                     f"timeout_s, twice if retried alone) yet got only {outcome.cpu_seconds:.1f} s "
+                                     "of CPU: it hung, or the machine is overloaded - rerun when it is quieter, "
+                                     "else re-export the PDF")
     if outcome.timed_out:
-        return PdfProblem("timeout", f"extraction took longer than {timeout_s:g} s (timeout_s) and was stopped; "
-                                     "the file may be malformed - raise the limit only if it is a large genuine PDF")
+        clock = "of CPU time" if outcome.cpu_seconds is not None else "wall-clock"
+        return PdfProblem("timeout", f"extraction took longer than {timeout_s:g} s {clock} (timeout_s) and was "
+                                     "stopped; the file may be malformed - raise the limit only if it is a large "
+                                     "genuine PDF")
     if isinstance(outcome.error, PdfProblem):
         return outcome.error
     if outcome.error is not None:
@@ -193,6 +201,7 @@ def extract_pdfs(pdf_dir: Path | str, cache_dir: Path | str | None = None, *,
     outcomes = run_isolated(read_page_texts, [(path, max_pages) for path, _ in to_extract],
                             timeout_s=timeout_s, workers=workers)
     for (path, sha256), outcome in zip(to_extract, outcomes):
+        corpus.seconds[path.name] = outcome.seconds
         if outcome.ok:
             pages, warnings = outcome.value
             cache.store(sha256, path.name, pages, warnings)

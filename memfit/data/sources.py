@@ -231,27 +231,34 @@ def _load_text_files(src: TextSource, issues: _Collector) -> Iterator[Record]:
                      text=text, clean_as_pdf=src.clean)
 
 
-def load_records(sources: list[Any], text_cache: Optional[str] = None) -> tuple[list[Record], list[FileIssue]]:
-    """Every usable record of every source, and the issues of the skipped input. PDF text is cleaned here (its
-    cleaning rules belong to PDF artefacts); other text is cleaned only when the source asks."""
+def iter_records(sources: list[Any], text_cache: Optional[str] = None) -> Iterator[Union[Record, FileIssue]]:
+    """Every record of every source, one at a time, each source's issues after its records: what a corpus larger
+    than memory is written to Arrow from (memfit/data/arrow_records.py). PDF text is cleaned here (its cleaning
+    rules belong to PDF artefacts); other text is cleaned only when the source asks."""
     from memfit.data.clean import clean_document
     from memfit.data.extract import extract_pdfs
 
-    records: list[Record] = []
-    issues: list[FileIssue] = []
     for src in sources:
         collector = _Collector(src)
         if isinstance(src, PdfSource):
             corpus = extract_pdfs(src.path, text_cache)
             for error in corpus.errors:
                 collector.add(error.path, error.kind, error.reason)
-            records += [Record(src.label, doc.name, None, "text", text=doc.clean_text()) for doc in corpus.documents]
+            yield from (Record(src.label, doc.name, None, "text", text=doc.clean_text()) for doc in corpus.documents)
         elif isinstance(src, TextSource):
             for record in _load_text_files(src, collector):
                 if record.clean_as_pdf:
                     record = Record(record.source, record.file, None, "text", text=clean_document([record.text]))
-                records.append(record)
+                yield record
         else:
-            records += list(_load_table(src, collector))
-        issues += collector.issues
+            yield from _load_table(src, collector)
+        yield from collector.issues
+
+
+def load_records(sources: list[Any], text_cache: Optional[str] = None) -> tuple[list[Record], list[FileIssue]]:
+    """Every usable record of every source, and the issues of the skipped input."""
+    records: list[Record] = []
+    issues: list[FileIssue] = []
+    for item in iter_records(sources, text_cache):
+        (issues if isinstance(item, FileIssue) else records).append(item)
     return [r for r in records if r.content().strip()], issues

@@ -50,6 +50,7 @@ class FrontierRow:
     predicted_max: int
     probes: int
     seconds: float
+    error: Optional[str] = None  # a candidate that failed with anything but an OOM: recorded, the search goes on
 
 
 @dataclass
@@ -157,7 +158,15 @@ def auto_search(base: Stack | str, *, seq_len: int, target_effective_batch: int,
                 result.pruned.append({"stack": c.stack.spec, "reason": f"probe budget ({probe_budget}) spent"})
                 continue
             log(f"auto: probing {c.stack.spec} ({LOSSINESS_NAMES.get(level, level)}, predicted max {c.predicted_max})")
-            res = measure(c.stack)
+            try:
+                res = measure(c.stack)
+            except Exception as exc:  # noqa: BLE001 - OOMs are answers inside measure; this is anything else
+                # One broken combination (a kernel that cannot run compiled, a plugin's bug) must not cost the
+                # whole plan: the frontier shows it, and the other candidates are still probed.
+                row = _failed_row(c, exc)
+                result.frontier.append(row)
+                log(f"auto: {c.stack.spec} failed, skipped: {row.error}")
+                continue
             row = _row(c, res, target_effective_batch, world)
             result.frontier.append(row)
             result.probe_count += res.probe_count
@@ -183,6 +192,13 @@ def _row(c: Candidate, res: PlanResult, target: int, world: int) -> FrontierRow:
                        k, micro * k * world, tps, res.peak_gib, c.predicted_max, res.probe_count, res.search_seconds)
 
 
+def _failed_row(c: Candidate, exc: BaseException) -> FrontierRow:
+    text = str(exc).strip()
+    line = f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+    return FrontierRow(c.stack.spec, LOSSINESS_NAMES.get(c.lossiness, str(c.lossiness)), 0, 0, 0, 0, None, None,
+                       c.predicted_max, 0, 0.0, error=line)
+
+
 def _why(win: FrontierRow, level: int, result: AutoResult) -> str:
     peers = [r for r in result.frontier if r.lossiness == win.lossiness and r.tokens_per_s]
     runner = max((r for r in peers if r is not win), key=lambda r: r.tokens_per_s, default=None)
@@ -190,6 +206,8 @@ def _why(win: FrontierRow, level: int, result: AutoResult) -> str:
             f"{win.grad_accum} accumulation) among {len(peers)} {win.lossiness} stack(s) that train")
     if runner:
         text += f"; next: {runner.stack} ({runner.tokens_per_s:,.0f} tok/s)"
+    if failed := [r for r in result.frontier if r.error]:
+        text += f"; {len(failed)} candidate(s) failed with an error and were skipped (see the frontier)"
     if level == EXACT:
         return text + "; exact stacks fit, so no lossy strategy (8-bit moments, 8/4-bit weights) was needed"
     return text + "; no less lossy stack trains at this sequence length (see the pruned/frontier rows)"

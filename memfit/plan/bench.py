@@ -34,6 +34,9 @@ def bench(model: str, stacks: list[str | Stack], seq_lens: list[int], *, random_
     """Exact max micro-batch for every (stack, seq_len). On CPU, `cpu_budget_gib` sets a simulated device size.
     `accelerator_for(stack)`: the run's Accelerator (under a launch), so the probes go through its engine."""
     check_seq_lens(seq_lens)  # before any model is loaded
+    if not cpu_budget_gib and not torch.cuda.is_available():  # and this too: plan() would refuse after the load
+        raise ValueError("planning on CPU needs a simulated device size: pass --cpu-budget-gib N (e.g. 4), or run "
+                         "on a GPU")
     rows: list[PlanResult] = []
     for spec in stacks:
         stack = Stack.coerce(spec)

@@ -8,6 +8,8 @@ from typing import Optional
 
 import torch
 
+from ..core.files import atomic_write_json
+from ..core.protocol import hooks_of
 from ..core.stack import Stack
 from ..models import load_config, load_model
 from .auto import DEFAULT_PROBE_BUDGET, PRUNE_TOLERANCE, AutoResult, auto_search
@@ -17,6 +19,20 @@ from .planner import PlanResult, plan
 from .probe import SimulatedMeter, probe_line
 from .report import format_frontier, write_auto_report
 from .seq_len import SeqLenResult, plan_max_seq_len
+
+
+def release(net, stack: Stack) -> None:
+    """Undo what a probed stack did beyond its own model before the next candidate loads.
+
+    Deleting the model is not enough: liger's RoPE patch is module-level in transformers' Llama code, so it ran
+    inside every later candidate's compiled attention (the H200 auto search died in a later compile+gc candidate's
+    backward with an in-place error), and dynamo's cache keeps graphs guarded on the ids of freed modules, which
+    the next model's modules can reuse. Every strategy's restore_model runs (last applied first), also in stacks
+    that Stack.remove_model refuses because 4/8-bit layers cannot be put back: only process-wide effects matter."""
+    ctx = stack.context(next(net.parameters()).device)
+    for s in reversed([s for s in stack if "restore_model" in hooks_of(s)]):
+        net = s.restore_model(net, ctx)
+    torch._dynamo.reset()
 
 
 def _meter(cpu_budget_gib: Optional[float]):
@@ -34,8 +50,9 @@ def _budget(margin: float, cpu_budget_gib: Optional[float]) -> float:
 def choose_stack(model: str, base: str, *, seq_len: int, target_effective_batch: int, random_init: bool = False,
                  margin: float = 0.03, eval_batch_size: int = 0, cpu_budget_gib: Optional[float] = None,
                  probe_budget: int = DEFAULT_PROBE_BUDGET, fresh: bool = False, out_dir: Optional[str | Path] = None,
-                 json_path: Optional[str | Path] = None, name: str = "auto") -> AutoResult:
-    """The fastest exact-first stack for `target_effective_batch` at `seq_len` (memfit.plan.auto)."""
+                 json_path: Optional[str | Path] = None, name: str = "auto", packed: bool = False) -> AutoResult:
+    """The fastest exact-first stack for `target_effective_batch` at `seq_len` (memfit.plan.auto). `packed`: the run
+    trains on packed blocks (the recipe does), so the probes take the same block-causal attention path."""
     on_cuda = torch.cuda.is_available()
     budget = _budget(margin, cpu_budget_gib)
     config = load_config(model)
@@ -50,8 +67,9 @@ def choose_stack(model: str, base: str, *, seq_len: int, target_effective_batch:
         try:
             return plan(net, stack, seq_len=seq_len, margin=margin, eval_batch_size=eval_batch_size,
                         meter=_meter(cpu_budget_gib), target_effective_batch=target_effective_batch, fresh=fresh,
-                        progress=lambda p: print(probe_line(p, stack=stack.spec), flush=True))
+                        packed=packed, progress=lambda p: print(probe_line(p, stack=stack.spec), flush=True))
         finally:
+            release(net, stack)
             del net
             free_device()
 
@@ -71,8 +89,6 @@ def longest_context(model: str, stacks: list[str], *, micro_batch: int = 1, rand
                     margin: float = 0.03, eval_batch_size: int = 0, cpu_budget_gib: Optional[float] = None,
                     fresh: bool = False, json_path: Optional[str | Path] = None) -> list[SeqLenResult]:
     """Per stack, the exact largest sequence length that trains at `micro_batch`."""
-    import json
-
     if not torch.cuda.is_available() and not cpu_budget_gib:
         raise ValueError("planning on CPU needs a simulated device size: pass --cpu-budget-gib N (or run on a GPU)")
     rows = []
@@ -84,6 +100,7 @@ def longest_context(model: str, stacks: list[str], *, micro_batch: int = 1, rand
                                          meter=_meter(cpu_budget_gib), eval_batch_size=eval_batch_size, fresh=fresh,
                                          progress=lambda p: print(probe_line(p, "seq len", stack.spec), flush=True)))
         finally:
+            release(net, stack)
             del net
             free_device()
         r = rows[-1]
@@ -91,6 +108,5 @@ def longest_context(model: str, stacks: list[str], *, micro_batch: int = 1, rand
               f"(peak {r.peak_gib or 0:.2f} GiB, predicted {r.predicted_max}, {r.probe_count} probes, "
               f"{r.search_seconds:.0f} s{', cached' if r.cache_hit else ''})", flush=True)
     if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps({"model": model, "results": [r.to_dict() for r in rows]}, indent=2))
+        atomic_write_json(json_path, {"model": model, "results": [r.to_dict() for r in rows]})
     return rows

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from ..core.files import atomic_write_json, atomic_write_text
+from ..core.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .planner import PlanResult
 
 COLUMNS = [  # (header, getter, format)
@@ -44,6 +44,26 @@ def format_table(results: Iterable[PlanResult]) -> str:
     return "\n".join(lines)
 
 
+def format_estimate(est, micro_batch: int) -> str:
+    """The analytic terms (memfit.plan.memory.MemoryEstimate) as a table: who contributes each, what one more
+    sequence adds, and the MiB at `micro_batch`; the device total last (host terms are listed, not summed)."""
+    mib, per_sample = 2.0**-20, est.seq_len
+    rows = [["term", "kind", "owner", "MiB per sequence", f"MiB at micro-batch {micro_batch}"]]
+    for name, t in est.terms.items():
+        if t.kind in ("static", "transient"):
+            rows.append([name, t.kind, t.owner, "-", f"{est.term(name) * mib:,.1f}"])
+        elif t.kind in ("token", "host"):
+            each = est.term(name) * per_sample * mib
+            rows.append([name, t.kind, t.owner, f"{each:,.2f}", f"{each * micro_batch:,.1f}"])
+    per_seq = sum(est.per_token_bytes().values()) * per_sample * mib
+    rows.append(["total (device)", "", "", f"{per_seq:,.2f}", f"{est.peak_bytes(micro_batch) * mib:,.1f}"])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    lines.insert(len(lines) - 1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
 def to_markdown(results: list[PlanResult], meta: dict[str, Any]) -> str:
     head = "| " + " | ".join(h for h, _, _ in COLUMNS) + " |"
     sep = "|" + "|".join("---" for _ in COLUMNS) + "|"
@@ -75,9 +95,20 @@ def plot(results: list[PlanResult], path: Path, title: str = "") -> Optional[Pat
                 ax.text(v, i, f" {v:.0f}" if isinstance(v, int) else f" {v:.1f}", va="center", fontsize=8)
     fig.suptitle(title or "memfit: max micro-batch and peak memory per stack")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_figure(fig, path)
     return path
+
+
+def _save_figure(fig, path: Path) -> None:
+    """Rendered in memory, then written through the atomic path: a full disk never leaves a truncated PNG."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=110, format=Path(path).suffix.lstrip(".") or "png")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def write_report(results: list[PlanResult], out_dir: str | Path, name: str = "plan",
@@ -118,6 +149,7 @@ def format_frontier(auto) -> str:
     lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
              for row in rows]
     lines.insert(1, "-" * len(lines[0]))
+    lines += [f"  {r.stack}: error: {r.error}" for r in auto.frontier if r.error]
     lines += ["", f"{auto.probe_count} probes (budget {auto.probe_budget}), {auto.search_seconds:.0f} s, "
                   f"{len(auto.pruned)} stacks pruned without probing", f"winner: {auto.why}"]
     return "\n".join(lines)
@@ -146,8 +178,7 @@ def plot_frontier(auto, path: Path) -> Path:
     ax.set_title("memfit plan --auto: the probed frontier")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_figure(fig, path)
     return path
 
 
@@ -160,7 +191,7 @@ def write_auto_report(auto, out_dir: str | Path, name: str = "auto", meta: Optio
     paths = {"json": Path(json_path) if json_path else out / f"{name}.json", "txt": out / f"{name}.txt",
              "png": out / f"{name}.png"}
     paths["json"].parent.mkdir(parents=True, exist_ok=True)
-    paths["json"].write_text(json.dumps({"meta": meta, **auto.to_dict()}, indent=2))
-    paths["txt"].write_text(format_frontier(auto) + "\n")
+    atomic_write_json(paths["json"], {"meta": meta, **auto.to_dict()})
+    atomic_write_text(paths["txt"], format_frontier(auto) + "\n")
     plot_frontier(auto, paths["png"])
     return paths

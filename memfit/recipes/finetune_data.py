@@ -6,7 +6,8 @@ import hashlib
 from dataclasses import asdict
 from typing import Any, Optional
 
-from ..data import DataError, build_datasets, extract_pdfs
+from ..data import DataError, PdfSource, build_datasets, extract_pdfs
+from ..data.arrow_bundle import build_arrow_datasets, default_num_proc, wants_arrow
 from ..data.mixture import build_source_datasets, test_split_hashes
 
 
@@ -15,7 +16,8 @@ def load_corpus(pdf_dir: str, cache: Optional[str], keep_non_english: bool = Fal
         corpus = extract_pdfs(pdf_dir, cache, keep_non_english=keep_non_english)
     except DataError as exc:
         raise DataError(f"{exc}\nThe example needs a folder of text PDFs: put them in {pdf_dir} or pass "
-                        f"--pdf-dir DIR (e.g. --pdf-dir ../shared/corpus/climate).") from None
+                        f"--pdf-dir DIR (the full climate corpus: `memfit data fetch climate data/climate`, then "
+                        f"--pdf-dir data/climate).") from None
     if not corpus.documents:
         raise DataError(f"none of the PDFs in {pdf_dir} gave usable text:\n{corpus.summary()}")
     return corpus
@@ -23,20 +25,28 @@ def load_corpus(pdf_dir: str, cache: Optional[str], keep_non_english: bool = Fal
 
 def finetune_datasets(cfg: Any, tokenizer: Any, state: Any) -> tuple[Any, dict[str, Any], str]:
     """(DataBundle, the results' "data" entry, a one-paragraph summary for the log)."""
-    if cfg.sources:
-        with state.main_process_first():  # rank 0 fills the PDF text cache, the others read it
-            bundle, issues = build_source_datasets(cfg.sources, tokenizer, block_size=cfg.seq_len,
-                                                   test_fraction=cfg.test_fraction, seed=cfg.seed,
-                                                   text_cache=cfg.text_cache)
+    arrow = getattr(cfg, "arrow_cache", None)
+    sources = cfg.sources or ([PdfSource(path=cfg.pdf_dir)] if arrow else [])
+    if sources:
+        arrow = wants_arrow(sources) if arrow is None else arrow
+        common = dict(block_size=cfg.seq_len, test_fraction=cfg.test_fraction, seed=cfg.seed,
+                      text_cache=cfg.text_cache)
+        with state.main_process_first():  # rank 0 fills the text (and Arrow) caches, the others read them
+            if arrow:
+                num_proc = getattr(cfg, "num_proc", None) or default_num_proc(state.device.type == "cuda")
+                bundle, issues = build_arrow_datasets(sources, tokenizer, num_proc=num_proc, **common)
+            else:
+                bundle, issues = build_source_datasets(sources, tokenizer, **common)
         per_source = {}
         for row in bundle.documents.select_columns(["source", "split"]):
             counts = per_source.setdefault(row["source"], {"train": 0, "test": 0})
             counts[row["split"]] += 1
         entries = [f"{row['name']}:{hashlib.sha256(row['text'].encode('utf-8')).hexdigest()}"
                    for row in bundle.documents.select_columns(["name", "text"])]
-        data = {"sources": [s.model_dump() for s in cfg.sources], "documents": len(bundle.documents),
+        data = {"sources": [s.model_dump() for s in sources], "documents": len(bundle.documents), "arrow": arrow,
                 "per_source": per_source, "skipped": [str(i) for i in issues]}
-        summary = f"{len(bundle.documents)} documents from {len(cfg.sources)} sources, {len(issues)} inputs skipped"
+        summary = (f"{len(bundle.documents)} documents from {len(sources)} sources, {len(issues)} inputs skipped"
+                   + (", tokenised through the Arrow cache" if arrow else ""))
     else:
         with state.main_process_first():
             corpus = load_corpus(cfg.pdf_dir, cfg.text_cache, getattr(cfg, "keep_non_english", False))

@@ -66,9 +66,8 @@ def preflight(cfg: "FinetuneConfig") -> Path:
     """Validate the resolved config, the stack, the model source and the output folder; returns the run folder."""
     cfg = _validated(cfg)
     run_dir = run_dir_of(cfg)
-    Stack.coerce(cfg.stack)  # StackError names the bad part of the spec
-    if cfg.stack:
-        check_launch(Stack.coerce(cfg.stack))
+    if str(cfg.stack).strip().lower() != "auto":  # 'auto' is chosen by the planner's probes, later
+        check_launch(Stack.coerce(cfg.stack))  # StackError names the bad part of the spec
     _check_model(cfg)
     ensure_writable(run_dir)
     return run_dir

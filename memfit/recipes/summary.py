@@ -34,5 +34,8 @@ def summary_markdown(r: dict[str, Any], data_table: str = "") -> str:
         rows.insert(0, ("WARNING", f"the fine-tuned model is {r['perplexity_change_pct']:.1f} % WORSE than the original "
                                    "model: lower lr or train longer before using this adapter"))
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    # the picture next to the numbers it is drawn from (memfit.recipes.curves); relative, so the folder can move
+    curves = (f"## Curves\n![training loss, evaluation perplexity and memory over steps]({r['curves_png']})\n\n"
+              if r.get("curves_png") else "")
     return (f"# memfit fine-tune: {r['model']} on {r['data']['documents']} PDFs\n\n| | |\n|---|---|\n{table}\n\n"
-            f"## Data\n```\n{data_table}\n```\n\n## Stack\n```\n{r['stack_description']}\n```\n")
+            f"{curves}## Data\n```\n{data_table}\n```\n\n## Stack\n```\n{r['stack_description']}\n```\n")

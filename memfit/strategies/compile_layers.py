@@ -57,6 +57,14 @@ class CompileLayers(BaseModel):
                 part.compile(**kwargs)  # in place: parameter names, state dicts and peft's save paths are unchanged
         return model
 
+    def restore_model(self, model, ctx):
+        # nn.Module.compile only sets _compiled_call_impl; None is the eager call again. Dynamo's code cache is
+        # process state, not the model's: whoever loads the next model decides whether to reset it.
+        for layer in decoder_layers(model):
+            for part in layer.children():
+                part._compiled_call_impl = None
+        return model
+
     def estimate_memory(self, est, ctx):
         if self.backend != "inductor":
             return

@@ -12,8 +12,6 @@ stops the run with the last good checkpoint on disk.
 
 from __future__ import annotations
 
-import os
-import shutil
 import logging
 import json
 import math
@@ -29,7 +27,7 @@ from .backoff import OOMBackoff
 from .checkpoint import (BASE_FILE, Checkpointer, CheckpointError, DataStream, TrainState, base_info, ensure_writable,
                          nonfinite_weights)
 from .run_lock import RunLock
-from ..core.files import atomic_write_json
+from ..core.files import atomic_directory, atomic_write_json
 from ..core.loss import count_predicted_tokens
 from ..core.stack import Stack
 from .telemetry import Meter, memory_stats, reset_peak
@@ -91,6 +89,9 @@ class TrainResult:
     nonfinite_steps: int = 0  # updates skipped because the loss or gradient norm was NaN/inf
     evals: list[dict[str, Any]] = field(default_factory=list)
     memory: dict[str, Any] = field(default_factory=dict)
+    # {"step", "peak_gib"} at each logged step of this invocation (the CUDA allocator's peak so far, or the CPU
+    # process's peak RSS): the memory curve of the run's curves.png
+    memory_curve: list[dict[str, float]] = field(default_factory=list)
     adapter_dir: Optional[str] = None
     checkpoint_dir: Optional[str] = None  # the latest complete checkpoint
     resumed_from: Optional[str] = None
@@ -179,11 +180,10 @@ def _train(model, stack, train_data, cfg, eval_data, acc, tqdm) -> TrainResult:
     optimizer = stack.make_optimizer(model, ctx, cfg.lr, cfg.weight_decay)
     scheduler = _lr_scheduler(cfg.scheduler, optimizer, cfg.warmup, total)
     model, optimizer, loader, scheduler = acc.prepare(model, optimizer, loader, scheduler)
-    if cfg.log_with:
-        # trackers take scalars only (TensorBoard's hparams refuse dicts): nested settings go in as JSON text
-        settings = {k: json.dumps(v, sort_keys=True, default=str) if isinstance(v, (dict, list)) else v
-                    for k, v in cfg.model_dump(exclude={"log_with"}).items()}
-        acc.init_trackers("memfit", config={"stack": stack.spec, **settings})
+    # a caller that started the trackers (the recipe, to log its evaluations before and after) also finishes them
+    own_trackers = bool(cfg.log_with) and not acc.trackers
+    if own_trackers:
+        start_trackers(acc, stack, cfg)
 
     saver = None
     if cfg.output_dir and cfg.checkpoint_every:
@@ -194,10 +194,39 @@ def _train(model, stack, train_data, cfg, eval_data, acc, tqdm) -> TrainResult:
                       max_grad_norm=cfg.max_grad_norm), **cfg.run_identity}
         saver = Checkpointer(acc, model, Path(cfg.output_dir) / "checkpoints", cfg.keep_last, run_id)
     try:
-        return _run(model, stack, ctx, acc, optimizer, scheduler, loader, total, cfg, saver, eval_data, tqdm)
+        result = _run(model, stack, ctx, acc, optimizer, scheduler, loader, total, cfg, saver, eval_data, tqdm)
     finally:
         if saver:
             saver.close()
+    if own_trackers:
+        finish_trackers(acc)
+    return result
+
+
+def start_trackers(acc, stack: Stack, cfg: TrainConfig) -> None:
+    """accelerate's trackers (the Accelerator's log_with) with the run's settings as hyperparameters."""
+    # trackers take scalars only (TensorBoard's hparams refuse dicts): nested settings go in as JSON text
+    settings = {k: json.dumps(v, sort_keys=True, default=str) if isinstance(v, (dict, list)) else v
+                for k, v in cfg.model_dump(exclude={"log_with"}).items()}
+    acc.init_trackers("memfit", config={"stack": stack.spec, **settings})
+
+
+def finish_trackers(acc) -> None:
+    # not acc.end_training(): it also destroys the process group, and the caller still evaluates across ranks
+    for tracker in acc.trackers:
+        tracker.finish()
+    acc.trackers = []
+
+
+def log_evaluation(acc, result: dict[str, Any], step: int, label: Optional[str] = None) -> None:
+    """An evaluation as tracker scalars: `eval/perplexity` (one curve over the run) and, for a named one
+    (base, final, original), `eval/<label>_perplexity` too; bits per byte alongside."""
+    values = {}
+    for prefix in ("eval/", *([f"eval/{label}_"] if label else [])):
+        values[f"{prefix}perplexity"] = result["perplexity"]
+        if result.get("bits_per_byte") is not None:
+            values[f"{prefix}bits_per_byte"] = result["bits_per_byte"]
+    acc.log(values, step=step)
 
 
 def _run(model, stack, ctx, acc, optimizer, scheduler, loader, total, cfg, saver, eval_data, tqdm) -> TrainResult:
@@ -252,11 +281,13 @@ def _run(model, stack, ctx, acc, optimizer, scheduler, loader, total, cfg, saver
             mem = memory_stats(acc.device)
             peak = mem.get("peak_gib", mem.get("peak_rss_gib", 0.0))  # CUDA allocator peak, or the CPU process's RSS
             bar.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{rate:,.0f}", mem=f"{peak:.2f}G")
+            result.memory_curve.append({"step": step, "peak_gib": peak})
             acc.log({"loss": step_loss, "lr": scheduler.get_last_lr()[0], "tokens_per_s": rate,
                      "micro_batch": backoff.micro_batch, "skipped_steps": result.skipped_steps}, step=step)
         bar.update(1)
         if eval_data is not None and cfg.eval_every and (step % cfg.eval_every == 0 or step == total):
             result.evals.append({"step": step, **evaluate(model, eval_data, cfg, acc)})
+            log_evaluation(acc, result.evals[-1], step)
         if saver and bad == 0 and (step % cfg.checkpoint_every == 0 or step == total
                                    or _minutes_passed(acc, saved_at, cfg.checkpoint_minutes)):
             saved_at = time.monotonic()
@@ -269,10 +300,6 @@ def _run(model, stack, ctx, acc, optimizer, scheduler, loader, total, cfg, saver
     result.memory, result.checkpoint_dir = memory_stats(acc.device), str(last) if last else None
     if cfg.output_dir and cfg.save_adapter:
         result.adapter_dir = save_trained(model, acc, Path(cfg.output_dir) / "adapter")
-    if cfg.log_with:
-        # not acc.end_training(): it also destroys the process group, and the caller still evaluates across ranks
-        for tracker in acc.trackers:
-            tracker.finish()
     return result
 
 
@@ -320,15 +347,11 @@ def save_trained(model, acc, out: Path) -> str:
         raise CheckpointError(f"not saving the trained weights to {out}: {bad[:3]} hold NaN/inf (the learning rate is "
                               f"too high or the data is broken); lower the learning rate and rerun")
     if acc.is_main_process:
-        tmp = out.with_name(f".tmp-{out.name}")
         try:  # a folder under the final name is always complete: written aside, then swapped in
-            shutil.rmtree(tmp, ignore_errors=True)
-            acc.unwrap_model(model).save_pretrained(tmp, state_dict=state, safe_serialization=True)
-            atomic_write_json(tmp / BASE_FILE, base_info(acc.unwrap_model(model)), indent=None)
-            shutil.rmtree(out, ignore_errors=True)
-            os.replace(tmp, out)
+            with atomic_directory(out) as tmp:
+                acc.unwrap_model(model).save_pretrained(tmp, state_dict=state, safe_serialization=True)
+                atomic_write_json(tmp / BASE_FILE, base_info(acc.unwrap_model(model)), indent=None)
         except Exception as exc:  # noqa: BLE001 - SafetensorError on a full disk is no OSError
-            shutil.rmtree(tmp, ignore_errors=True)
             raise CheckpointError(f"writing the trained weights to {out} failed ({getattr(exc, 'strerror', None) or exc}); the final "
                                   f"checkpoint (if checkpointing is on) holds them: free space and rerun with the "
                                   f"same output_dir, which resumes and only re-saves") from exc

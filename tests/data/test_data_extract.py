@@ -137,3 +137,31 @@ def test_a_pdf_pypdf_repairs_is_kept_with_its_warning(pdf_dir, tmp_path):
     assert [doc.name for doc in corpus.documents] == ["bad-xref.pdf"] and corpus.errors == []
     assert [(w.path.name, w.kind) for w in corpus.warnings] == [("bad-xref.pdf", "pypdf_warning")]
     assert "startxref" in corpus.warnings[0].reason
+
+
+def test_a_starved_genuine_file_is_kept_and_a_hung_one_is_skipped_without_costing_the_others(pdf_dir, good_pdfs,
+                                                                                              tmp_path, monkeypatch):
+    # the fuzz run lost intact control PDFs to a wall-clock limit while other jobs saturated the cores; the limit is
+    # CPU time now. Sleeping stands in for waiting on a busy CPU (wall time passes, hardly any CPU is used).
+    import time
+
+    from memfit.data import extract, isolation
+
+    real_read = extract.read_page_texts
+
+    def read(job):
+        if job[0].name == "good-0.pdf":
+            time.sleep(1.5)  # starved: three times timeout_s on the wall clock
+        if job[0].name == "hung.pdf":
+            time.sleep(60)
+        return real_read(job)
+
+    write_text_pdf(pdf_dir / "hung.pdf", [english_page(9)])
+    monkeypatch.setattr(extract, "read_page_texts", read)
+    monkeypatch.setattr(isolation, "WALL_FACTOR", 4.0)
+    corpus = extract_pdfs(pdf_dir, tmp_path / "cache", timeout_s=0.5, workers=2)
+    assert [doc.name for doc in corpus.documents] == ["good-0.pdf", "good-1.pdf"]
+    (issue,) = corpus.errors
+    assert issue.path.name == "hung.pdf" and issue.kind == "timeout"
+    assert "wall-clock" in issue.reason and "hung, or the machine is overloaded" in issue.reason
+    assert corpus.seconds["good-0.pdf"] >= 1.5 and corpus.seconds["hung.pdf"] >= 2 * 4 * 0.5  # retried alone once

@@ -52,3 +52,21 @@ def test_a_short_chinese_document_is_not_english():
     assert check.words >= MIN_WORDS and not check.is_english
     assert check_language("Hello 世界, the climate is changing " * 20).words > 100
     assert check_language("The ocean is warming and the ice is melting. " * 10).is_english
+
+
+def test_a_short_chinese_pdf_is_left_out_of_training_through_extraction(pdf_dir, good, tmp_path, monkeypatch):
+    # the case end to end: a 348-character Chinese PDF was extracted, screened and trained on. The test PDF
+    # writer has no CJK font, so the child process returns that text for the file, as pypdf does for the real one.
+    from memfit.data import extract
+
+    chinese = "气候变化是人类面临的最严峻挑战之一，全球变暖导致极端天气事件频发。" * 10
+    real_read = extract.read_page_texts
+    monkeypatch.setattr(extract, "read_page_texts",
+                        lambda job: ([chinese], []) if job[0].name == "zh.pdf" else real_read(job))
+    write_text_pdf(pdf_dir / "zh.pdf", [english_page(5)])
+    corpus = extract_pdfs(pdf_dir, tmp_path / "cache")
+    assert [d.name for d in corpus.documents] == ["good-0.pdf", "good-1.pdf"]
+    assert [(i.path.name, i.kind) for i in corpus.errors] == [("zh.pdf", "non_english")]
+    assert "--keep-non-english" in corpus.errors[0].reason
+    kept = extract_pdfs(pdf_dir, tmp_path / "cache2", keep_non_english=True)
+    assert "zh.pdf" in [d.name for d in kept.documents] and kept.errors == []

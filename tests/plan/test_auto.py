@@ -102,3 +102,28 @@ def test_candidates_respect_declared_requirements():
     on_cpu = {c.name for c in candidate_classes(frozenset())}
     assert "compile" not in on_cpu and "quant4bit" not in on_cpu and "gc" in on_cpu
     assert "lora" not in on_cpu and "ga" not in on_cpu  # not memory/speed choices
+
+
+def test_a_candidate_that_raises_is_recorded_and_the_search_goes_on():
+    measure, predict, _, calls = landscape(14.0)
+
+    def breaks_with_compile(stack: Stack) -> PlanResult:  # the H200 failure: an in-place error in compiled backward
+        if "compile" in stack:
+            calls.append(stack.spec)
+            raise RuntimeError("one of the variables needed for gradient computation has been modified by an "
+                               "inplace operation\nlong traceback text")
+        return measure(stack)
+
+    lines: list[str] = []
+    res = auto_search("lora", seq_len=SEQ, target_effective_batch=16, measure=breaks_with_compile, predict=predict,
+                      on_cuda=True, log=lines.append)
+    failed = [r for r in res.frontier if r.error]
+    assert failed and all("compile" in r.stack for r in failed)
+    assert failed[0].error == ("RuntimeError: one of the variables needed for gradient computation has been "
+                               "modified by an inplace operation")  # one line
+    assert res.winner and "compile" not in res.winner  # the best stack that does train
+    assert "failed with an error" in res.why and any("failed, skipped" in line for line in lines)
+
+    from memfit.plan.report import format_frontier
+
+    assert f"{failed[0].stack}: error: RuntimeError" in format_frontier(res)

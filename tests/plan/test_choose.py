@@ -41,3 +41,41 @@ def test_plan_max_seq_len_prints_and_writes_each_stack(tiny_weights_dir, tmp_pat
 def test_auto_without_a_target_is_a_one_line_error(capsys):
     assert main(["plan", "--auto", "--seq-len", "64"]) == 2
     assert "--target-effective-batch" in capsys.readouterr().err
+
+
+def test_release_undoes_process_wide_patches_and_compiled_parts():
+    """A strategy patching transformers' module-level RoPE (as liger does) must not leak into the next candidate."""
+    from typing import ClassVar
+
+    from pydantic import BaseModel
+    from transformers.models.llama import modeling_llama
+
+    from _models import tiny_model
+    from memfit.core.protocol import strategy_config
+    from memfit.plan.choose import release
+
+    original = modeling_llama.apply_rotary_pos_emb
+
+    class PatchRope(BaseModel):
+        model_config = strategy_config()
+        name: ClassVar[str] = "patch_rope"
+        phase: ClassVar[int] = 50
+
+        def describe(self) -> str:
+            return "process-wide RoPE patch"
+
+        def transform_model(self, model, ctx):
+            modeling_llama.apply_rotary_pos_emb = lambda *a, **k: original(*a, **k)
+            return model
+
+        def restore_model(self, model, ctx):
+            modeling_llama.apply_rotary_pos_emb = original
+            return model
+
+    stack = Stack([*Stack.from_spec("lora+gc+compile:backend=aot_eager"), PatchRope()])
+    net = stack.apply_model(tiny_model(), stack.context("cpu"))
+    assert modeling_llama.apply_rotary_pos_emb is not original
+    release(net, stack)
+    assert modeling_llama.apply_rotary_pos_emb is original
+    parts = [m for m in net.modules() if hasattr(m, "_compiled_call_impl")]
+    assert parts and all(m._compiled_call_impl is None for m in parts)

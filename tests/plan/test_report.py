@@ -55,3 +55,23 @@ def test_auto_report_json_is_machine_readable(tmp_path):
     assert data["winner"] == "lora+cce" and data["probe_count"] == 13 and data["search_seconds"] == 9.0
     assert [r["stack"] for r in data["frontier"]] == ["lora+cce", "lora+gc"] and data["meta"]["model"] == "m"
     assert paths["png"].read_bytes()[:4] == b"\x89PNG" and "winner" in paths["txt"].read_text()
+
+
+def test_a_full_disk_while_writing_reports_keeps_the_previous_files_whole(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    import pytest
+
+    before = write_auto_report(_auto(), tmp_path, "auto")
+    old = {name: path.read_bytes() for name, path in before.items()}
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="No space left"):
+        write_auto_report(_auto(), tmp_path, "auto", {"model": "changed"})
+    monkeypatch.undo()
+    assert {name: path.read_bytes() for name, path in before.items()} == old  # the JSON, table and PNG as they were
+    assert sorted(os.listdir(tmp_path)) == ["auto.json", "auto.png", "auto.txt"]  # no truncated or temporary file

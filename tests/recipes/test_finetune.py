@@ -16,6 +16,9 @@ from _models import REPO, tiny_config
 sys.path.insert(0, str(Path(__file__).parents[1] / "data"))
 from pdf_factory import english_page, write_text_pdf  # noqa: E402
 
+from memfit import Stack  # noqa: E402
+from memfit.recipes.finetune import SEED_STACK  # noqa: E402
+
 
 
 @pytest.fixture(autouse=True)
@@ -70,7 +73,7 @@ def climate_pdfs(tmp_path) -> Path:
 def _argv(pdfs: Path, model: Path, out: Path, run: str) -> list[str]:
     return ["--pdf-dir", str(pdfs), "--model", str(model), "--output-dir", str(out), "--run-name", run,
             "--seq-len", "32", "--target-effective-batch", "16", "--max-steps", "3", "--lr", "3e-3",
-            "--eval-context", "32", "--eval-max-tokens", "96", "--cpu-budget-gib", "0.001", "--max-micro-batch", "12"]
+            "--eval-context", "32", "--eval-max-tokens", "96", "--cpu-budget-gib", "0.004", "--max-micro-batch", "12"]
 
 
 def test_example_end_to_end_writes_every_result_and_reuses_caches(tmp_path, monkeypatch, tiny_model_dir,
@@ -106,13 +109,14 @@ def test_example_end_to_end_writes_every_result_and_reuses_caches(tmp_path, monk
 
     # memory, device, versions, data, stack, evaluation sample
     assert saved["memory"]["train"]["peak_rss_gib"] > 0 and saved["memory"]["planned_peak_gib"] > 0
-    assert saved["memory"]["budget_gib"] == pytest.approx(0.001) and saved["memory"]["breakdown_gib"]
+    assert saved["memory"]["budget_gib"] == pytest.approx(0.004) and saved["memory"]["breakdown_gib"]
     assert {"python", "torch", "transformers", "peft", "accelerate"} <= set(saved["versions"])
     data = saved["data"]
     assert data["documents"] == 2 and data["skipped_files"] == [] and data["text_from_cache"] == 0
     assert set(data["split"]) == {"train", "test"} and data["split"]["train"]["blocks"] > 0
     assert data["test_documents"] and all(name.endswith(".pdf") for name in data["test_documents"])
-    assert saved["stack"] == "lora+gc+ga:effective_batch=16" and "LoRA" in saved["stack_description"]
+    assert saved["stack"] == Stack.from_spec(SEED_STACK["cpu"].format(batch=16)).spec
+    assert "LoRA" in saved["stack_description"] and "checkpoint" not in saved["stack_description"]
     assert ev["sampled"] and ev["pieces"] == 3 and ev["piece_tokens"] == 32 and ev["context_length"] == 32
     assert ev["scored_tokens"] == 3 * 31 == ev["base"]["tokens"] == ev["final"]["tokens"]
     assert ev["scored_bytes"] > 0 and "note" in ev
@@ -191,7 +195,7 @@ def test_sources_field_trains_on_text_files_and_records_the_split(tmp_path, monk
     cfg = FinetuneConfig.model_validate({"sources": [{"kind": "text", "path": str(notes), "name": "notes"}]})
     results = run_finetune(cfg, model=str(tiny_model_dir), output_dir=str(tmp_path / "out"), run_name="text",
                            seq_len=32, target_effective_batch=4, max_steps=2, eval_context=32, eval_max_tokens=64,
-                           cpu_budget_gib=0.001, max_micro_batch=4, progress=False)
+                           cpu_budget_gib=0.004, max_micro_batch=4, progress=False)
     data = results["data"]
     assert data["documents"] == 3 and data["per_source"] == {"notes": {"train": 2, "test": 1}}
     assert sorted(data["test_sha256"]) == sorted(data["test_documents"])

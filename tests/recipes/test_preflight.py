@@ -57,6 +57,13 @@ def test_a_good_config_passes_and_names_the_run_folder(tmp_path, arch):
     assert preflight(_cfg(tmp_path, arch)) == tmp_path / "out" / "run"
 
 
+def test_stack_auto_passes_preflight_the_planner_chooses_it_later(tmp_path, arch):
+    # regression: the GPU default 'auto' was parsed as a strategy name before any run could start
+    assert preflight(_cfg(tmp_path, arch, stack="auto")) == tmp_path / "out" / "run"
+    assert preflight(FinetuneConfig(architecture=str(arch), output_dir=str(tmp_path / "o"), run_name="r",
+                                    seq_len=64).resolved("cuda")) == tmp_path / "o" / "r"
+
+
 def test_an_effective_batch_larger_than_the_data_is_refused():
     with pytest.raises(ConfigError, match=r"--target-effective-batch 1000000 is larger than the 739 training blocks "
                                           r"of 256 tokens: pass --target-effective-batch 184 or less"):

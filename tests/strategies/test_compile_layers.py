@@ -29,7 +29,8 @@ def _run(spec: str):
 
 
 # LoRA dropout is 0: inductor draws its own random numbers, so dropout masks (not the maths) would differ from eager.
-@pytest.mark.parametrize("spec", ["lora:dropout=0", "lora:dropout=0+gc+cce", "gc+tiled_mlp:tokens=7+offload"])
+@pytest.mark.parametrize("spec", ["lora:dropout=0", "lora:dropout=0+gc+cce", "gc+tiled_mlp:tokens=7+offload",
+                                  "lora:dropout=0+gc+offload", "lora:dropout=0+tiled_mlp:tokens=7+gc"])
 def test_compiled_layers_match_eager(spec):
     torch._dynamo.reset()
     ref_losses, ref, _ = _run(spec)

@@ -73,5 +73,5 @@ def test_checkpoints_are_also_taken_by_time(tmp_path):
 def test_adapter_is_swapped_in_whole(tmp_path):
     _, res = _train(tmp_path, save_adapter=True)
     names = {p.name for p in tmp_path.iterdir()}
-    assert "adapter" in names and not any(n.startswith(".tmp-") for n in names)
+    assert "adapter" in names and not any(n.startswith(".tmp-") or n.endswith((".tmp", ".old")) for n in names)
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file() and res.adapter_dir.endswith("adapter")

@@ -1,0 +1,114 @@
+"""`memfit estimate`: the analytic memory model (memfit/plan/memory.py) from a model config or a run recipe.
+
+Only configs are read: no weights are loaded, no model is built, nothing is probed, so it answers in seconds for an
+8B model on a laptop. What it prints is a prediction; `memfit plan` measures the real boundary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+DEFAULT_SEQ_LEN = 512
+
+
+def config_without_weights(model: str):
+    """(transformers config, note) for `model`, never touching its weights. A Hub id whose name is a shipped
+    architecture (meta-llama/Llama-3.2-3B) reads the shipped config: the same architecture, no download or login."""
+    from transformers import AutoConfig
+
+    from ..models import EMBEDDED, GGUF_FILE, _gguf_folder, cache_root, load_config, shipped_configs
+
+    if model.lower() == EMBEDDED:
+        cached = cache_root() / "models" / EMBEDDED
+        if (cached / "config.json").is_file():
+            return AutoConfig.from_pretrained(cached), ""
+        # not converted yet: the GGUF header holds the config (load_config would convert the weights first)
+        return AutoConfig.from_pretrained(_gguf_folder(), gguf_file=GGUF_FILE), ""
+    name = Path(model).name.lower()
+    if not Path(model).exists() and name in shipped_configs():
+        note = "" if name == model.lower() else f"architecture from the shipped config {name}"
+        return load_config(name), note
+    return load_config(model), ""
+
+
+def _recipe_settings(args, device: str) -> dict[str, Any]:
+    """model, stack, seq_len, effective batch and budget of a run recipe, as the run would resolve them here."""
+    if not args.config:
+        return {}
+    from ..recipes.finetune import AUTO_BASE, FinetuneConfig
+    from .options import load_yaml, validate
+    from .train import recipe_path
+
+    path = recipe_path(args.config)
+    values = load_yaml(path)
+    if isinstance(values.get("config"), dict):  # a run's results.json: its resolved config
+        values = values["config"]
+    cfg = validate(FinetuneConfig, values, str(path)).resolved(device)
+    stack, notes = cfg.stack, []
+    if str(stack).strip().lower() == "auto":  # chosen by probes at run time: the analytic model sees its base
+        stack = AUTO_BASE[device]
+        notes.append(f"stack 'auto' is chosen by the planner at run time; this estimates its base {stack}")
+    return dict(model=cfg.architecture or cfg.model, stack=stack, seq_len=cfg.seq_len,
+                target_effective_batch=cfg.target_effective_batch, margin=cfg.margin,
+                cpu_budget_gib=cfg.cpu_budget_gib if device == "cpu" else None, notes=notes)
+
+
+def _budget_gib(given: dict[str, Any], recipe: dict[str, Any], device: str, margin: float):
+    if given.get("budget_gib"):
+        return given.get("budget_gib"), "--budget-gib"
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_properties(0).total_memory * (1 - margin) / 2**30, torch.cuda.get_device_name(0)
+    if recipe.get("cpu_budget_gib"):
+        return recipe["cpu_budget_gib"], "the recipe's cpu_budget_gib"
+    return None, ""
+
+
+def estimate_from_args(args) -> int:
+    import torch
+
+    from ..core.stack import Stack
+    from ..models import EMBEDDED
+    from ..plan.memory import GiB, estimate
+    from ..plan.planner import check_seq_lens, grad_accum_for
+    from ..plan.report import format_estimate
+    from ..recipes.finetune import with_accumulation
+    from .plan import DEFAULT_STACK, dump_json
+
+    given = vars(args)  # the estimate's flags default to SUPPRESS: absent unless typed, so the recipe's value stays
+    device = given.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+    recipe = _recipe_settings(args, device)
+    model = given.get("model_config") or given.get("model") or recipe.get("model", EMBEDDED)
+    seq_len = given.get("seq_len") or recipe.get("seq_len") or DEFAULT_SEQ_LEN
+    target = given.get("target_effective_batch") or recipe.get("target_effective_batch")
+    spec = given.get("stack") or recipe.get("stack") or DEFAULT_STACK
+    stack = with_accumulation(spec, target) if recipe and not given.get("stack") else Stack.coerce(spec)
+    margin = given["margin"] if "margin" in given else recipe.get("margin", 0.03)
+    budget_gib, budget_from = _budget_gib(given, recipe, device, margin)
+    config, note = config_without_weights(model)
+    check_seq_lens([seq_len], getattr(config, "max_position_embeddings", None))
+    # an explicit device index: Stack.context would ask CUDA for the current device, and there may be none here
+    ctx = stack.context(torch.device("cuda", 0) if device == "cuda" else "cpu", num_processes=args.num_processes)
+    est = estimate(stack, config, seq_len, ctx)
+    predicted = est.max_micro_batch(budget_gib * GiB) if budget_gib else None
+    micro = given.get("micro_batch") or predicted or 1
+    print(f"memfit estimate: {model}, stack {stack.spec}, seq {seq_len}, {device} (analytic; no weights loaded)")
+    for line in [note, *recipe.get("notes", [])]:
+        if line:
+            print(f"note: {line}")
+    print(format_estimate(est, micro))
+    out: dict[str, Any] = {"model": model, "stack": stack.spec, "seq_len": seq_len, "device": device,
+                           "micro_batch": micro, "breakdown_gib": est.breakdown(micro), "estimate": est.to_dict()}
+    if budget_gib:
+        accum = grad_accum_for(stack, max(predicted, 1), args.num_processes, target)
+        print(f"budget {budget_gib:.2f} GiB ({budget_from}): predicted max micro-batch {predicted} x accumulation "
+              f"{accum} x {args.num_processes} processes = effective batch {predicted * accum * args.num_processes}")
+        out.update(budget_gib=budget_gib, predicted_max_micro_batch=predicted, grad_accum=accum)
+        if not predicted:
+            print("not one sequence fits by the analytic model: lower --seq-len, add 'gc'/'q4', or raise the budget")
+    else:
+        print("no budget: pass --budget-gib N for the max micro-batch the model predicts")
+    if args.json:
+        dump_json(args.json, out)
+    return 0

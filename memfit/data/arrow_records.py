@@ -1,0 +1,99 @@
+"""Source records -> an Arrow dataset on disk, written by `Dataset.from_generator` one record at a time, so a corpus
+larger than memory never sits in a Python list; what the Arrow path (memfit/data/arrow_blocks.py) tokenises.
+
+One row per record (plain text, or chat turns as the JSON `Record.content()` gives) and one row per skipped input
+(`issue_kind` set, no text), in the order `load_records` returns them. The generator's cache is keyed by the sources'
+settings and the size and mtime of every file they read (like make), so a rerun on unchanged files reads no source
+again; the tokens' cache is keyed by the *content* (`content_hash`), which is what decides the tokens.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Optional
+
+from datasets import Dataset, Features, Value
+
+from memfit.data.errors import DataError, FileIssue
+from memfit.data.sources import iter_records
+
+RECORDS_VERSION = "1"  # bump when what a record row holds, or how sources are read and cleaned, changes
+RECORD_FEATURES = Features({
+    "name": Value("string"), "source": Value("string"), "file": Value("string"), "line": Value("int64"),
+    "chat": Value("bool"), "text": Value("string"), "n_chars": Value("int64"), "n_bytes": Value("int64"),
+    "issue_kind": Value("string"), "issue_reason": Value("string"),
+})
+
+
+def default_arrow_dir() -> Path:
+    return Path(os.environ.get("MEMFIT_CACHE", Path.home() / ".cache" / "memfit")).expanduser() / "arrow"
+
+
+def _rows(sources: list[Any], text_cache: Optional[str]) -> Iterator[dict[str, Any]]:
+    for item in iter_records(sources, text_cache):
+        if isinstance(item, FileIssue):
+            yield {"name": None, "source": None, "file": str(item.path), "line": None, "chat": False, "text": None,
+                   "n_chars": 0, "n_bytes": 0, "issue_kind": item.kind, "issue_reason": item.reason}
+            continue
+        text = item.content()
+        if text.strip():  # as load_records: a record with nothing in it is no document
+            yield {"name": item.name, "source": item.source, "file": item.file, "line": item.line,
+                   "chat": item.messages is not None, "text": text, "n_chars": len(text),
+                   "n_bytes": len(text.encode("utf-8")), "issue_kind": None, "issue_reason": None}
+
+
+def file_stamps(path: str) -> list[tuple[str, int, int]]:
+    root = Path(path)
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+    return [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+
+
+def records_fingerprint(sources: list[Any], text_cache: Optional[str]) -> str:
+    """Changes with any source setting and any file's size or mtime (a Hub source: with its id and split only)."""
+    stamp = [RECORDS_VERSION, str(text_cache)]
+    for src in sources:
+        stamp.append(json.dumps(src.model_dump(), sort_keys=True))
+        if getattr(src, "path", None):
+            stamp.append(json.dumps(file_stamps(src.path)))
+    return "records-" + hashlib.sha256("\n".join(stamp).encode()).hexdigest()[:40]
+
+
+def write_records(sources: list[Any], text_cache: Optional[str] = None,
+                  cache_dir: Optional[Path] = None) -> Dataset:
+    """The memory-mapped record rows of `sources` (rebuilt only when `records_fingerprint` changes)."""
+    from datasets.exceptions import DatasetGenerationError
+
+    cache_dir = Path(cache_dir or default_arrow_dir())
+    try:
+        return Dataset.from_generator(_rows, features=RECORD_FEATURES, cache_dir=str(cache_dir / "records"),
+                                      gen_kwargs={"sources": sources, "text_cache": text_cache},
+                                      fingerprint=records_fingerprint(sources, text_cache))
+    except DatasetGenerationError as exc:  # a source with on_error='raise', a missing file: the user's one line
+        cause = exc.__cause__
+        while cause is not None and not isinstance(cause, DataError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise cause from None
+
+
+def content_hash(records: Dataset, batch_size: int = 10_000) -> str:
+    """sha256 over every record's name, kind and text, read in Arrow batches (never the whole column at once)."""
+    digest = hashlib.sha256()
+    for batch in records.select_columns(["name", "chat", "text"]).iter(batch_size=batch_size):
+        for name, chat, text in zip(batch["name"], batch["chat"], batch["text"]):
+            if name is not None:
+                digest.update(f"{name}\0{int(chat)}\0{text}\0".encode())
+    return digest.hexdigest()
+
+
+def record_issues(records: Dataset) -> list[FileIssue]:
+    """The skipped inputs, in reading order (a few rows: found by Arrow compute, not a pass in Python)."""
+    import pyarrow.compute as pc
+
+    rows = records.select(pc.indices_nonzero(pc.is_valid(records.data.column("issue_kind"))).to_pylist())
+    return [FileIssue(Path(r["file"]), r["issue_kind"], r["issue_reason"])
+            for r in rows.select_columns(["file", "issue_kind", "issue_reason"])]

@@ -1,0 +1,58 @@
+"""A run's adapter folded into its base model: one plain transformers checkpoint (safetensors, config, tokenizer)
+that `AutoModelForCausalLM.from_pretrained(DIR)` loads with no peft and no memfit.
+
+The adapter is merged into the *original* full-precision weights, also for runs that trained on a 4-bit/8-bit or
+bf16 base: quantized weights cannot hold the merged update, and loading the original from its source is exact where
+dequantizing would bake the quantization error into the exported model.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import secrets
+from pathlib import Path
+
+import torch
+
+from .saved_run import RunError, is_full_fine_tune, load_trained, read_run, run_tokenizer
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def merged_model(run, device: torch.device | None = None) -> torch.nn.Module:
+    """The run's adapter merged into the full-precision base (a plain transformers model)."""
+    model = load_trained(run, as_trained=False, device=device)
+    return model if is_full_fine_tune(run) else model.merge_and_unload()  # a full fine-tune has nothing to merge
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in [*folder.rglob("*"), folder]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def merge_run(run_dir: str | Path, out: str | Path, dtype: str = "fp32") -> Path:
+    """Write the merged model of `run_dir` into `out`. Built in a hidden temporary sibling and renamed into place, so
+    `out` is either absent or complete; an existing `out` is never overwritten."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise RunError(f"--out {out} already exists: pass a new folder (a merge never overwrites one)")
+    run = read_run(run_dir)
+    model = merged_model(run, torch.device("cpu")).to(DTYPES[dtype])
+    tokenizer = run_tokenizer(run)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        _fsync_tree(tmp)
+        if out.is_dir():  # the empty folder the check above allowed
+            out.rmdir()
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

@@ -1,0 +1,149 @@
+"""A finished fine-tune run read back from its directory: the resolved config and stack results.json recorded, its
+test documents re-extracted from the recorded sources and checked against the recorded sha256 of each, and its base
+model loaded the way `memfit eval` / `memfit merge` need it, with the adapter through the checked loader.
+
+Why re-extract and check rather than re-split: splitting the folder again puts a training document into the "test"
+set as soon as a file is added or removed; the recorded names and hashes make the held-out set exactly the run's,
+or the command refuses.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+
+from ..core.stack import Stack
+from ..data.dataset import clean_documents, tokenize
+from ..models import load_config, load_model, load_tokenizer
+from ..training.checkpoint import check_adapter, load_adapter
+from .finetune import FinetuneConfig
+from .finetune_data import load_corpus
+
+
+class RunError(ValueError):
+    """A run directory that cannot be evaluated or merged as asked; the message names the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class SavedRun:
+    path: Path
+    results: dict[str, Any]
+    config: FinetuneConfig
+    stack: str  # the stack the run trained with (after `auto` chose one)
+
+    @property
+    def adapter_dir(self) -> Path:
+        # the folder beside results.json first: a run directory that was moved or copied still finds its own adapter
+        here = self.path / "adapter"
+        return here if here.is_dir() else Path(self.results.get("adapter_dir") or here)
+
+    @property
+    def test_sha256(self) -> dict[str, str]:
+        return dict(self.results["data"]["test_sha256"])
+
+
+def read_run(run_dir: str | Path) -> SavedRun:
+    path = Path(run_dir)
+    file = path / "results.json"
+    if not file.is_file():
+        raise RunError(f"{path} is not a memfit run directory (no results.json): pass the folder `memfit train` "
+                       f"wrote, <output_dir>/<run_name>")
+    try:
+        results = json.loads(file.read_text())
+        config = FinetuneConfig.model_validate(results["config"])
+        recorded = results["data"]["test_sha256"]
+    except (ValueError, KeyError, TypeError, ValidationError) as exc:
+        detail = str(exc).splitlines()[0]
+        raise RunError(f"{file} does not hold a complete run record ({type(exc).__name__}: {detail}): it was "
+                       f"written by an older memfit or by hand; train the run again with `memfit train`") from None
+    if not isinstance(recorded, dict) or not recorded:
+        raise RunError(f"{file} records no test documents with content hashes: train the run again with this memfit")
+    if config.random_init or config.architecture:
+        raise RunError(f"run {path} trained randomly initialised weights (a capacity/throughput run): its base "
+                       f"weights were never saved, so there is nothing to evaluate or merge")
+    return SavedRun(path, results, config, results.get("stack") or config.stack)
+
+
+def _recorded_texts(run: SavedRun) -> dict[str, tuple[str, Any]]:
+    """{name: (text as hashed, record or None)} of every document the run's sources give today."""
+    cfg = run.config
+    if cfg.sources:
+        from ..data.sources import load_records
+
+        records, _ = load_records(cfg.sources, cfg.text_cache)
+        return {r.name: (r.content(), r) for r in records}
+    corpus = load_corpus(cfg.pdf_dir, cfg.text_cache, cfg.keep_non_english)
+    return {d.name: (d.text, None) for d in clean_documents(corpus)}
+
+
+def test_documents(run: SavedRun, tokenizer) -> list[dict[str, Any]]:
+    """The run's test documents as {name, input_ids, n_bytes} rows, sorted by name as the run scored them; refuses
+    with one line when a document is gone or its text changed."""
+    found = _recorded_texts(run)
+    where = ", ".join(s.label for s in run.config.sources) if run.config.sources else run.config.pdf_dir
+    rows = []
+    for name, want in sorted(run.test_sha256.items()):
+        if name not in found:
+            raise RunError(f"test document {name!r} of run {run.path} is missing from {where}: restore it (the run's "
+                           f"held-out set cannot be rebuilt without it)")
+        text, record = found[name]
+        have = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        if have != want:
+            raise RunError(f"test document {name!r} changed since run {run.path} (sha256 {want[:12]}... recorded, "
+                           f"{have[:12]}... now): restore the original file, or train a new run on the new data")
+        if record is not None and record.messages is not None:
+            from ..data.chat import tokenize_chat
+
+            ids = tokenize_chat(tokenizer, record.messages)[0]
+        else:
+            ids = tokenize(tokenizer, [text])[0]
+        rows.append({"name": name, "input_ids": ids, "n_bytes": len(text.encode("utf-8"))})
+    return rows
+
+
+test_documents.__test__ = False  # its name starts with "test": keep pytest from collecting it
+
+
+def run_tokenizer(run: SavedRun):
+    return load_tokenizer(run.config.model)
+
+
+def load_base(run: SavedRun, *, as_trained: bool = True, device: torch.device | None = None) -> torch.nn.Module:
+    """The run's base model, not yet carrying an adapter. `as_trained`: loaded with the run's stack's loading settings
+    (4-bit/8-bit weights, bf16), so scores match the run's own; otherwise the original full-precision weights (what
+    a merge folds the adapter into)."""
+    stack = Stack.coerce(run.stack) if as_trained else Stack()
+    ctx = stack.context(device)
+    # only the stack's loading settings: its model transforms would wrap a fresh LoRA the saved adapter then fights
+    return load_model(run.config.model, Stack(), ctx, extra_kwargs=stack.model_kwargs(ctx), seed=None)
+
+
+def check_run_adapter(run: SavedRun) -> None:
+    """Refuse an adapter trained for another model from the base's config alone (a weightless meta-device copy),
+    before minutes of loading weights."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(load_config(run.config.model))
+    check_adapter(skeleton, run.adapter_dir)
+
+
+def is_full_fine_tune(run: SavedRun) -> bool:
+    """A stack without LoRA trains (and saves) the whole model: the saved folder is itself the deployable model."""
+    return (run.adapter_dir / "config.json").is_file() and not (run.adapter_dir / "adapter_config.json").is_file()
+
+
+def load_trained(run: SavedRun, *, as_trained: bool = True, device: torch.device | None = None):
+    """The base with the run's adapter, through the loader that refuses an adapter trained for another model; for a
+    full fine-tune, its saved weights (at full precision unless `as_trained`)."""
+    if is_full_fine_tune(run):
+        stack = Stack.coerce(run.stack) if as_trained else Stack()
+        ctx = stack.context(device)
+        return load_model(str(run.adapter_dir), Stack(), ctx, extra_kwargs=stack.model_kwargs(ctx), seed=None)
+    check_run_adapter(run)
+    return load_adapter(load_base(run, as_trained=as_trained, device=device), run.adapter_dir)

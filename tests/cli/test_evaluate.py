@@ -1,0 +1,136 @@
+"""`memfit eval RUN_DIR` as a real subprocess on a tiny finished run: it reproduces the run's own numbers on the
+recorded test documents, the adapter changes the score, added files do not change the test set, and a missing
+document or a mismatched adapter is refused with one line and exit code 2."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from _tiny_run import memfit, results, run_env, shared_run, write_pdf
+from test_train_command import tiny_tokenizer  # noqa: F401 (the session fixture)
+
+
+@pytest.fixture
+def run(tmp_path_factory, tiny_tokenizer):  # noqa: F811
+    return shared_run(tmp_path_factory, tiny_tokenizer)
+
+
+def evaluate(root: Path, *args: str) -> dict:
+    done = memfit("eval", *map(str, args), env=run_env(root))
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)  # stdout is the JSON alone: progress and logs went to stderr
+
+
+def refused(root: Path, *args: str) -> str:
+    done = memfit("eval", *map(str, args), env=run_env(root))
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and done.stdout == "", done.stderr
+    return lines[0]
+
+
+def test_eval_scores_the_runs_test_documents_with_and_without_the_adapter(run):
+    root, run_dir = run
+    recorded = results(run_dir)
+    tuned = evaluate(root, run_dir)
+    assert tuned["scored"] == "adapter" and tuned["test_documents"] == sorted(recorded["data"]["test_sha256"])
+    # the run's own window, stride and token sample: the run's final number, reproduced from the saved adapter
+    assert tuned["perplexity"] == pytest.approx(recorded["final_perplexity"], rel=1e-5)
+    assert tuned["tokens"] == recorded["evaluation"]["scored_tokens"]
+    base = evaluate(root, run_dir, "--base")
+    assert base["perplexity"] == pytest.approx(recorded["base_perplexity"], rel=1e-5)
+    assert abs(base["perplexity"] - tuned["perplexity"]) > 1e-3 * base["perplexity"]  # before: the base, twice
+    merged = evaluate(root, run_dir, "--merge")  # fp32 run: merging changes nothing but rounding
+    assert merged["scored"] == "merged" and merged["perplexity"] == pytest.approx(tuned["perplexity"], rel=1e-4)
+
+
+def test_an_added_file_does_not_change_the_test_set(run):
+    from memfit.data import split_documents
+
+    root, run_dir = run
+    recorded = results(run_dir)
+    pdfs = Path(recorded["config"]["pdf_dir"])
+    names = sorted(p.name for p in pdfs.glob("*.pdf"))
+    # a name for which re-splitting the folder (what `memfit eval --data` did) picks another test document
+    added = next(name for name in ("a-added.pdf", "m-added.pdf", "z-added.pdf")
+                 if split_documents([*names, name]).test != recorded["data"]["test_documents"])
+    write_pdf(pdfs, added, 50)
+    try:
+        after = evaluate(root, run_dir)
+    finally:
+        (pdfs / added).unlink()
+    assert after["test_documents"] == recorded["data"]["test_documents"]
+    assert after["perplexity"] == pytest.approx(recorded["final_perplexity"], rel=1e-5)
+
+
+def test_a_mismatched_adapter_is_refused(run, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from _models import tiny_model
+
+    root, run_dir = run
+    other = tmp_path / "other-run"
+    shutil.copytree(run_dir, other, ignore=shutil.ignore_patterns("checkpoints", "logs"))
+    shutil.rmtree(other / "adapter")
+    torch.manual_seed(1)  # an adapter trained for a wider model, dropped into the run's adapter folder
+    foreign = get_peft_model(tiny_model(hidden_size=96), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    foreign.save_pretrained(other / "adapter")
+    line = refused(root, other)
+    assert "does not fit this model" in line and "load that one" in line
+
+
+def _parse(*argv: str):
+    import argparse
+
+    from memfit.cli.evaluate import add_eval_parser
+
+    parser = argparse.ArgumentParser()
+    add_eval_parser(parser.add_subparsers())
+    return parser.parse_args(["eval", *argv])
+
+
+def _eval_error(*argv: str) -> str:
+    """What `memfit eval ARGV` refuses with, in-process (main prints it as `memfit: ...` with exit code 2)."""
+    args = _parse(*argv)
+    with pytest.raises(ValueError) as refusal:
+        args.func(args)
+    assert "\n" not in str(refusal.value)
+    return str(refusal.value)
+
+
+def test_a_missing_test_document_is_refused(run, monkeypatch):
+    root, run_dir = run
+    monkeypatch.setenv("MEMFIT_CACHE", run_env(root)["MEMFIT_CACHE"])
+    pdfs = Path(results(run_dir)["config"]["pdf_dir"])
+    name = results(run_dir)["data"]["test_documents"][0]
+    (pdfs / name).rename(pdfs.parent / name)
+    try:
+        says = _eval_error(str(run_dir))
+    finally:
+        (pdfs.parent / name).rename(pdfs / name)
+    assert f"test document {name!r}" in says and "is missing from" in says and "restore it" in says
+
+
+@pytest.mark.parametrize("args, says", [
+    (["{missing}"], "is not a memfit run directory (no results.json)"),
+    ([], "needs a run directory"),
+    (["{run}", "--context", "0"], "--context 0 must be >= 1"),
+])
+def test_user_errors_are_one_line(run, tmp_path, args, says):
+    _, run_dir = run
+    assert says in _eval_error(*(a.format(missing=tmp_path / "nope", run=run_dir) for a in args))
+
+
+def test_data_folder_form_scores_every_document_of_the_folder(run, monkeypatch, capsys):
+    root, run_dir = run
+    monkeypatch.setenv("MEMFIT_CACHE", run_env(root)["MEMFIT_CACHE"])
+    config = results(run_dir)["config"]
+    args = _parse("--data", config["pdf_dir"], "--model", config["model"], "--context", "32")
+    assert args.func(args) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["documents"] == ["land.pdf", "ocean.pdf"] and scored["scored"] == "model"
+    assert scored["perplexity"] > 1 and scored["context_length"] == 32

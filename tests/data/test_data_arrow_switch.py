@@ -1,0 +1,36 @@
+"""The fine-tune job's choice of data path: `arrow_cache` true/false/automatic, and both paths give the job the same
+data record (split, hashes, statistics)."""
+from __future__ import annotations
+
+import contextlib
+from types import SimpleNamespace
+
+from memfit.data.arrow_bundle import wants_arrow
+from memfit.data.sources import HubSource, TextSource
+from memfit.recipes.finetune import FinetuneConfig
+from memfit.recipes.finetune_data import finetune_datasets
+from pdf_factory import english_page
+
+STATE = SimpleNamespace(main_process_first=contextlib.nullcontext, device=SimpleNamespace(type="cpu"))
+
+
+def test_automatic_choice_follows_input_size_and_hub_sources(tmp_path):
+    (tmp_path / "a.txt").write_text("x" * 3000)
+    local = [TextSource(path=str(tmp_path))]
+    assert not wants_arrow(local) and wants_arrow(local, threshold_mb=0.001)
+    assert wants_arrow([HubSource(id="someone/corpus")])
+
+
+def test_both_paths_give_the_job_the_same_data_record(tmp_path, monkeypatch, tiny_tokenizer):
+    monkeypatch.setenv("MEMFIT_CACHE", str(tmp_path / "cache"))
+    for i in range(6):
+        (tmp_path / f"n{i}.txt").write_text(english_page(i, lines=2 + i))
+    source = [{"kind": "text", "path": str(tmp_path), "name": "notes"}]
+    records = {}
+    for arrow in (False, True):
+        cfg = FinetuneConfig.model_validate({"sources": source, "seq_len": 32, "arrow_cache": arrow})
+        bundle, data, summary = finetune_datasets(cfg, tiny_tokenizer, STATE)
+        assert data.pop("arrow") is arrow and ("Arrow cache" in summary) is arrow
+        records[arrow] = data
+    assert records[True] == records[False]
+    assert bundle.train.cache_files and str(tmp_path / "cache" / "arrow") in bundle.train.cache_files[0]["filename"]

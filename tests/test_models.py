@@ -1,0 +1,59 @@
+"""memfit.models, the safetensors cache of the embedded model: written through core/files.atomic_directory, so a
+conversion that crashed (or a killed process's temporary folder) never breaks or litters the next one."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import types
+
+import pytest
+import transformers
+
+from memfit import models
+
+
+class _Fake:
+    """Stands in for the GGUF-loaded model and tokenizer (the real conversion takes ~25 s)."""
+
+    def __init__(self, filename: str, fail: bool = False):
+        self.filename, self.fail = filename, fail
+        self.hf_quantizer = types.SimpleNamespace(remove_quantization_config=lambda model: None)
+
+    def save_pretrained(self, folder):
+        (folder / self.filename).write_bytes(b"weights")
+        if self.fail:
+            raise OSError(28, "No space left on device")
+
+
+@pytest.fixture
+def conversion(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEMFIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(models, "_gguf_folder", lambda: tmp_path)
+    state = {"fail": False, "runs": 0}
+
+    def model(*args, **kwargs):
+        state["runs"] += 1
+        return _Fake("model.safetensors", fail=state["fail"])
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", model)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: _Fake("tokenizer.json"))
+    return state
+
+
+def test_a_crashed_conversion_leaves_nothing_and_the_next_one_succeeds(tmp_path, conversion):
+    parent = tmp_path / "cache" / "models"
+    conversion["fail"] = True
+    with pytest.raises(OSError, match="No space"):
+        models.embedded_model_dir()
+    assert os.listdir(parent) == []  # no half-written cache folder that the next call would trust
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = parent / f".{models.EMBEDDED}.{dead.pid}-deadbeef.tmp"  # a conversion killed with -9 half-way
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half")
+    conversion["fail"] = False
+    out = models.embedded_model_dir()
+    assert sorted(os.listdir(out)) == ["model.safetensors", "tokenizer.json"]
+    assert os.listdir(parent) == [models.EMBEDDED]  # the killed process's leftovers are gone
+    assert models.embedded_model_dir() == out and conversion["runs"] == 2  # cached: not converted again
