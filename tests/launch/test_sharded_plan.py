@@ -4,6 +4,11 @@ FSDP2 and DDP run on CPU (torch 2.13, gloo); the plans go through the Accelerato
 (make_accelerator), FSDP2 configured by the environment accelerate's launcher derives from launch_configs/fsdp.yaml.
 DeepSpeed ZeRO is not planned here: its real run is the GPU issue's (benchmarks/gpu_sharded.sh); its logic (engine
 names from the launch, the analytic terms, the cache key) is tested against stand-ins below.
+
+KNOWN FLAKY (issue 20, open): on the shared 2-core machine 2 of 7 runs of the `ranks` fixture stalled in the FSDP2
+plan: one rank had left its probe and waited in the planner's all_reduce while the other was still in an FSDP2
+backward-prefetch all-gather; gloo's 120 s timeout then failed both, and the fixture reports both ranks' errors.
+The runs that pass take 35-50 s; the failing ones came under heavy load. Cause not found yet.
 """
 
 from __future__ import annotations
