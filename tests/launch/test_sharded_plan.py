@@ -30,11 +30,15 @@ def ranks(tmp_path_factory):
     from _distributed_worker import spawn_two
     from _sharded_plan_worker import plan_and_train
 
-    out = tmp_path_factory.mktemp("sharded")
     fsdp_env = {k: v for k, v in launch_env("fsdp.yaml").items() if k.startswith(("FSDP_", "ACCELERATE_USE_FSDP"))}
-    spawn_two(plan_and_train, (str(out), fsdp_env), out / "rendezvous")
-    reports = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
-    errors = [f"rank {i}: {r['error']}" for i, r in enumerate(reports) if "error" in r]
+    for attempt in (1, 2):  # the stall above is retried once, visibly; any other error fails at once
+        out = tmp_path_factory.mktemp(f"sharded{attempt}")
+        spawn_two(plan_and_train, (str(out), fsdp_env), out / "rendezvous")
+        reports = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+        errors = [f"rank {i}: {r['error']}" for i, r in enumerate(reports) if "error" in r]
+        if not errors or attempt == 2 or not any("timed out" in e.lower() or "timeout" in e.lower() for e in errors):
+            break
+        print(f"FSDP2 two-process plan stalled (known, issue 20); retrying once:\n" + "\n".join(errors))
     assert not errors, "\n".join(errors)  # both: a rank that fails leaves the other in a broken collective
     return reports
 
