@@ -33,6 +33,9 @@ def main(argv=None) -> None:
                     help="a shipped architecture (llama-3.2-1b, llama-3.2-3b, ...) or a LlamaConfig JSON file, "
                          "with random weights, instead of the tiny model")
     ap.add_argument("--plan", action="store_true", help="train at the planner's largest micro-batch")
+    ap.add_argument("--engine-plan", action="store_true",
+                    help="with --plan: probe through the engine's Accelerator (DDP/ZeRO/FSDP2 prepare a second copy "
+                         "of the model: memfit.plan.sharded), so sharded state counts per process")
     ap.add_argument("--margin", type=float, default=0.03, help="planner safety margin (fraction of GPU memory)")
     ap.add_argument("--max-micro-batch", type=int, default=4096, help="upper end of the planner's search")
     ap.add_argument("--cpu-budget-gib", type=float, default=2.0, help="simulated device memory for --plan on CPU")
@@ -129,7 +132,8 @@ def _train(args, state, out: str) -> dict:
     _phase(state, start, f"loaded {report['model']}")
     micro = args.micro_batch
     if args.plan:  # before the Accelerator: make_accelerator needs the micro-batch (and ZeRO/FSDP see it unsharded)
-        report.update(_plan(model, stack, args, state))
+        report.update(_plan(memfit.load_model(base, stack, stack.context(state.device)) if args.engine_plan
+                            else model, stack, args, state))
         micro = report["plan_micro_batch"]
         _phase(state, start, f"planned micro-batch {micro} ({report['plan_probes']} probes)")
         if micro < 1:
@@ -172,9 +176,15 @@ def _plan(model, stack, args, state) -> dict:
     from memfit.plan.planner import plan
     from memfit.plan.probe import SimulatedMeter
 
+    from memfit.training.loop import make_accelerator
+
     meter = None if state.device.type == "cuda" else SimulatedMeter(args.cpu_budget_gib * GiB)  # CPU has no OOM
-    p = plan(model, stack, seq_len=args.seq, margin=args.margin, fresh=True, meter=meter, limit=args.max_micro_batch)
-    return {"plan_micro_batch": p.max_micro_batch, "plan_probes": p.probe_count,
+    acc = make_accelerator(stack, 1) if args.engine_plan else None  # the copy `model` is then sharded or wrapped
+    p = plan(model, stack, seq_len=args.seq, margin=args.margin, fresh=True, meter=meter, limit=args.max_micro_batch,
+             accelerator=acc)
+    if acc is not None:
+        acc.free_memory()  # the planned copy goes; training prepares the first one
+    return {"plan_engine": p.engine, "plan_micro_batch": p.max_micro_batch, "plan_probes": p.probe_count,
             "plan_search_s": round(p.search_seconds, 2), "plan_predicted_max": p.predicted_max,
             "plan_peak_gib": _round(p.peak_gib), "plan_budget_gib": _round(p.budget_gib),
             "plan_tokens_per_s": p.tokens_per_s and round(p.tokens_per_s, 1), "plan_device": p.device}

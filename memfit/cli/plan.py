@@ -134,22 +134,26 @@ def _configure_for(stacks: list[str]) -> None:
 
 
 def cmd_plan(args) -> int:
+    from ..launch.distributed import join_launch
     from ..plan.bench import bench
 
     _check_inputs(args, [args.stack], [] if args.max_seq_len else [args.seq_len])
     _configure_for([args.stack])
+    launched = join_launch()  # under `accelerate launch`: one group, each rank on its device, one report
     model, random_init = _model(args)
     if args.auto or args.max_seq_len:
         return _cmd_choose(args, model, random_init)
     [res] = bench(model, [args.stack], [args.seq_len], random_init=random_init, margin=args.margin,
                   eval_batch_size=args.eval_batch_size, target_effective_batch=args.target_effective_batch,
                   fresh=args.fresh, cpu_budget_gib=args.cpu_budget_gib, limit=args.max_micro_batch,
-                  out_dir=args.out, name=args.name, title=f"memfit plan: {model}, {args.stack} at seq {args.seq_len}")
+                  out_dir=args.out, name=args.name, title=f"memfit plan: {model}, {args.stack} at seq {args.seq_len}",
+                  accelerator_for=_launch_accelerator if launched else None)
     capped = " (the --max-micro-batch cap)" if res.max_micro_batch >= args.max_micro_batch else ""
     print(f"plan: {res.stack} at seq {res.seq_len}: max micro-batch {res.max_micro_batch}{capped}; trains at "
-          f"{res.micro_batch} x accumulation {res.grad_accum} x {res.num_processes} processes = effective batch {res.effective_batch} "
+          f"{res.micro_batch} x accumulation {res.grad_accum} x {res.num_processes} processes = effective batch "
+          f"{res.effective_batch} "
           f"(peak {res.peak_gib or 0:.3g} GiB of {res.budget_gib:.3g} GiB; analytic prediction {res.predicted_max})")
-    if args.json:
+    if args.json and (launched is None or launched.is_main_process):
         dump_json(args.json, res.to_dict())
     return 0 if res.max_micro_batch else 1
 
@@ -171,6 +175,13 @@ def _cmd_choose(args, model: str, random_init: bool) -> int:
                        probe_budget=args.probe_budget, out_dir=args.out, json_path=args.json,
                        name=args.name if args.name != "plan" else "auto", **common)
     return 0 if res.winner else 1
+
+
+def _launch_accelerator(stack):
+    """The Accelerator `memfit train` builds under this launch: the planner probes through its engine."""
+    from ..training.loop import make_accelerator
+
+    return make_accelerator(stack, 1)
 
 
 def cmd_bench(args) -> int:

@@ -57,9 +57,11 @@ def parse_config(argv: list[str], prog: str = "memfit train", defaults: dict | N
 
 
 def cmd_train(argv: list[str]) -> int:
+    from ..launch.distributed import join_launch
     from ..recipes.finetune import run_finetune
 
     cfg = parse_config(argv)
+    join_launch()  # under `accelerate launch`: one group, each rank on its device, the summary printed once
     results = run_finetune(cfg)
     run_dir = Path(results["config"]["output_dir"]) / results["config"]["run_name"]
     print((run_dir / "summary.md").read_text())

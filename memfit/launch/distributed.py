@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import fields, replace
 from typing import Any, Mapping, Optional
 
@@ -133,3 +134,20 @@ def partial_state(**kwargs):
         else:  # wants_cpu_group()
             kwargs.setdefault("cpu", True)
     return PartialState(**kwargs)
+
+
+def join_launch(quiet_others: bool = True):
+    """For the `memfit` commands: under `accelerate launch` / torchrun (LOCAL_RANK or WORLD_SIZE > 1 in the
+    environment) join the launch's process group (partial_state: gloo without a GPU), put this rank on its own GPU,
+    and with `quiet_others` send every other rank's stdout to /dev/null so one report prints (stderr stays: a rank's
+    error must show). Returns the PartialState, or None for a plain one-process run (nothing is created)."""
+    if not _launched(os.environ):
+        return None
+    import torch
+
+    state = partial_state()
+    if state.device.type == "cuda":
+        torch.cuda.set_device(state.device)  # before any CUDA allocation: else every rank's first tensor lands on GPU 0
+    if quiet_others and not state.is_main_process:
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the rest of the process
+    return state

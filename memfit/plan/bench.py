@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -14,6 +14,7 @@ from .memory import estimate
 from .planner import check_seq_lens, PlanResult, plan
 from .probe import SimulatedMeter
 from .report import format_table, write_report
+from ..core.processes import rank_and_world
 from ..core.stack import Stack
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,10 @@ def free_device() -> None:
 def bench(model: str, stacks: list[str | Stack], seq_lens: list[int], *, random_init: bool = False,
           margin: float = 0.0, eval_batch_size: int = 0, target_effective_batch: Optional[int] = None,
           fresh: bool = False, cpu_budget_gib: Optional[float] = None, limit: int = 8192,
-          out_dir: Optional[str | Path] = None, name: str = "bench", title: str = "") -> list[PlanResult]:
-    """Exact max micro-batch for every (stack, seq_len). On CPU, `cpu_budget_gib` sets a simulated device size."""
+          out_dir: Optional[str | Path] = None, name: str = "bench", title: str = "",
+          accelerator_for: Optional[Callable[[Stack], Any]] = None) -> list[PlanResult]:
+    """Exact max micro-batch for every (stack, seq_len). On CPU, `cpu_budget_gib` sets a simulated device size.
+    `accelerator_for(stack)`: the run's Accelerator (under a launch), so the probes go through its engine."""
     check_seq_lens(seq_lens)  # before any model is loaded
     if not cpu_budget_gib and not torch.cuda.is_available():  # and this too: plan() would refuse after the load
         raise ValueError("planning on CPU needs a simulated device size: pass --cpu-budget-gib N (e.g. 4), or run "
@@ -38,19 +41,25 @@ def bench(model: str, stacks: list[str | Stack], seq_lens: list[int], *, random_
     for spec in stacks:
         stack = Stack.coerce(spec)
         net = load_model(model, stack, random_init=random_init)
-        for seq in seq_lens:
+        for i, seq in enumerate(seq_lens):
             meter = SimulatedMeter(cpu_budget_gib * 2**30) if cpu_budget_gib else None
+            acc = accelerator_for(stack) if accelerator_for else None
+            if acc is not None and i:  # the engine sharded or wrapped the previous one: plan a fresh copy
+                net = load_model(model, stack, random_init=random_init)
             res = plan(net, stack, seq_len=seq, margin=margin, eval_batch_size=eval_batch_size, meter=meter,
-                       target_effective_batch=target_effective_batch, fresh=fresh, limit=limit)
+                       target_effective_batch=target_effective_batch, fresh=fresh, limit=limit, accelerator=acc)
+            if acc is not None:
+                acc.free_memory()  # drop the engine's references to the planned model and optimizer
             log.info("%s seq %d: max micro-batch %d (%d probes, %.0f s)", stack.spec, seq, res.max_micro_batch,
                      res.probe_count, res.search_seconds)
             print(f"{stack.spec} seq {seq}: analytic memory terms at micro-batch {res.max_micro_batch} (term, MiB, "
-                  f"contributed by)\n" + estimate(stack, net.config, seq).contributions(res.max_micro_batch))
+                  f"contributed by)\n" + estimate(stack, net.config, seq, engine=res.engine, world=res.num_processes
+                                                 if acc else 1).contributions(res.max_micro_batch))
             rows.append(res)
         del net
         free_device()
     print(format_table(rows))
-    if out_dir:
+    if out_dir and rank_and_world()[0] == 0:  # under a launch every rank has the same rows: one writes them
         meta = {"title": title or f"memfit bench: {model}", "model": model, "random_init": random_init,
                 "margin": margin, "seq_lens": seq_lens}
         paths = write_report(rows, out_dir, name, meta)

@@ -8,7 +8,8 @@ or a strategy's `estimate_memory(estimate, ctx)` hook, which adds or replaces it
   working     ingredients of the recompute working set (not summed by themselves; `recompute` reads them)
   transient   bytes that exist once at the peak whatever the batch (a loss chunk, an MLP tile)
   host        host-memory bytes per token (reported, not part of the device peak)
-peak(b) = static + transient + b * seq * token. Terms are functions of the estimate, evaluated when asked, so a term
+peak(b) = static + transient + b * seq * token. `shard(engine, world)` rewrites the static terms for the engine that
+trains (ZeRO/FSDP divide what they shard by the world size and add what they gather back; DDP adds its buckets). Terms are functions of the estimate, evaluated when asked, so a term
 set by an early strategy sees what later ones changed (compute dtype, trainable parameters, published `facts`).
 The per-layer coefficients count what HF's Llama layer saves for backward (tests/plan/test_memory.py checks them against
 the bytes `saved_tensors_hooks` sees, one layer isolated as the difference of a 3- and a 2-layer model; the compiled
@@ -58,6 +59,8 @@ class MemoryEstimate:
     small_tensor_optimizer_bytes: float | None = None
     checkpointed_layers: int = 0
     workspace_bytes: int = 512 * 1024**2  # cuBLAS workspaces, allocator slack, CUDA graphs of kernels
+    engine: str = "single"  # how static state is spread over processes: one of SHARDED (set by `shard`)
+    world: int = 1
     facts: dict[str, Any] = field(default_factory=dict)  # what a strategy publishes for other strategies' terms
     terms: dict[str, Term] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -101,6 +104,27 @@ class MemoryEstimate:
 
     def set_optimizer_bytes_per_param(self, b: float, small_tensor_bytes: float | None = None) -> None:
         self.optimizer_bytes_per_param, self.small_tensor_optimizer_bytes = b, small_tensor_bytes
+
+    def shard(self, engine: str, world: int) -> None:
+        """Per-process static memory under `engine` on `world` processes. Applied after every strategy's hook (the
+        wrapped terms read whatever the strategies set); world 1 or engine 'single' changes nothing."""
+        if engine not in SHARDED:
+            raise ValueError(f"engine {engine!r} is not one of {sorted(SHARDED)}")
+        if self.engine != "single":
+            raise ValueError(f"this estimate is already sharded ({self.engine} x {self.world})")
+        self.engine, self.world = engine, int(world)
+        if self.world <= 1:
+            return
+        for name in SHARDED[engine]:
+            t = self.terms[name]
+            self.terms[name] = Term(t.kind, lambda e, whole=t.bytes: whole(e) / e.world, f"{t.owner} / {engine}")
+        if engine == "ddp":
+            # DDP's reducer copies every gradient into flat bucket buffers (25 MiB each, 1 MiB for the first) that
+            # together cover all trainable parameters: one more gradient-sized copy (gradient_as_bucket_view=False,
+            # accelerate's default)
+            self.set_term("ddp_buckets", "static", lambda e: _n_trainable(e) * _trainable_bytes(e), engine)
+        if engine in ("zero3", "fsdp"):
+            self.set_term("gathered_layers", "static", _gathered, engine)
 
     # ---- parameter counts ----------------------------------------------------------------------
     @property
@@ -174,6 +198,26 @@ class MemoryEstimate:
                                                              for n, t in self.terms.items()}}
 
 
+# engine -> the static terms it divides by the world size (ZeRO-1/2/3 as DeepSpeed defines the stages; FSDP2 shards
+# like ZeRO-3)
+SHARDED = {"single": (), "ddp": (), "zero1": ("optimizer",), "zero2": ("optimizer", "gradients"),
+           "zero3": ("optimizer", "gradients", "weights"), "fsdp": ("optimizer", "gradients", "weights")}
+
+
+def _gathered(e: MemoryEstimate) -> float:
+    """What ZeRO-3/FSDP2 hold unsharded at their peak: two decoder layers' full weights (the one computing and the
+    one prefetched) and one layer's full gradients before its reduce-scatter, plus the root unit (embeddings, final
+    norm, lm_head), which FSDP2 keeps gathered from forward to backward (the root is not resharded after forward)."""
+    lin_b = e.linear_weight_bits / 8 if e.linear_weight_bits else e.weight_bytes
+    layer_weights = e.linear_params / e.n_layers * lin_b + 2 * e.hidden * e.weight_bytes
+    root_params = e.other_params - 2 * e.n_layers * e.hidden
+    full_finetune = e.trainable_params is None
+    layer_grads = (e.linear_params / e.n_layers + 2 * e.hidden if full_finetune else e.trainable_params / e.n_layers)
+    root_grads = root_params if full_finetune else 0
+    return (2 * layer_weights + root_params * e.weight_bytes
+            + (layer_grads + root_grads) * _trainable_bytes(e))
+
+
 def _weights(e: MemoryEstimate) -> float:
     lin_b = e.linear_weight_bits / 8 if e.linear_weight_bits else e.weight_bytes
     adapters = e.trainable_params * _trainable_bytes(e) if e.trainable_params is not None else 0.0
@@ -226,9 +270,11 @@ def _llama_terms(e: MemoryEstimate) -> None:
     add("embeddings", "token", lambda e: float(2 * e.compute_bytes * e.hidden))
 
 
-def estimate(stack, config, seq_len: int, ctx=None) -> MemoryEstimate:
-    """The analytic estimate for `stack` on a model `config` (a transformers config)."""
+def estimate(stack, config, seq_len: int, ctx=None, engine: str = "single", world: int = 1) -> MemoryEstimate:
+    """The analytic estimate for `stack` on a model `config` (a transformers config), per process of `world` under
+    `engine` (a key of SHARDED)."""
     est = MemoryEstimate.from_config(config, seq_len)
     ctx = ctx or stack.context()
     stack.estimate_memory(est, ctx)
+    est.shard(engine, world)
     return est

@@ -8,6 +8,7 @@ each answer (MIN of "fits"), so all take the same path and end on the same size.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import platform
@@ -22,6 +23,7 @@ from .cache import write_plan_cache
 from .memory import GiB, estimate
 from ..models import cache_root
 from .probe import CudaMeter, Probe, SimulatedMeter, run_probe
+from .sharded import engine_and_world, prepare_for_probes
 from ..core.protocol import steps_to_reach
 from ..core.processes import rank_and_world
 from ..core.stack import Stack
@@ -36,6 +38,7 @@ class PlanResult:
     effective_batch: int  # micro_batch x grad_accum x num_processes
     num_processes: int = 1
     micro_batch: Optional[int] = None  # the size to train at (training_size); None: the max (plans before it existed)
+    engine: str = "single"  # what prepared the probed model: single, ddp, zero1-3, fsdp (memfit.plan.sharded)
     peak_gib: Optional[float] = None
     budget_gib: float = 0.0
     margin: float = 0.0
@@ -115,8 +118,8 @@ def search_max(probe: Callable[[int], Probe], *, predicted: Optional[int] = None
 
     Probes: b=1 (warm-up), half the analytic prediction (a point in the linear regime; without a prediction, half
     of what b=1 suggests), then the boundary interpolated on the measured peak line, then a gallop (s, 2s, 4s, ...
-    away from that guess) until the boundary is bracketed, then bisection. Memory is linear in b at a fixed sequence length, so the guess is usually within a
-    few samples and the whole search takes 5-8 probes."""
+    away from that guess) until the boundary is bracketed, then bisection. Memory is linear in b at a fixed sequence
+    length, so the guess is usually within a few samples and the whole search takes 5-8 probes."""
     probes: list[Probe] = []
     points: list[tuple[int, float]] = []
     lo, hi = 0, limit + 1  # invariant: lo fits (0 trivially), hi does not (limit + 1 by definition)
@@ -213,18 +216,25 @@ def check_seq_lens(seq_lens, max_positions: Optional[int] = None) -> None:
 def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Optional[int] = None,
          margin: float = 0.03, eval_batch_size: int = 0, meter=None, limit: int = 8192,
          cache_dir: Optional[str | Path] = None, fresh: bool = False, num_processes: Optional[int] = None,
-         progress: Optional[Callable[[Probe], None]] = None, packed: bool = False) -> PlanResult:
-    """Find the largest micro-batch for `model` (already transformed by `stack`) at `seq_len` on its device."""
+         progress: Optional[Callable[[Probe], None]] = None, packed: bool = False,
+         accelerator=None) -> PlanResult:
+    """Find the largest micro-batch for `model` (already transformed by `stack`) at `seq_len` on its device.
+
+    `accelerator`: the run's (memfit.training.loop.make_accelerator); the probes then step the model and optimizer
+    it prepares (DDP, ZeRO, FSDP2: memfit.plan.sharded), and the estimate and the cache key follow its engine.
+    Preparing shards or wraps `model`: train it with that same Accelerator, or plan on a copy."""
     check_seq_lens([seq_len], getattr(getattr(model, "config", None), "max_position_embeddings", None))
     stack = Stack.coerce(stack)
-    device = next(model.parameters()).device
-    world = num_processes or rank_and_world()[1]
+    device = accelerator.device if accelerator is not None else next(model.parameters()).device
+    engine, shards = engine_and_world(accelerator)
+    world = num_processes or (shards if accelerator is not None else rank_and_world()[1])
     ctx = stack.context(device, num_processes=world)
     config = getattr(model, "config", None)
     key = plan_key(config, stack, seq_len, _device_name(device),
                    {"margin": margin, "eval": eval_batch_size, "world": world, "simulated": getattr(meter, "budget", None)
                     if isinstance(meter, SimulatedMeter) else None, "target": target_effective_batch,
-                    **({"packed": True} if packed else {})})
+                    **({"packed": True} if packed else {}),
+                    **({"engine": engine, "shards": shards} if engine != "single" else {})})
     path = Path(cache_dir or cache_root() / "plans") / f"{key}.json"
     if _reduce(float(path.exists() and not fresh), "MIN", device):  # every rank hits, or all re-probe
         return PlanResult.from_dict({**json.loads(path.read_text()), "cache_hit": True, "cache_path": str(path)})
@@ -233,13 +243,17 @@ def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Opt
     if meter is None:
         raise ValueError("planning on CPU needs a SimulatedMeter(budget_bytes): CPU memory has no OOM boundary to "
                          "search for; run on a GPU or pass meter=SimulatedMeter(...) (CLI: --cpu-budget-gib N)")
-    est = estimate(stack, config, seq_len, ctx)
+    est = estimate(stack, config, seq_len, ctx, engine=engine, world=shards)
     budget = _reduce(meter.budget, "MIN", device)  # the smallest device decides
     predicted = int(_reduce(est.max_micro_batch(budget), "MIN", device))
     optimizer = stack.make_optimizer(model, ctx, lr=0.0)  # lr=0: planning must not change the weights
+    backward, around = None, contextlib.nullcontext
+    if accelerator is not None:
+        model, optimizer, backward, around = prepare_for_probes(accelerator, model, optimizer, meter)
 
     def probe(b: int) -> Probe:
-        p = run_probe(model, optimizer, stack, ctx, meter, b, seq_len, eval_batch_size, packed)
+        with around():
+            p = run_probe(model, optimizer, stack, ctx, meter, b, seq_len, eval_batch_size, packed, backward)
         p.fits, p.peak_bytes = _agree(p.fits, p.peak_bytes, device)
         if progress:  # one line per probe as it happens: a long search must show it is alive
             progress(p)
@@ -256,7 +270,7 @@ def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Opt
         optimizer.state.clear()  # the planner's optimizer state must not outlive the plan
         meter.release()
     result = _result(stack, seq_len, best, probes, est, meter, target_effective_batch, world, predicted, device)
-    result.search_seconds = time.perf_counter() - start
+    result.search_seconds, result.engine = time.perf_counter() - start, engine
     result.cache_path = str(path)
     if rank_and_world()[0] == 0:
         write_plan_cache(path, result.to_dict())

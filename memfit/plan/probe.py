@@ -99,6 +99,12 @@ class CudaMeter:
         torch.cuda.set_per_process_memory_fraction(1.0, self.device)
 
 
+def _local_bytes(t: torch.Tensor) -> int:
+    """Bytes this process holds: a sharded (FSDP2 DTensor) parameter, gradient or moment counts its local shard."""
+    local = t.to_local() if hasattr(t, "to_local") else t
+    return local.numel() * local.element_size()
+
+
 class SimulatedMeter:
     """CPU stand-in for a GPU with `budget` bytes (see module docstring)."""
 
@@ -108,6 +114,9 @@ class SimulatedMeter:
         self.tracked: dict[int, int] = {}  # storage address -> bytes, for every saved storage still alive
         self.high = 0.0
         self._static = 0.0
+        # ZeRO-3/FSDP2 gather inside the step: an OOM raised mid-step on one rank would leave the others waiting in
+        # a collective, so with `defer` the step completes and its OOM is raised at the end (memfit.plan.sharded)
+        self.defer = False
 
     def reset(self) -> None:
         gc.collect()
@@ -115,16 +124,16 @@ class SimulatedMeter:
 
     def _static_bytes(self, model, optimizer) -> float:
         params = [p for p in model.parameters()]
-        total = sum(p.numel() * p.element_size() for p in params)
-        total += sum(p.grad.numel() * p.grad.element_size() for p in params if p.grad is not None)
+        total = sum(_local_bytes(p) for p in params)
+        total += sum(_local_bytes(p.grad) for p in params if p.grad is not None)
         for state in optimizer.state.values():
-            total += sum(t.numel() * t.element_size() for t in state.values() if torch.is_tensor(t))
+            total += sum(_local_bytes(t) for t in state.values() if torch.is_tensor(t))
         return float(total)
 
     def _charge(self, nbytes: float) -> None:
         self.live += nbytes
         self.high = max(self.high, self.live + self._static)
-        if self.live + self._static > self.budget:
+        if self.live + self._static > self.budget and not self.defer:
             raise torch.OutOfMemoryError(f"simulated OOM: {self.live + self._static:.0f} > {self.budget:.0f} bytes")
 
     @contextlib.contextmanager
@@ -135,7 +144,10 @@ class SimulatedMeter:
             storage = t.untyped_storage()
             ptr = storage.data_ptr()
             # count each live storage once, across probes too: a cached buffer saved by every probe is one buffer
-            if ptr not in self.tracked and not isinstance(t, torch.nn.Parameter):
+            # sharded engines (defer): a view of a gathered weight is skipped like the weight itself; FSDP2 resizes
+            # that storage between steps instead of freeing it, so its charge would never be returned
+            weight = isinstance(t, torch.nn.Parameter) or (self.defer and isinstance(t._base, torch.nn.Parameter))
+            if ptr not in self.tracked and not weight:
                 self.tracked[ptr] = storage.nbytes()
                 weakref.finalize(storage, self._free, ptr)
                 self._charge(self.tracked[ptr])
@@ -147,6 +159,8 @@ class SimulatedMeter:
             yield
         self._static = max(self._static, self._static_bytes(model, optimizer))
         self.high = max(self.high, self.live + self._static)
+        if self.defer and self.high > self.budget:
+            raise torch.OutOfMemoryError(f"simulated OOM (at the step's end): {self.high:.0f} > {self.budget:.0f} bytes")
 
     def baseline(self) -> float:
         return self.live + self._static
@@ -181,9 +195,10 @@ def autocast_for(stack: Stack, ctx):
 
 
 def run_probe(model, optimizer, stack: Stack, ctx, meter, micro_batch: int, seq_len: int,
-              eval_batch_size: int = 0, packed: bool = False) -> Probe:
-    """Train one step at `micro_batch` and report whether it fit and its peak. Frees everything it made."""
-    vocab = unwrap_peft(model).config.vocab_size
+              eval_batch_size: int = 0, packed: bool = False, backward=None) -> Probe:
+    """Train one step at `micro_batch` and report whether it fit and its peak. Frees everything it made.
+    `backward(loss)`: the engine's (accelerator.backward: DeepSpeed steps inside it); default loss.backward()."""
+    vocab = unwrap_peft(getattr(model, "module", model)).config.vocab_size  # .module: inside a DDP wrapper
     meter.reset()
     start = time.perf_counter()
     batch = nll = None
@@ -192,7 +207,7 @@ def run_probe(model, optimizer, stack: Stack, ctx, meter, micro_batch: int, seq_
         with meter.measure(model, optimizer):
             with autocast_for(stack, ctx), stack.step_context(ctx):
                 nll, n = stack.compute_loss(model, batch, ctx)
-            (nll / n).backward()
+            (backward or torch.Tensor.backward)(nll / n)
             nll = None
             optimizer.step()  # lr=0: allocates the optimizer state without changing weights
             optimizer.zero_grad(set_to_none=True)

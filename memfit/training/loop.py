@@ -349,7 +349,11 @@ def save_trained(model, acc, out: Path) -> str:
     if acc.is_main_process:
         try:  # a folder under the final name is always complete: written aside, then swapped in
             with atomic_directory(out) as tmp:
-                acc.unwrap_model(model).save_pretrained(tmp, state_dict=state, safe_serialization=True)
+                net = acc.unwrap_model(model)
+                # peft's default "auto" looks the base model's name up on the Hub to see whether the vocabulary
+                # grew; memfit never resizes it, and the name is the user's (e.g. "smollm2-135m"), not a Hub id
+                extra = {"save_embedding_layers": False} if hasattr(net, "peft_config") else {}
+                net.save_pretrained(tmp, state_dict=state, safe_serialization=True, **extra)
                 atomic_write_json(tmp / BASE_FILE, base_info(acc.unwrap_model(model)), indent=None)
         except Exception as exc:  # noqa: BLE001 - SafetensorError on a full disk is no OSError
             raise CheckpointError(f"writing the trained weights to {out} failed ({getattr(exc, 'strerror', None) or exc}); the final "

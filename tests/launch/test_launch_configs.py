@@ -9,15 +9,13 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from memfit import StackError
 from memfit.launch.distributed import Launch, check_stack_for_distributed
+from _launch_env import CONFIGS, REPO, launch_args, launch_env, launcher
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIGS = REPO / "launch_configs"
 YAMLS = sorted(p.name for p in CONFIGS.glob("*.yaml"))
 QLORA_SHARDABLE = "lora+quant4bit:quant_storage=bf16+bf16+gc"
 
@@ -31,6 +29,7 @@ EXPECTED = {
     "fsdp.yaml": ("FSDP", 2, 1, "torchrun"),
     "multinode_ddp.yaml": ("MULTI_GPU", 16, 2, "torchrun"),
     "multinode_deepspeed.yaml": ("DEEPSPEED", 16, 2, "deepspeed"),
+    "multinode_fsdp.yaml": ("FSDP", 16, 2, "torchrun"),
 }
 
 
@@ -57,59 +56,22 @@ def test_accelerate_loads_the_config(name):
         assert config.main_process_ip and config.main_process_port and config.machine_rank == 0
 
 
-def _launch_args(name: str):
-    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
-
-    args = launch_command_parser().parse_args(["--config_file", str(CONFIGS / name), "train.py"])
-    dests = set(vars(args))
-    args, defaults, _ = _validate_launch_command(args)
-    return args, defaults, dests
-
-
-def _launcher(args) -> str:
-    """The branch accelerate.commands.launch.launch_command takes."""
-    if args.use_deepspeed and not args.cpu:
-        return "deepspeed"
-    if (args.use_fsdp or args.multi_gpu) and not args.cpu:
-        return "torchrun"
-    return "simple"
-
-
-def _launch_env(name: str) -> dict[str, str]:
-    """The environment accelerate's launcher would give the training processes (nothing is started)."""
-    from accelerate.utils.launch import (prepare_deepspeed_cmd_env, prepare_multi_gpu_env,
-                                         prepare_simple_launcher_cmd_env)
-
-    args, _, _ = _launch_args(name)
-    kind = _launcher(args)
-    if kind == "deepspeed":
-        args.deepspeed_fields_from_accelerate_config = ""
-        env = prepare_deepspeed_cmd_env(args)[1]
-        env["WORLD_SIZE"] = str(args.num_processes)  # what torchrun adds for each process
-    elif kind == "torchrun":
-        env = prepare_multi_gpu_env(args)
-        env["WORLD_SIZE"] = str(args.num_processes)  # what torchrun adds for each process
-    else:
-        env = prepare_simple_launcher_cmd_env(args)[1]
-    return env
-
-
 @pytest.mark.parametrize("name", YAMLS)
 def test_accelerate_launcher_accepts_the_config(name, monkeypatch):
     monkeypatch.chdir(REPO)  # DeepSpeed JSON paths are relative to where `accelerate launch` runs
-    args, defaults, dests = _launch_args(name)
-    assert _launcher(args) == EXPECTED[name][3]
+    args, defaults, dests = launch_args(name)
+    assert launcher(args) == EXPECTED[name][3]
     # accelerate copies nested keys onto its arguments without checking them: a typo would be silently ignored
     for section, prefix in (("deepspeed_config", ""), ("fsdp_config", "fsdp_")):
         for key in getattr(defaults, section):
             assert (key if key.startswith(prefix) else prefix + key) in dests, f"{name}: unknown {section} key {key}"
-    env = _launch_env(name)
+    env = launch_env(name)
     if EXPECTED[name][0] == "DEEPSPEED":
         assert (REPO / env["ACCELERATE_DEEPSPEED_CONFIG_FILE"]).is_file()
 
 
 def test_cpu_config_starts_two_processes_through_torchrun_not_the_single_process_launcher():
-    args, _, _ = _launch_args("cpu_2proc.yaml")
+    args, _, _ = launch_args("cpu_2proc.yaml")
     assert args.multi_gpu and not args.cpu and args.num_processes == 2
     assert args.num_cpu_threads_per_process >= 1
 
@@ -119,7 +81,7 @@ def test_fsdp_config_is_fsdp2_per_decoder_layer():
 
     from _models import tiny_model
 
-    env = _launch_env("fsdp.yaml")
+    env = launch_env("fsdp.yaml")
     assert env["FSDP_VERSION"] == "2" and env["FSDP_TRANSFORMER_CLS_TO_WRAP"] == "LlamaDecoderLayer"
     assert env["FSDP_ACTIVATION_CHECKPOINTING"] == "false"
     with patch_environment(**{k: v for k, v in env.items() if k.startswith(("FSDP_", "ACCELERATE_USE_FSDP"))}):
@@ -152,7 +114,7 @@ def test_sharding_configs_take_the_documented_qlora_stack(name, monkeypatch):
     """The env each config gives its processes, read back by memfit: the README's QLoRA stack passes; byte-stored
     4-bit weights are refused (FSDP) or noted (ZeRO-3)."""
     monkeypatch.chdir(REPO)
-    launch = Launch.from_env(_launch_env(name))
+    launch = Launch.from_env(launch_env(name))
     facts = {k: v for k, v in vars(launch).items() if k != "distributed_type"}
     assert launch.sharded_weights and launch.num_processes == 2
     assert check_stack_for_distributed(QLORA_SHARDABLE, launch.distributed_type, **facts) == []
@@ -166,11 +128,34 @@ def test_sharding_configs_take_the_documented_qlora_stack(name, monkeypatch):
 @pytest.mark.parametrize("name", ["ddp.yaml", "deepspeed_zero2.yaml", "cpu_2proc.yaml", "single_gpu.yaml"])
 def test_replicating_configs_take_byte_stored_4bit(name, monkeypatch):
     monkeypatch.chdir(REPO)
-    launch = Launch.from_env(_launch_env(name))
+    launch = Launch.from_env(launch_env(name))
     facts = {k: v for k, v in vars(launch).items() if k != "distributed_type"}
     assert not launch.sharded_weights
     assert check_stack_for_distributed("lora+q4+bf16+gc", launch.distributed_type, **facts) == []
     check_stack_for_distributed("lora+q4+bf16+gc+adam8", launch.distributed_type, **facts)  # allowed (DeepSpeed: a note)
+
+
+@pytest.mark.parametrize("name", ["multinode_ddp.yaml", "multinode_deepspeed.yaml", "multinode_fsdp.yaml"])
+@pytest.mark.parametrize("rank", [0, 1])
+def test_multinode_commands_of_the_readme_give_each_machine_its_rank(name, rank, monkeypatch):
+    """The per-machine flags the README gives, parsed by accelerate's launcher: machine 1 reaches machine 0's
+    address, and each machine starts its 8 of the 16 processes (torchrun's nnodes / node_rank)."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_multi_gpu_env
+
+    monkeypatch.chdir(REPO)
+    flags = ["--machine_rank", str(rank), "--main_process_ip", "10.0.0.1", "--main_process_port", "29500",
+             "--num_machines", "2", "--num_processes", "16"]
+    readme = (CONFIGS / "README.md").read_text()
+    assert " ".join(flags[2:]) in readme and " ".join(flags[:2]) in readme
+    args = launch_command_parser().parse_args(["--config_file", str(CONFIGS / name), *flags, "train.py"])
+    args, _, _ = _validate_launch_command(args)
+    assert (args.machine_rank, args.num_machines, args.num_processes) == (rank, 2, 16)
+    if launcher(args) == "torchrun":
+        prepare_multi_gpu_env(args)  # fills torchrun's arguments in place
+        assert (args.nnodes, args.node_rank, args.nproc_per_node) == ("2", rank, "8")
+        endpoint = f"{getattr(args, 'master_addr', '')}:{getattr(args, 'master_port', '')}"
+        assert "10.0.0.1:29500" in (endpoint, getattr(args, "rdzv_endpoint", ""))
 
 
 def test_readme_names_every_config_and_only_existing_files():

@@ -80,3 +80,56 @@ PEAKS = [
 @pytest.mark.parametrize("spec,seq,micro_batch,peak_gib", PEAKS, ids=[f"{p[0]}x{p[2]}" for p in PEAKS])
 def test_peaks_match_the_h100(spec, seq, micro_batch, peak_gib):
     assert _llama_3b(spec, seq).peak_bytes(micro_batch) / 2**30 == pytest.approx(peak_gib, rel=0.05)
+
+
+# ---- sharding (issue 20): per-process static memory under DDP / ZeRO / FSDP2 -----------------------------------
+
+def _wide_config():
+    """Weights dominate: a full fine-tune of a wide, deep model at a short sequence."""
+    from _models import tiny_config
+
+    return tiny_config(hidden_size=512, intermediate_size=1408, num_hidden_layers=8, vocab_size=4096)
+
+
+@pytest.mark.parametrize("spec", ["none", "lora", "lora+bf16+gc", "lora+q4+bf16+gc+adam8", "bf16+gc"])
+@pytest.mark.parametrize("engine", ["single", "ddp", "zero2", "zero3", "fsdp"])
+def test_one_process_is_todays_estimate_exactly(spec, engine):
+    config = _wide_config()
+    plain = estimate(Stack.from_spec(spec), config, 256)
+    sharded = estimate(Stack.from_spec(spec), config, 256, engine=engine, world=1)
+    assert sharded.breakdown(7) == plain.breakdown(7)
+    assert sharded.max_micro_batch(2 * 2**30) == plain.max_micro_batch(2 * 2**30)
+
+
+def test_sharding_divides_what_each_engine_shards():
+    config, stack = _wide_config(), Stack.from_spec("none")
+    one = estimate(stack, config, 128).static_bytes()
+    per = {engine: estimate(stack, config, 128, engine=engine, world=4).static_bytes()
+           for engine in ("ddp", "zero1", "zero2", "zero3", "fsdp")}
+    assert per["ddp"]["weights"] == one["weights"] and per["ddp"]["ddp_buckets"] == one["gradients"]
+    assert per["zero1"]["optimizer"] == one["optimizer"] / 4 and per["zero1"]["gradients"] == one["gradients"]
+    assert per["zero2"]["gradients"] == one["gradients"] / 4 and per["zero2"]["weights"] == one["weights"]
+    for engine in ("zero3", "fsdp"):
+        assert {per[engine][k] for k in ("weights", "gradients")} == {one["weights"] / 4}  # fp32 full fine-tune
+        assert 0 < per[engine]["gathered_layers"] < one["weights"]
+        assert per[engine]["workspace"] == one["workspace"]  # not state: every process has its own
+
+
+@pytest.mark.parametrize("engine", ["zero2", "zero3", "fsdp"])
+def test_sharded_max_micro_batch_is_larger_for_a_weights_dominated_model(engine):
+    config, stack = _wide_config(), Stack.from_spec("none")
+    one = estimate(stack, config, 64)
+    budget = one.peak_bytes(4)  # one process fits 4
+    two = estimate(stack, config, 64, engine=engine, world=2)
+    assert one.max_micro_batch(budget) == 4
+    assert two.max_micro_batch(budget) > 2 * one.max_micro_batch(budget)
+    assert estimate(stack, config, 64, engine="ddp", world=2).max_micro_batch(budget) < 4  # its buckets cost
+
+
+def test_shard_refuses_unknown_engines_and_sharding_twice():
+    est = estimate(Stack.from_spec("none"), _wide_config(), 64, engine="fsdp", world=2)
+    with pytest.raises(ValueError, match="already sharded"):
+        est.shard("fsdp", 2)
+    with pytest.raises(ValueError, match="not one of"):
+        estimate(Stack.from_spec("none"), _wide_config(), 64, engine="zero4", world=2)
+    assert "/ fsdp" in est.contributions(1) and "gathered_layers" in est.contributions(1)
