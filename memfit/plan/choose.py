@@ -17,7 +17,7 @@ from .bench import free_device
 from .memory import GiB, estimate
 from ..runtime import configure_runtime
 from .planner import PlanResult, plan
-from .probe import CudaMeter, SimulatedMeter, Timing, probe_line, run_probe, time_steps
+from .probe import SimulatedMeter, Timing, TimingMeter, probe_line, run_probe, time_steps
 from .report import format_frontier, write_auto_report
 from .seq_len import SeqLenResult, plan_max_seq_len
 
@@ -48,18 +48,17 @@ def _budget(margin: float, cpu_budget_gib: Optional[float]) -> float:
     return cpu_budget_gib * GiB
 
 
-def steady_speed(net, stack: Stack, res: PlanResult, meter, packed: bool = False) -> Timing:
-    """Time the size the run would train at (res.micro_batch) with warm-up steps of that one shape, under the same
-    meter (margin) as the search. Its own lr=0 optimizer: the plan's state was cleared, and planning must not
-    change the weights. No eval forward: this is training's speed."""
+def steady_speed(net, stack: Stack, res: PlanResult, packed: bool = False) -> Timing:
+    """Time the size the run would train at (res.micro_batch) with warm-up steps of that one shape, as training
+    runs them (TimingMeter: no cache flush between steps). Its own lr=0 optimizer: the plan's state was cleared,
+    and planning must not change the weights. No eval forward: this is training's speed."""
     ctx = stack.context(next(net.parameters()).device, num_processes=res.num_processes)
     optimizer = stack.make_optimizer(net, ctx, lr=0.0)
     try:
-        return time_steps(lambda: run_probe(net, optimizer, stack, ctx, meter, res.micro_batch, res.seq_len,
+        return time_steps(lambda: run_probe(net, optimizer, stack, ctx, TimingMeter(), res.micro_batch, res.seq_len,
                                             packed=packed), res.micro_batch)
     finally:
         optimizer.state.clear()
-        meter.release()
 
 
 def choose_stack(model: str, base: str, *, seq_len: int, target_effective_batch: int, random_init: bool = False,
@@ -87,8 +86,7 @@ def choose_stack(model: str, base: str, *, seq_len: int, target_effective_batch:
                        meter=_meter(cpu_budget_gib), target_effective_batch=target_effective_batch, fresh=fresh,
                        packed=packed, progress=lambda p: print(probe_line(p, stack=stack.spec), flush=True))
             if res.micro_batch:
-                meter = _meter(cpu_budget_gib) or CudaMeter(next(net.parameters()).device, margin)
-                timing = steady_speed(net, stack, res, meter, packed)
+                timing = steady_speed(net, stack, res, packed)
                 res.timed_tokens_per_s, res.timing_steps = timing.tokens_per_s, timing.steps
                 speed = f"{timing.tokens_per_s:,.0f} tokens/s" if timing.tokens_per_s else timing.error
                 print(f"  timing {stack.spec} micro-batch {res.micro_batch}: {speed} ({timing.steps} steps)",

@@ -175,6 +175,26 @@ class SimulatedMeter:
         pass
 
 
+class TimingMeter:
+    """For time_steps: no memory bookkeeping between steps. CudaMeter.reset empties the allocator cache before every
+    step, so each timed step would pay for fresh device allocations that a training loop does not; the search has
+    already settled that the size fits."""
+
+    budget = float("inf")
+
+    def reset(self) -> None:
+        pass
+
+    def measure(self, model, optimizer):
+        return contextlib.nullcontext()
+
+    def peak(self) -> float:
+        return 0.0
+
+    def release(self) -> None:
+        pass
+
+
 def random_batch(micro_batch: int, seq_len: int, vocab: int, device, packed: bool = False) -> dict[str, torch.Tensor]:
     """`packed`: two documents per block with restarting position_ids, as the data pipeline packs them, so the
     probe takes training's attention path (transformers builds the block-causal mask from the restarts)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from memfit import Stack
@@ -25,3 +26,13 @@ def test_packed_probe_trains_through_the_model_with_those_positions():
     p = run_probe(model, stack.make_optimizer(model, ctx, lr=0.0), stack, ctx, SimulatedMeter(1e9), 2, 16, packed=True)
     assert p.fits and p.peak_bytes and seen[0] is not None and seen[0][0, 8].item() == 0
     assert "micro-batch 2: fits" in probe_line(p)
+
+
+def test_time_steps_skips_the_warm_up_and_averages_step_time():
+    from memfit.plan.probe import Probe, time_steps
+
+    speeds = iter([10.0, 50.0, 100.0, 200.0, 100.0])  # two compile-like warm-up steps, then steady steps
+    timing = time_steps(lambda: Probe(4, True, None, 1.0, next(speeds)), 4)
+    assert timing.steps == 5 and timing.tokens_per_s == pytest.approx(3 / (1 / 100 + 1 / 200 + 1 / 100))
+    oom = time_steps(lambda: Probe(4, False, error="CUDA out of memory"), 4)
+    assert oom.tokens_per_s is None and oom.steps == 1 and "out of memory" in oom.error
