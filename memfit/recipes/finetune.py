@@ -50,15 +50,16 @@ log = logging.getLogger(__name__)
 # The CPU stack is the sweep's pick (benchmarks/results/h200-2026-12-02/sweeps/cpu_demo, 2 torch threads per run):
 # LoRA on every linear layer, no dropout and no checkpointing (memory is not the limit for 135M on a host, and
 # recomputation cost ~40 % of the step time): -14.0 % held-out perplexity against the original in 8 steps, where
-# q/k/v/o LoRA with checkpointing reached -10.9 % in 1.6x the training time.
+# q/k/v/o LoRA with checkpointing reached -10.9 % in 1.6x the training time. The demo runs 6 of those steps so the
+# whole job stays under 10 minutes on 2 busy cores (measured: -11.8 %, 7 min; benchmarks/results/cpu-demo-2026-12-02).
 ALL_LINEAR = "q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj"
 SEED_STACK = {"cuda": "auto", "cpu": "lora:targets=" + ALL_LINEAR + ",dropout=0+ga:effective_batch={batch}"}
 AUTO_BASE = {"cuda": "lora+bf16", "cpu": "lora"}
 DEVICE_DEFAULTS: dict[str, dict[str, Any]] = {
-    # 8 steps x 8 x 256 = 16k training tokens and 2 x 4k evaluation tokens: minutes on 2 CPU cores for SmolLM2-135M
+    # 6 steps x 8 x 256 = 12k training tokens and 2 x 4k evaluation tokens: minutes on 2 CPU cores for SmolLM2-135M
     # in fp32. Swept lr 1e-3..6e-3 and 8/16 steps: 3e-3 for 8 steps (-14.0 %) = 1e-3 for 16 (-13.9 %); 3e-3 for 16
     # steps overshoots on the one training document of the bundled sample (-6.1 %), 6e-3 regresses (+5.8 %).
-    "cpu": dict(seq_len=256, target_effective_batch=8, max_steps=8, lr=3e-3, eval_context=256, eval_batch_size=4,
+    "cpu": dict(seq_len=256, target_effective_batch=8, max_steps=6, lr=3e-3, eval_context=256, eval_batch_size=4,
                 eval_max_tokens=4096, max_micro_batch=4),
     "cuda": dict(seq_len=512, target_effective_batch=32, epochs=1.0, lr=2e-4, eval_context=512, eval_batch_size=8,
                  eval_max_tokens=None, max_micro_batch=8192),
