@@ -13,7 +13,6 @@ stops the run with the last good checkpoint on disk.
 from __future__ import annotations
 
 import logging
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,10 +23,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from .backoff import OOMBackoff
-from .checkpoint import (BASE_FILE, Checkpointer, CheckpointError, DataStream, TrainState, base_info, ensure_writable,
-                         nonfinite_weights)
+from .checkpoint import Checkpointer, DataStream, TrainState, ensure_writable
+from .saving import save_trained
+from .trackers import finish_trackers, log_evaluation, start_trackers
 from .run_lock import RunLock
-from ..core.files import atomic_directory, atomic_write_json
 from ..core.loss import count_predicted_tokens
 from ..core.stack import Stack
 from .telemetry import Meter, memory_stats, reset_peak
@@ -203,32 +202,6 @@ def _train(model, stack, train_data, cfg, eval_data, acc, tqdm) -> TrainResult:
     return result
 
 
-def start_trackers(acc, stack: Stack, cfg: TrainConfig) -> None:
-    """accelerate's trackers (the Accelerator's log_with) with the run's settings as hyperparameters."""
-    # trackers take scalars only (TensorBoard's hparams refuse dicts): nested settings go in as JSON text
-    settings = {k: json.dumps(v, sort_keys=True, default=str) if isinstance(v, (dict, list)) else v
-                for k, v in cfg.model_dump(exclude={"log_with"}).items()}
-    acc.init_trackers("memfit", config={"stack": stack.spec, **settings})
-
-
-def finish_trackers(acc) -> None:
-    # not acc.end_training(): it also destroys the process group, and the caller still evaluates across ranks
-    for tracker in acc.trackers:
-        tracker.finish()
-    acc.trackers = []
-
-
-def log_evaluation(acc, result: dict[str, Any], step: int, label: Optional[str] = None) -> None:
-    """An evaluation as tracker scalars: `eval/perplexity` (one curve over the run) and, for a named one
-    (base, final, original), `eval/<label>_perplexity` too; bits per byte alongside."""
-    values = {}
-    for prefix in ("eval/", *([f"eval/{label}_"] if label else [])):
-        values[f"{prefix}perplexity"] = result["perplexity"]
-        if result.get("bits_per_byte") is not None:
-            values[f"{prefix}bits_per_byte"] = result["bits_per_byte"]
-    acc.log(values, step=step)
-
-
 def _run(model, stack, ctx, acc, optimizer, scheduler, loader, total, cfg, saver, eval_data, tqdm) -> TrainResult:
     k, world = acc.gradient_accumulation_steps, acc.num_processes
     state = (saver.resume(cfg.resume) if saver else None) or TrainState(micro_batch=cfg.micro_batch)
@@ -335,29 +308,3 @@ def evaluate(model, eval_data, cfg: TrainConfig, acc) -> dict[str, Any]:
                      batch_size=cfg.eval_batch_size, accelerator=acc)
     model.train()
     return res.to_dict()
-
-
-def save_trained(model, acc, out: Path) -> str:
-    """peft adapters (or full weights) as safetensors, written by the main process only, with the base architecture
-    (memfit.training.checkpoint.load_adapter checks it before loading)."""
-    acc.wait_for_everyone()
-    state = acc.get_state_dict(model)  # gathers ZeRO-3 / FSDP shards on every rank
-    bad = nonfinite_weights(acc.unwrap_model(model))
-    if bad:
-        raise CheckpointError(f"not saving the trained weights to {out}: {bad[:3]} hold NaN/inf (the learning rate is "
-                              f"too high or the data is broken); lower the learning rate and rerun")
-    if acc.is_main_process:
-        try:  # a folder under the final name is always complete: written aside, then swapped in
-            with atomic_directory(out) as tmp:
-                net = acc.unwrap_model(model)
-                # peft's default "auto" looks the base model's name up on the Hub to see whether the vocabulary
-                # grew; memfit never resizes it, and the name is the user's (e.g. "smollm2-135m"), not a Hub id
-                extra = {"save_embedding_layers": False} if hasattr(net, "peft_config") else {}
-                net.save_pretrained(tmp, state_dict=state, safe_serialization=True, **extra)
-                atomic_write_json(tmp / BASE_FILE, base_info(acc.unwrap_model(model)), indent=None)
-        except Exception as exc:  # noqa: BLE001 - SafetensorError on a full disk is no OSError
-            raise CheckpointError(f"writing the trained weights to {out} failed ({getattr(exc, 'strerror', None) or exc}); the final "
-                                  f"checkpoint (if checkpointing is on) holds them: free space and rerun with the "
-                                  f"same output_dir, which resumes and only re-saves") from exc
-    acc.wait_for_everyone()
-    return str(out)

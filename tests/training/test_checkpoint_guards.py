@@ -10,7 +10,8 @@ from safetensors import SafetensorError
 import memfit
 from memfit import Stack, TrainConfig
 from memfit.training.checkpoint import CheckpointError, list_checkpoints
-from memfit.training.loop import make_accelerator, save_trained
+from memfit.training.loop import make_accelerator
+from memfit.training.saving import save_trained
 from _models import random_blocks, tiny_model
 
 
