@@ -35,7 +35,8 @@ def _recipe_settings(args, device: str) -> dict[str, Any]:
     """model, stack, seq_len, effective batch and budget of a run recipe, as the run would resolve them here."""
     if not args.config:
         return {}
-    from ..recipes.finetune import AUTO_BASE, FinetuneConfig
+    from ..recipes.finetune import FinetuneConfig
+    from ..recipes.stack_choice import AUTO_BASE
     from .options import load_yaml, validate
     from .train import recipe_path
 
@@ -71,9 +72,9 @@ def estimate_from_args(args) -> int:
     from ..core.stack import Stack
     from ..models import EMBEDDED
     from ..plan.memory import GiB, estimate
-    from ..plan.planner import check_seq_lens, grad_accum_for
+    from ..plan.planner import check_seq_lens, training_size
     from ..plan.report import format_estimate
-    from ..recipes.finetune import with_accumulation
+    from ..recipes.stack_choice import with_accumulation
     from .plan import DEFAULT_STACK, dump_json
 
     given = vars(args)  # the estimate's flags default to SUPPRESS: absent unless typed, so the recipe's value stays
@@ -101,10 +102,13 @@ def estimate_from_args(args) -> int:
     out: dict[str, Any] = {"model": model, "stack": stack.spec, "seq_len": seq_len, "device": device,
                            "micro_batch": micro, "breakdown_gib": est.breakdown(micro), "estimate": est.to_dict()}
     if budget_gib:
-        accum = grad_accum_for(stack, max(predicted, 1), args.num_processes, target)
-        print(f"budget {budget_gib:.2f} GiB ({budget_from}): predicted max micro-batch {predicted} x accumulation "
-              f"{accum} x {args.num_processes} processes = effective batch {predicted * accum * args.num_processes}")
-        out.update(budget_gib=budget_gib, predicted_max_micro_batch=predicted, grad_accum=accum)
+        # the size a run would train at: for a target, the fewest steps and the smallest micro-batch reaching it
+        train_micro, accum = training_size(stack, max(predicted, 1), args.num_processes, target)
+        print(f"budget {budget_gib:.2f} GiB ({budget_from}): predicted max micro-batch {predicted}; trains at "
+              f"{train_micro} x accumulation {accum} x {args.num_processes} processes = effective batch "
+              f"{train_micro * accum * args.num_processes}")
+        out.update(budget_gib=budget_gib, predicted_max_micro_batch=predicted, train_micro_batch=train_micro,
+                   grad_accum=accum)
         if not predicted:
             print("not one sequence fits by the analytic model: lower --seq-len, add 'gc'/'q4', or raise the budget")
     else:

@@ -53,7 +53,7 @@ def _settings(args, cfg) -> dict[str, Any]:
 
 def _score(model, documents, tokenizer, s: dict[str, Any], label: str) -> dict[str, Any]:
     from ..evaluation import perplexity
-    from ..recipes.finetune import sample_documents
+    from ..recipes.finetune_data import sample_documents
 
     pieces, sample = sample_documents(documents, tokenizer, s["max_tokens"], s["context"])
     res = perplexity(model, pieces, context_length=s["context"], stride=s["stride"], batch_size=s["batch_size"],

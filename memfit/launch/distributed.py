@@ -12,11 +12,10 @@ INTERNAL ASSERT expect_autograd_hooks_: static graph vs accelerate's no_sync); f
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import fields, replace
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping
 
 from ..core.launch import Launch, env_flag, has_accelerator
 from ..core.protocol import StackError, hooks_of

@@ -31,11 +31,13 @@ from ..data.sources import Source
 from ..launch.distributed import check_launch, partial_state
 from ..evaluation import perplexity
 from ..core.files import atomic_write_json, atomic_write_text
-from ..training.loop import TrainConfig, finish_trackers, log_evaluation, make_accelerator, start_trackers, train
+from ..training.loop import TrainConfig, make_accelerator, train
+from ..training.trackers import finish_trackers, log_evaluation, start_trackers
 from ..training.run_lock import RunLock
 from .preflight import check_data_fits, preflight
 from ..models import load_model, load_tokenizer
-from .finetune_data import finetune_datasets
+from .finetune_data import finetune_datasets, sample_documents
+from .stack_choice import auto_stack, with_accumulation
 from ..plan.planner import plan, versions
 from ..plan.probe import SimulatedMeter
 from ..core.stack import Stack
@@ -46,7 +48,7 @@ from ..runtime import configure_runtime
 
 log = logging.getLogger(__name__)
 
-# CUDA: the planner chooses (memfit.plan.auto) on top of AUTO_BASE; CPU: fixed and fast (auto would probe for minutes).
+# CUDA: the planner chooses (memfit.plan.auto) on top of stack_choice.AUTO_BASE; CPU: fixed and fast (auto would probe for minutes).
 # The CPU stack is the sweep's pick (benchmarks/results/h200-2026-12-02/sweeps/cpu_demo, 2 torch threads per run):
 # LoRA on every linear layer, no dropout and no checkpointing (memory is not the limit for 135M on a host, and
 # recomputation cost ~40 % of the step time): -14.0 % held-out perplexity against the original in 8 steps, where
@@ -54,7 +56,6 @@ log = logging.getLogger(__name__)
 # whole job stays under 10 minutes on 2 busy cores (measured: -11.8 %, 7 min; benchmarks/results/cpu-demo-2026-12-02).
 ALL_LINEAR = "q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj"
 SEED_STACK = {"cuda": "auto", "cpu": "lora:targets=" + ALL_LINEAR + ",dropout=0+ga:effective_batch={batch}"}
-AUTO_BASE = {"cuda": "lora+bf16", "cpu": "lora"}
 DEVICE_DEFAULTS: dict[str, dict[str, Any]] = {
     # 6 steps x 8 x 256 = 12k training tokens and 2 x 4k evaluation tokens: minutes on 2 CPU cores for SmolLM2-135M
     # in fp32. Swept lr 1e-3..6e-3 and 8/16 steps: 3e-3 for 8 steps (-14.0 %) = 1e-3 for 16 (-13.9 %); 3e-3 for 16
@@ -154,55 +155,6 @@ class FinetuneConfig(BaseModel):
 
     def settings_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True, default=str).encode()).hexdigest()[:8]
-
-
-def auto_stack(cfg: "FinetuneConfig", state) -> str:
-    """`stack: auto`: the planner's fastest exact-first stack for this run's sequence length and effective batch."""
-    from ..plan.choose import choose_stack
-
-    if state.num_processes > 1:  # each rank measures its own tokens/s: ranks could choose different stacks
-        raise ValueError("stack: auto runs in one process for now: run `memfit plan --auto` on one GPU and pass "
-                         "its winner as the stack")
-    device = "cuda" if state.device.type == "cuda" else "cpu"
-    chosen = choose_stack(cfg.architecture or cfg.model, AUTO_BASE[device], seq_len=cfg.seq_len,
-                          target_effective_batch=cfg.target_effective_batch, margin=cfg.margin,
-                          random_init=cfg.random_init or bool(cfg.architecture), eval_batch_size=cfg.eval_batch_size,
-                          cpu_budget_gib=None if device == "cuda" else cfg.cpu_budget_gib, fresh=cfg.fresh,
-                          packed=True)  # as plan() below: the run trains on packed blocks
-    if chosen.winner is None:
-        raise ValueError(f"stack: auto found nothing that trains: {chosen.why}")
-    return chosen.winner
-
-
-def with_accumulation(spec: str, target: int) -> Stack:
-    """The stack's own schedule strategy decides accumulation (planner and Accelerator read it); without one, a 'ga'
-    reaching `target`."""
-    stack = Stack.coerce(spec)
-    if stack.decides_accumulation:
-        return stack
-    return Stack([*stack.strategies, *Stack.from_dict([{"name": "ga", "effective_batch": target}])])
-
-
-def sample_documents(test, tokenizer, max_tokens: Optional[int], chunk: int) -> tuple[list[dict], dict[str, Any]]:
-    """Whole test documents, or (when they hold more than `max_tokens`) evenly spaced `chunk`-token pieces of them,
-    so a capped evaluation still covers every part of every test document. A piece's bytes are those of its decoded
-    text (exact for byte-level tokenizers, up to a split character at a piece edge)."""
-    docs = [dict(row) for row in test]
-    total = sum(len(d["input_ids"]) for d in docs)
-    if not max_tokens or total <= max_tokens:
-        return docs, {"sampled": False, "test_tokens": total, "scored_documents": len(docs)}
-    starts = [(d, s) for d in docs for s in range(0, len(d["input_ids"]) - 1, chunk)]
-    n = max(1, min(len(starts), max_tokens // chunk))
-    picked = [starts[int(i * len(starts) / n)] for i in range(n)]
-    pieces = []
-    for doc, s in picked:
-        ids = doc["input_ids"][s:s + chunk]
-        pieces.append({"name": f"{doc['name']}@{s}", "input_ids": ids,
-                       "n_bytes": len(tokenizer.decode(ids).encode("utf-8"))})
-    info = {"sampled": True, "test_tokens": total, "pieces": n, "piece_tokens": chunk,
-            "note": f"{n} evenly spaced {chunk}-token pieces of the test documents (eval_max_tokens={max_tokens}); "
-                    "the same pieces before and after training"}
-    return pieces, info
 
 
 def run_finetune(cfg: FinetuneConfig | None = None, **overrides: Any) -> dict[str, Any]:

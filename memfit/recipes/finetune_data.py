@@ -62,3 +62,25 @@ def finetune_datasets(cfg: Any, tokenizer: Any, state: Any) -> tuple[Any, dict[s
     data |= {"split": {k: asdict(v) for k, v in bundle.stats.items()}, "test_documents": list(bundle.plan.test),
              "test_sha256": dict(test_split_hashes(bundle))}  # {document name: sha256 of its text}
     return bundle, data, summary
+
+
+def sample_documents(test, tokenizer, max_tokens: Optional[int], chunk: int) -> tuple[list[dict], dict[str, Any]]:
+    """Whole test documents, or (when they hold more than `max_tokens`) evenly spaced `chunk`-token pieces of them,
+    so a capped evaluation still covers every part of every test document. A piece's bytes are those of its decoded
+    text (exact for byte-level tokenizers, up to a split character at a piece edge)."""
+    docs = [dict(row) for row in test]
+    total = sum(len(d["input_ids"]) for d in docs)
+    if not max_tokens or total <= max_tokens:
+        return docs, {"sampled": False, "test_tokens": total, "scored_documents": len(docs)}
+    starts = [(d, s) for d in docs for s in range(0, len(d["input_ids"]) - 1, chunk)]
+    n = max(1, min(len(starts), max_tokens // chunk))
+    picked = [starts[int(i * len(starts) / n)] for i in range(n)]
+    pieces = []
+    for doc, s in picked:
+        ids = doc["input_ids"][s:s + chunk]
+        pieces.append({"name": f"{doc['name']}@{s}", "input_ids": ids,
+                       "n_bytes": len(tokenizer.decode(ids).encode("utf-8"))})
+    info = {"sampled": True, "test_tokens": total, "pieces": n, "piece_tokens": chunk,
+            "note": f"{n} evenly spaced {chunk}-token pieces of the test documents (eval_max_tokens={max_tokens}); "
+                    "the same pieces before and after training"}
+    return pieces, info

@@ -87,7 +87,10 @@ def test_estimate_prints_every_term_and_the_predicted_max_without_weights(tmp_pa
     assert saved["predicted_max_micro_batch"] == saved["micro_batch"] == expected and saved["seq_len"] == 64
     for term in ("weights", "optimizer", "checkpointed_inputs", "recompute", "logits", "total (device)"):
         assert term in done.stdout
-    assert f"predicted max micro-batch {expected} x accumulation" in done.stdout
+    assert f"predicted max micro-batch {expected}; trains at" in done.stdout
+    k = -(-16 // expected)  # the fewest steps reaching 16, then the smallest micro-batch: never above the target
+    assert saved["grad_accum"] == k and saved["train_micro_batch"] == -(-16 // k)
+    assert f"= effective batch {saved['train_micro_batch'] * k}" in done.stdout
     assert "no weights loaded" in done.stdout and not list(tmp_path.rglob("*.safetensors"))
 
 

@@ -1,0 +1,36 @@
+"""The run's stack: `stack: auto` asks the planner (memfit.plan.choose) for the fastest exact-first stack on top of
+AUTO_BASE; any stack without its own accumulation strategy gets a 'ga' reaching the effective batch."""
+
+from __future__ import annotations
+
+from ..core.stack import Stack
+
+# the base the auto search adds strategies to: bf16 LoRA on CUDA, fp32 LoRA on CPU
+AUTO_BASE = {"cuda": "lora+bf16", "cpu": "lora"}
+
+
+def auto_stack(cfg, state) -> str:
+    """`stack: auto`: the planner's fastest exact-first stack for this run's sequence length and effective batch."""
+    from ..plan.choose import choose_stack
+
+    if state.num_processes > 1:  # each rank measures its own tokens/s: ranks could choose different stacks
+        raise ValueError("stack: auto runs in one process for now: run `memfit plan --auto` on one GPU and pass "
+                         "its winner as the stack")
+    device = "cuda" if state.device.type == "cuda" else "cpu"
+    chosen = choose_stack(cfg.architecture or cfg.model, AUTO_BASE[device], seq_len=cfg.seq_len,
+                          target_effective_batch=cfg.target_effective_batch, margin=cfg.margin,
+                          random_init=cfg.random_init or bool(cfg.architecture), eval_batch_size=cfg.eval_batch_size,
+                          cpu_budget_gib=None if device == "cuda" else cfg.cpu_budget_gib, fresh=cfg.fresh,
+                          packed=True)  # as plan() below: the run trains on packed blocks
+    if chosen.winner is None:
+        raise ValueError(f"stack: auto found nothing that trains: {chosen.why}")
+    return chosen.winner
+
+
+def with_accumulation(spec: str, target: int) -> Stack:
+    """The stack's own schedule strategy decides accumulation (planner and Accelerator read it); without one, a 'ga'
+    reaching `target`."""
+    stack = Stack.coerce(spec)
+    if stack.decides_accumulation:
+        return stack
+    return Stack([*stack.strategies, *Stack.from_dict([{"name": "ga", "effective_batch": target}])])
