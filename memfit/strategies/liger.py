@@ -45,10 +45,18 @@ class LigerKernels(BaseModel):
     def spec_item(self) -> str:
         return "liger"
 
-    def _check(self, ctx):
-        if any(s.name == "offload" for s in ctx.stack.strategies):
+    def check(self, stack) -> None:
+        # Measured on the H200 (benchmarks/results/h200-2026-12-02): inductor cannot trace Liger's Triton kernels (it
+        # falls back with CompilationErrors), and with checkpointing the combination fails in backward ("modified by
+        # an inplace operation"). Refused at construction, so the auto search never builds it either.
+        if "compile" in stack:
+            raise StackError("liger's Triton kernels do not run inside torch.compile (inductor cannot trace them; with "
+                             "'gc' backward fails on an in-place write): use liger or compile, not both")
+        if "offload" in stack:
             raise StackError("liger's in-place cross-entropy breaks under activation offload; "
                              "use offload+cce instead of offload+liger")
+
+    def _check(self, ctx):
         if not ctx.on_cuda:
             raise StackError("liger needs a CUDA GPU (Triton kernels); drop liger, or use cce for the fused loss")
         try:

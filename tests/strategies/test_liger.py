@@ -17,9 +17,18 @@ def test_liger_off_cuda_is_a_clear_stack_error():
 
 
 def test_liger_under_activation_offload_is_refused_with_the_fix():
-    stack = Stack.from_spec("lora:dropout=0+gc+offload+liger")
     with pytest.raises(StackError, match="use offload\\+cce instead"):
-        stack.apply_model(tiny_model(), stack.context("cpu"))
+        Stack.from_spec("lora:dropout=0+gc+offload+liger")  # at construction, before any model is touched
+
+
+def test_liger_inside_compile_is_refused_so_the_auto_search_never_builds_it():
+    # H200: inductor cannot trace Liger's kernels, and gc+liger+compile failed in backward on an in-place write
+    with pytest.raises(StackError, match="liger or compile, not both"):
+        Stack.from_spec("lora+bf16+gc+liger+compile")
+    from memfit.plan.auto import candidate_classes, enumerate_candidates, environment
+
+    cands = enumerate_candidates(Stack.from_spec("lora+bf16"), candidate_classes(environment(True)), 4)
+    assert cands and not any({"liger_kernels", "compile"} <= {s.name for s in c.stack} for c in cands)
 
 
 def test_liger_and_cce_both_claim_the_loss():
