@@ -15,8 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from memfit import CheckpointError, NumericError, run_finetune
-from memfit.cli.train import parse_config
+from memfit import CheckpointError, NumericError, parse_run_config, run_finetune
 
 BUNDLED_SAMPLE = Path(__file__).resolve().parent / "data" / "climate"  # two CC BY 4.0 papers, see its NOTICE
 
@@ -26,7 +25,7 @@ def main(argv=None) -> dict:
     logging.basicConfig(level=logging.INFO if main_process else logging.WARNING, format="%(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per checkpoint file otherwise
     try:
-        cfg = parse_config(list(argv) if argv is not None else sys.argv[1:], prog="climate.py",
+        cfg = parse_run_config(list(argv) if argv is not None else sys.argv[1:], prog="climate.py",
                            defaults={"pdf_dir": str(BUNDLED_SAMPLE)})
         results = run_finetune(cfg)
     except (ValueError, CheckpointError, NumericError) as exc:  # user errors: the message says the fix

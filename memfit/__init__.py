@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 # loader, the memory model or the end-to-end pipeline (pypdf/datasets).
 _LAZY = {"FinetuneConfig": "recipes.finetune", "run_finetune": "recipes.finetune", "MemoryEstimate": "plan.memory",
          "estimate": "plan.memory", "ModelError": "models", "load_config": "models", "load_model": "models",
-         "load_tokenizer": "models", "shipped_configs": "models"}
+         "load_tokenizer": "models", "shipped_configs": "models", "parse_run_config": "cli.train"}
 
 
 def __getattr__(name: str):
@@ -34,4 +34,4 @@ def __getattr__(name: str):
 
 __all__ = ["CheckpointError", "FinetuneConfig", "HOOKS", "Context", "MemoryEstimate", "ModelError", "NumericError", "Stack", "StackError", "Strategy",
            "TrainConfig", "TrainResult", "available_strategies", "configure_runtime", "estimate", "load_config", "load_model",
-           "load_tokenizer", "register_strategy", "run_finetune", "shipped_configs", "train"]
+           "load_tokenizer", "parse_run_config", "register_strategy", "run_finetune", "shipped_configs", "train"]

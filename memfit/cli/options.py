@@ -34,8 +34,13 @@ def flag(name: str) -> str:
 
 
 def type_name(annotation: Any) -> str:
-    if typing.get_origin(annotation) is typing.Literal:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
         return "|".join(map(str, typing.get_args(annotation)))
+    if origin is typing.Annotated:  # e.g. a discriminated union: its Field metadata is no type
+        return type_name(typing.get_args(annotation)[0])
+    if origin in (list, tuple):  # given as YAML text, e.g. --sources '[{kind: text, path: notes}]'
+        return "list"
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if args:
         return " or ".join(type_name(a) for a in args)

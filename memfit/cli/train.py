@@ -66,3 +66,6 @@ def cmd_train(argv: list[str]) -> int:
     run_dir = Path(results["config"]["output_dir"]) / results["config"]["run_name"]
     print((run_dir / "summary.md").read_text())
     return 0
+
+
+parse_run_config = parse_config  # public as memfit.parse_run_config (scripts such as examples/climate.py)

@@ -52,7 +52,7 @@ def test_run_writes_curves_linked_from_summary_and_logs_evaluation_to_tensorboar
     monkeypatch.setenv("MEMFIT_CACHE", str(tmp_path / "cache"))
     cfg = FinetuneConfig(pdf_dir=str(climate_pdfs), model=str(tiny_model_dir), output_dir=str(tmp_path / "out"),
                          run_name="curves", seq_len=32, target_effective_batch=4, max_steps=2, lr=3e-3,
-                         eval_context=32, eval_max_tokens=64, cpu_budget_gib=0.001, max_micro_batch=4,
+                         eval_context=32, eval_max_tokens=64, cpu_budget_gib=0.004, max_micro_batch=4,
                          progress=False, eval_every=1, log_with="tensorboard")
     results = run_finetune(cfg)
     run_dir = tmp_path / "out" / "curves"
