@@ -113,14 +113,15 @@ def run_tokenizer(run: SavedRun):
     return load_tokenizer(run.config.model)
 
 
-def load_base(run: SavedRun, *, as_trained: bool = True, device: torch.device | None = None) -> torch.nn.Module:
-    """The run's base model, not yet carrying an adapter. `as_trained`: loaded with the run's stack's loading settings
-    (4-bit/8-bit weights, bf16), so scores match the run's own; otherwise the original full-precision weights (what
-    a merge folds the adapter into)."""
+def load_base(run: SavedRun, *, as_trained: bool = True, device: torch.device | None = None,
+              source: str | None = None) -> torch.nn.Module:
+    """The run's base model (or `source`, e.g. a full fine-tune's saved weights), not yet carrying an adapter.
+    `as_trained`: loaded with the run's stack's loading settings (4-bit/8-bit weights, bf16), so scores match the
+    run's own; otherwise the original full-precision weights (what a merge folds the adapter into)."""
     stack = Stack.coerce(run.stack) if as_trained else Stack()
     ctx = stack.context(device)
     # only the stack's loading settings: its model transforms would wrap a fresh LoRA the saved adapter then fights
-    return load_model(run.config.model, Stack(), ctx, extra_kwargs=stack.model_kwargs(ctx), seed=None)
+    return load_model(source or run.config.model, Stack(), ctx, extra_kwargs=stack.model_kwargs(ctx), seed=None)
 
 
 def check_run_adapter(run: SavedRun) -> None:
@@ -142,8 +143,6 @@ def load_trained(run: SavedRun, *, as_trained: bool = True, device: torch.device
     """The base with the run's adapter, through the loader that refuses an adapter trained for another model; for a
     full fine-tune, its saved weights (at full precision unless `as_trained`)."""
     if is_full_fine_tune(run):
-        stack = Stack.coerce(run.stack) if as_trained else Stack()
-        ctx = stack.context(device)
-        return load_model(str(run.adapter_dir), Stack(), ctx, extra_kwargs=stack.model_kwargs(ctx), seed=None)
+        return load_base(run, as_trained=as_trained, device=device, source=str(run.adapter_dir))
     check_run_adapter(run)
     return load_adapter(load_base(run, as_trained=as_trained, device=device), run.adapter_dir)
