@@ -28,6 +28,11 @@ from .planner import PlanResult, training_size
 PRUNE_TOLERANCE = 0.10  # the analytic model may be this far off: prune only what misses the budget by more
 MAX_ADDED = 4  # strategies added to the base per candidate (more never helped on the H100 runs)
 DEFAULT_PROBE_BUDGET = 60  # probes over all stacks: ~8 stacks at 5-8 probes each
+# Tokens per micro-step at which a step is half-way to full device occupancy, for the probing order only. The H200
+# exhaustive sweep (seq 512, target 64) ran bf16+lora+compile at 32 x 2 at 34.8k tok/s, faster than every stack that
+# fits 64 x 1: a micro-batch short of the target costs accumulation steps, not throughput, once it fills the device.
+# The old order (predicted share of the needed micro-batch / declared cost) left that stack unprobed.
+SATURATION_TOKENS = 2048
 
 
 @dataclass
@@ -54,6 +59,7 @@ class FrontierRow:
     seconds: float
     error: Optional[str] = None  # a candidate that failed with anything but an OOM: recorded, the search goes on
     timing_steps: int = 0  # steps run to time tokens_per_s; not among `probes` (the probe budget is for the search)
+    searched_to: Optional[int] = None  # set when the search stopped at this micro-batch (what the target needs)
 
 
 @dataclass
@@ -118,6 +124,16 @@ def _dominated_by(c: Candidate, fitting: list[Candidate]) -> Optional[Candidate]
     return None
 
 
+def prior_speed(c: Candidate, seq_len: int, target: int, world: int) -> float:
+    """The probing order: declared speed, scaled by how well the micro-batch the model predicts it would train at
+    fills the device (SATURATION_TOKENS); never the answer, which is measured."""
+    if c.predicted_max < 1:
+        return 0.0
+    micro, _ = training_size(c.stack, c.predicted_max, world, target)
+    tokens = micro * seq_len
+    return tokens / (tokens + SATURATION_TOKENS) / c.prior_cost
+
+
 def training_speed(res: PlanResult, micro: int) -> tuple[Optional[float], int]:
     """(tokens/s at the training size, timing steps run): the steady speed `measure` timed there with warm-up
     (memfit.plan.choose.steady_speed). Search probes time one step per shape, mostly compilation for compiled
@@ -131,9 +147,10 @@ def training_speed(res: PlanResult, micro: int) -> tuple[Optional[float], int]:
 def auto_search(base: Stack | str, *, seq_len: int, target_effective_batch: int,
                 measure: Callable[[Stack], PlanResult], predict: Callable[[Stack], int], on_cuda: bool,
                 probe_budget: int = DEFAULT_PROBE_BUDGET, world: int = 1, max_added: int = MAX_ADDED,
-                log: Callable[[str], None] = print) -> AutoResult:
+                search_limit: Optional[int] = None, log: Callable[[str], None] = print) -> AutoResult:
     """Choose the stack. `measure(stack)` plans it for real (probes); `predict(stack)` is the analytic max
-    micro-batch under the budget widened by PRUNE_TOLERANCE (0: cannot fit)."""
+    micro-batch under the budget widened by PRUNE_TOLERANCE (0: cannot fit). `search_limit`: the micro-batch
+    `measure` searches up to (memfit.plan.choose: what the target needs), shown as "at least" in the frontier."""
     base = Stack.coerce(base)
     start = time.perf_counter()
     result = AutoResult(None, "", seq_len, target_effective_batch, probe_budget=probe_budget)
@@ -149,8 +166,8 @@ def auto_search(base: Stack | str, *, seq_len: int, target_effective_batch: int,
             # The model is calibrated on GPUs; before it alone rules out a whole level, the level's most
             # memory-saving candidate (the most strategies added) is probed for real.
             max(level_cands, key=lambda c: (len(c.added), -c.prior_cost)).predicted_max = 1
-        # prior tokens/s: the declared speed, scaled by how much of the needed micro-batch the model predicts fits
-        for c in sorted(level_cands, key=lambda c: (-min(c.predicted_max, needed) / c.prior_cost, len(c.added))):
+        for c in sorted(level_cands, key=lambda c: (-prior_speed(c, seq_len, target_effective_batch, world),
+                                                    len(c.added))):
             if c.predicted_max < 1:
                 result.pruned.append({"stack": c.stack.spec, "reason": "analytic model: micro-batch 1 does not fit"})
                 continue
@@ -172,6 +189,8 @@ def auto_search(base: Stack | str, *, seq_len: int, target_effective_batch: int,
                 log(f"auto: {c.stack.spec} failed, skipped: {row.error}")
                 continue
             row = _row(c, res, target_effective_batch, world)
+            if search_limit and res.max_micro_batch >= search_limit:
+                row.searched_to = search_limit
             result.frontier.append(row)
             result.probe_count += res.probe_count
             result.timing_steps += row.timing_steps

@@ -76,13 +76,18 @@ def choose_stack(model: str, base: str, *, seq_len: int, target_effective_batch:
         return estimate(stack, config, seq_len, stack.context("cuda" if on_cuda else "cpu")).max_micro_batch(
             budget * (1 + PRUNE_TOLERANCE))
 
+    # The search stops at the micro-batch the target needs: a larger one would only be trained with the same
+    # accumulation, and the probes past it were the slowest of the H200 run (gc+cce+compile bisected 496..503,
+    # 11 s a probe, for a target of 64).
+    needed = target_effective_batch
+
     def measure(stack: Stack) -> PlanResult:
         # what this candidate declares (compile's dynamo recompile limit: dynamo's default of 8 was hit on the H200);
         # the limit is a dynamo setting, safe to raise after CUDA has initialised
         configure_runtime(stack)
         net = load_model(model, stack, random_init=random_init)
         try:
-            res = plan(net, stack, seq_len=seq_len, margin=margin, eval_batch_size=eval_batch_size,
+            res = plan(net, stack, seq_len=seq_len, margin=margin, eval_batch_size=eval_batch_size, limit=needed,
                        meter=_meter(cpu_budget_gib), target_effective_batch=target_effective_batch, fresh=fresh,
                        packed=packed, progress=lambda p: print(probe_line(p, stack=stack.spec), flush=True))
             if res.micro_batch:
@@ -99,6 +104,7 @@ def choose_stack(model: str, base: str, *, seq_len: int, target_effective_batch:
 
     result = auto_search(base_stack, seq_len=seq_len, target_effective_batch=target_effective_batch,
                          measure=measure, predict=predict, on_cuda=on_cuda, probe_budget=probe_budget,
+                         search_limit=needed,
                          log=lambda line: print(line, flush=True))
     print(format_frontier(result))
     if out_dir or json_path:

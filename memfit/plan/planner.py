@@ -233,6 +233,7 @@ def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Opt
     key = plan_key(config, stack, seq_len, _device_name(device),
                    {"margin": margin, "eval": eval_batch_size, "world": world, "simulated": getattr(meter, "budget", None)
                     if isinstance(meter, SimulatedMeter) else None, "target": target_effective_batch,
+                    "limit": limit,  # a search stopped at the target (--auto) must not answer a full one
                     **({"packed": True} if packed else {}),
                     **({"engine": engine, "shards": shards} if engine != "single" else {})})
     path = Path(cache_dir or cache_root() / "plans") / f"{key}.json"

@@ -145,6 +145,8 @@ def format_frontier(auto) -> str:
     for r in auto.frontier:
         cells = ["-" if getattr(r, a) is None else f.format(getattr(r, a)) for _, a, f in FRONTIER_COLUMNS]
         cells[0] = ("* " if r.stack == auto.winner else "  ") + cells[0]
+        if getattr(r, "searched_to", None):  # the search stopped where the target was reached
+            cells[2] = f">={r.searched_to}"
         rows.append(cells)
     widths = [max(len(row[i]) for row in rows) for i in range(len(FRONTIER_COLUMNS))]
     lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
