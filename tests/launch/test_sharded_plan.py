@@ -9,7 +9,11 @@ KNOWN FLAKY (issue 20, open): on the shared 2-core machine 2 of 7 runs of the `r
 plan: one rank had left its probe and waited in the planner's all_reduce while the other was still in an FSDP2
 backward-prefetch all-gather; gloo's 120 s timeout then failed both, and the fixture reports both ranks' errors.
 The runs that pass take 35-50 s. On 2026-12-02 it also stalled twice in a row in a quiet sequential run, so the
-fixture's tests are skipped unless MEMFIT_FSDP2_CPU_TESTS=1 (the stand-in tests below still run). Cause not found.
+fixture's tests are skipped unless MEMFIT_FSDP2_CPU_TESTS=1 (the stand-in tests below still run). A second session
+reproduced it in 6 of 8 runs with faulthandler stacks of both ranks: rank 0 inside FSDP2's *implicit backward
+prefetch* (`FSDPParamGroup._backward_prefetch` -> `unshard` -> `all_gather_single`), rank 1 past the same backward in
+the planner's `_agree` all_reduce, i.e. rank 1 skipped a prefetch all-gather that rank 0 issued (its target group
+was already unsharded there). The planner's collectives are symmetric; the asymmetry is inside torch's FSDP2 on gloo.
 """
 
 from __future__ import annotations

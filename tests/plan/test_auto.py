@@ -215,3 +215,22 @@ def test_a_plan_searched_to_a_limit_is_cached_apart_from_a_full_one(tmp_path):
     full = plan(tiny_model(), "none", **common)
     assert short.max_micro_batch == 4 < full.max_micro_batch and not full.cache_hit
     assert short.cache_path != full.cache_path
+
+
+def test_with_the_h200_predictions_the_sweeps_fastest_stacks_are_probed_first():
+    """Predicted maxes and sweep speeds of benchmarks/results/h200-2026-12-02b (seq 512, target 64, 79.19 GiB): the
+    old order probed cce+compile, tiled_mlp+cce+compile, gc+compile, gc+cce+compile, ... and ran out of time before
+    the fastest (lora+compile 34.8k, tiled_mlp+liger 33.1k, liger 32.9k tok/s)."""
+    from memfit.plan.auto import prior_speed
+
+    predicted = {"compile": 40, "chunked_ce+compile": 60, "chunked_ce+compile+tiled_mlp": 82, "liger_kernels": 33,
+                 "compile+tiled_mlp": 48, "liger_kernels+tiled_mlp": 44, "compile+gc": 98, "chunked_ce+compile+gc": 550,
+                 "chunked_ce+tiled_mlp": 70, "gc+liger_kernels": 95, "": 33, "chunked_ce": 46}
+    cands = [c for c in enumerate_candidates(Stack.from_spec("lora+bf16"), candidate_classes(frozenset({"cuda"})))
+             if c.lossiness == EXACT]
+    for c in cands:
+        c.predicted_max = predicted.get("+".join(sorted(c.added)), 0)
+    order = [c.stack.spec for c in sorted(cands, key=lambda c: (-prior_speed(c, 512, 64, 1), len(c.added)))]
+    assert order[0] == "bf16+lora+compile"
+    assert {"bf16+lora+liger", "bf16+lora+tiled_mlp+liger"} <= set(order[:6])
+    assert order.index("bf16+lora+gc+compile") > 6  # 64 x 1 buys nothing over 32 x 2 once the device is full
