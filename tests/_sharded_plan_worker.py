@@ -118,3 +118,41 @@ def plan_and_train(out_dir: str, fsdp_env: dict, engines=("bare", "ddp", "fsdp")
         report["error"] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-3000:]}"
     with open(os.path.join(out_dir, f"rank{state.process_index}.json"), "w") as f:
         json.dump(report, f)
+
+
+def recipe_plan_under_ddp(out_dir: str) -> None:
+    """memfit train's planning step (memfit.recipes.engine_plan.plan_run) in a 2-process gloo group, then one
+    training step with the Accelerator built afterwards at the planned micro-batch."""
+    from _models import random_blocks, tiny_model
+    import memfit
+    from memfit import Stack
+    from memfit.launch.distributed import join_launch
+    from memfit.plan.probe import SimulatedMeter
+    from memfit.recipes.engine_plan import plan_run
+    from memfit.training.loop import TrainConfig, make_accelerator
+
+    state = join_launch()
+    report: dict = {}
+    loads: list[int] = []
+
+    def load_copy():
+        loads.append(1)
+        return tiny_model(**WIDE)
+
+    try:
+        model, stack = tiny_model(**WIDE), Stack.from_spec("none")
+        planned = plan_run(model, stack, state, load_copy, seq_len=SEQ, meter=SimulatedMeter(BUDGET), limit=LIMIT,
+                           cache_dir=os.path.join(out_dir, "cache"), fresh=True)
+        report["plan"] = planned.to_dict()
+        report["copies_loaded"] = len(loads)
+        report["model_untouched"] = type(model).__name__  # not wrapped or sharded by the planning engine
+        acc = make_accelerator(stack, planned.micro_batch)
+        cfg = TrainConfig(micro_batch=planned.micro_batch, max_steps=1, lr=1e-3, warmup=0, progress=False,
+                          checkpoint_every=None, save_adapter=False)
+        result = memfit.train(model, stack, random_blocks(planned.micro_batch * state.num_processes, SEQ,
+                                                          vocab=WIDE["vocab_size"]), cfg, accelerator=acc)
+        report["train"] = {"steps": result.steps, "micro_batch": result.micro_batch}
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        report["error"] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-3000:]}"
+    with open(os.path.join(out_dir, f"rank{state.process_index}.json"), "w") as f:
+        json.dump(report, f)

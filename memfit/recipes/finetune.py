@@ -38,7 +38,8 @@ from .preflight import check_data_fits, preflight
 from ..models import load_model, load_tokenizer
 from .finetune_data import finetune_datasets, sample_documents
 from .stack_choice import auto_stack, with_accumulation
-from ..plan.planner import plan, versions
+from ..plan.planner import versions
+from .engine_plan import plan_run
 from ..plan.probe import SimulatedMeter
 from ..core.stack import Stack
 from .quality import original_result, quality_fields, warn_if_regressed
@@ -207,9 +208,13 @@ def _run(cfg: FinetuneConfig, state, run_dir: Path, info) -> dict[str, Any]:
     t = phase("load_s", t)
 
     meter = SimulatedMeter(cfg.cpu_budget_gib * 2**30) if state.device.type != "cuda" else None
-    planned = plan(model, stack, seq_len=cfg.seq_len, margin=cfg.margin, eval_batch_size=cfg.eval_batch_size,
-                   meter=meter, limit=cfg.max_micro_batch, cache_dir=cfg.plan_cache, fresh=cfg.fresh,
-                   target_effective_batch=target, packed=True)  # training blocks are packed documents: probe the same attention path
+    # under DDP/ZeRO/FSDP2 the probes step a copy prepared by that engine (memfit.recipes.engine_plan)
+    reload = lambda: load_model(cfg.architecture or cfg.model, stack, ctx,  # noqa: E731
+                                random_init=cfg.random_init or bool(cfg.architecture), seed=cfg.seed)
+    planned = plan_run(model, stack, state, reload, seq_len=cfg.seq_len, margin=cfg.margin,
+                       eval_batch_size=cfg.eval_batch_size, meter=meter, limit=cfg.max_micro_batch,
+                       cache_dir=cfg.plan_cache, fresh=cfg.fresh, target_effective_batch=target,
+                       packed=True)  # training blocks are packed documents: probe the same attention path
     if planned.max_micro_batch < 1:
         raise RuntimeError(f"not even one sequence of {cfg.seq_len} tokens fits with stack {stack.spec} "
                            f"({planned.budget_gib:.1f} GiB): lower --seq-len, add 'gc'/'q4', or use a larger device")

@@ -143,3 +143,35 @@ def test_zero_stand_in_prepare_fixes_the_micro_batch_deepspeed_needs():
     assert backward is acc.backward
     with around():  # ZeRO: no no_sync (it gathers inside the forward)
         pass
+
+
+# ---- memfit train's plan (memfit.recipes.engine_plan) ---------------------------------------------------------------
+
+def test_the_runs_plan_under_ddp_probes_a_prepared_copy_and_training_follows(tmp_path):
+    from _distributed_worker import spawn_two
+    from _sharded_plan_worker import recipe_plan_under_ddp
+
+    spawn_two(recipe_plan_under_ddp, (str(tmp_path),), tmp_path / "rendezvous")
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    errors = [f"rank {i}: {r['error']}" for i, r in enumerate(reports) if "error" in r]
+    assert not errors, "\n".join(errors)
+    r0, r1 = reports
+    assert r0["plan"]["engine"] == r1["plan"]["engine"] == "ddp" and r0["plan"]["num_processes"] == 2
+    assert r0["plan"]["max_micro_batch"] == r1["plan"]["max_micro_batch"] > 0
+    assert "ddp_buckets" in r0["plan"]["memory_breakdown_gib"]  # the analytic terms of the engine it probed
+    assert r0["copies_loaded"] == r1["copies_loaded"] == 1  # probed on a copy: the run's model is prepared once
+    assert r0["model_untouched"] == "LlamaForCausalLM"
+    assert r0["train"] == {"steps": 1, "micro_batch": r0["plan"]["micro_batch"]}
+
+
+def test_a_one_process_run_plans_its_own_model(monkeypatch):
+    from _models import tiny_model
+    from memfit.plan.probe import SimulatedMeter
+    from memfit.recipes.engine_plan import plan_run
+
+    for key in ("WORLD_SIZE", "ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"):
+        monkeypatch.delenv(key, raising=False)
+    state = SimpleNamespace(num_processes=1)
+    res = plan_run(tiny_model(), Stack.from_spec("none"), state, lambda: pytest.fail("no copy on one process"),
+                   seq_len=16, meter=SimulatedMeter(20e6), limit=8, fresh=True)
+    assert res.engine == "single" and res.max_micro_batch > 0
