@@ -3,8 +3,8 @@ it would train at for the target effective batch. Does the search's winner come 
 
     python benchmarks/auto_sweep.py --seq 512 --target 64 --memory-gib 79.19 --deadline-s 540 --out $OUT --name sweep
 
-Per candidate: the largest micro-batch m = ceil(T / k) that fits for the fewest steps k (tried from the analytic
-model's guess, one step either way until the boundary), then the planner's own steady timing of that one shape
+Per candidate: the largest micro-batch m = ceil(T / k) that fits (a bisection over those sizes, split first at the
+analytic model's guess), trained in k = ceil(T / m) steps, then the planner's own steady timing of that one shape
 (memfit.plan.probe.time_steps: warm-up steps, then timed ones). Candidates run fastest-declared first, so a
 deadline cuts the ones the search would also have tried last; the JSON is rewritten after each.
 """

@@ -51,12 +51,14 @@ def hf_step(model, opt, b: int, seq: int) -> None:
     opt.zero_grad(set_to_none=True)
 
 
-def hf_probe_fn(model, opt, meter: CudaMeter, seq: int):
+def step_probe_fn(step, opt, meter: CudaMeter, seq: int):
+    """probe(b): `step(b)` (one full training step of b sequences) as a Probe, an OOM as a miss; shared by the
+    peers that bring their own step (the HF recipe here, torchtune in peer_torchtune.py)."""
     def probe(b: int) -> Probe:
         meter.reset()
         start = time.perf_counter()
         try:
-            hf_step(model, opt, b, seq)
+            step(b)
             peak = meter.peak()
             secs = time.perf_counter() - start
             return Probe(b, True, peak, secs, b * seq / secs)
@@ -68,6 +70,10 @@ def hf_probe_fn(model, opt, meter: CudaMeter, seq: int):
             opt.zero_grad(set_to_none=True)
             meter.reset()
     return probe
+
+
+def hf_probe_fn(model, opt, meter: CudaMeter, seq: int):
+    return step_probe_fn(lambda b: hf_step(model, opt, b, seq), opt, meter, seq)
 
 
 def hf_exact(weights_dir: str, seq: int, margin: float = 0.0, liger: bool = False,

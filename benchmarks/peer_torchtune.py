@@ -15,14 +15,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from memfit.plan.memory import GiB
-from memfit.plan.planner import PlanResult, search_max, versions
-from memfit.plan.probe import CudaMeter, Probe, is_oom
-from memfit.plan.report import format_table, write_report
+import torch  # noqa: E402
+
+from hf_baseline import step_probe_fn  # noqa: E402
+from memfit.plan.memory import GiB  # noqa: E402
+from memfit.plan.planner import PlanResult, search_max, versions  # noqa: E402
+from memfit.plan.probe import CudaMeter  # noqa: E402
+from memfit.plan.report import format_table, write_report  # noqa: E402
 
 VARIANTS = {
     "recipe": dict(lora_attn_modules=["q_proj", "v_proj", "output_proj"], apply_lora_to_mlp=True, lora_rank=64,
@@ -65,21 +70,7 @@ def step(model, opt, loss_fn, b: int, seq: int) -> None:
 def exact(variant: str, loaded, seq: int, margin: float) -> PlanResult:
     model, opt, loss_fn = loaded
     meter = CudaMeter(torch.device("cuda", 0), margin=margin)
-
-    def probe(b: int) -> Probe:
-        meter.reset()
-        start = time.perf_counter()
-        try:
-            step(model, opt, loss_fn, b, seq)
-            peak, secs = meter.peak(), time.perf_counter() - start
-            return Probe(b, True, peak, secs, b * seq / secs)
-        except Exception as exc:  # noqa: BLE001 - only OOMs are answers
-            if not is_oom(exc):
-                raise
-            return Probe(b, False, None, time.perf_counter() - start, error=str(exc).splitlines()[0][:160])
-        finally:
-            opt.zero_grad(set_to_none=True)
-            meter.reset()
+    probe = step_probe_fn(lambda b: step(model, opt, loss_fn, b, seq), opt, meter, seq)
 
     start = time.perf_counter()
     best, probes = search_max(probe, budget=meter.budget, baseline=meter.baseline, limit=4096)

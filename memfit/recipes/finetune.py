@@ -203,15 +203,16 @@ def _run(cfg: FinetuneConfig, state, run_dir: Path, info) -> dict[str, Any]:
         info(f"note: {note}")
     ctx = stack.context(state.device, state.distributed_type, state.num_processes)
     info(f"stack {stack.spec}:\n{stack.describe()}")
-    model = load_model(cfg.architecture or cfg.model, stack, ctx, random_init=cfg.random_init or bool(cfg.architecture),
-                       seed=cfg.seed)  # the seed LoRA's initial A matrices are drawn with
+    def load():  # the seed: the LoRA's initial A matrices are drawn with it
+        return load_model(cfg.architecture or cfg.model, stack, ctx,
+                          random_init=cfg.random_init or bool(cfg.architecture), seed=cfg.seed)
+
+    model = load()
     t = phase("load_s", t)
 
     meter = SimulatedMeter(cfg.cpu_budget_gib * 2**30) if state.device.type != "cuda" else None
     # under DDP/ZeRO/FSDP2 the probes step a copy prepared by that engine (memfit.recipes.engine_plan)
-    reload = lambda: load_model(cfg.architecture or cfg.model, stack, ctx,  # noqa: E731
-                                random_init=cfg.random_init or bool(cfg.architecture), seed=cfg.seed)
-    planned = plan_run(model, stack, state, reload, seq_len=cfg.seq_len, margin=cfg.margin,
+    planned = plan_run(model, stack, state, load, seq_len=cfg.seq_len, margin=cfg.margin,
                        eval_batch_size=cfg.eval_batch_size, meter=meter, limit=cfg.max_micro_batch,
                        cache_dir=cfg.plan_cache, fresh=cfg.fresh, target_effective_batch=target,
                        packed=True)  # training blocks are packed documents: probe the same attention path
