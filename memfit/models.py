@@ -144,12 +144,14 @@ def load_tokenizer(model: str | None):
 
 
 def load_model(model: str = EMBEDDED, stack=None, ctx=None, *, random_init: bool = False,
-               extra_kwargs: dict[str, Any] | None = None, seed: int | None = 0) -> torch.nn.Module:
+               extra_kwargs: dict[str, Any] | None = None, seed: int | None = 0,
+               config_overrides: dict[str, Any] | None = None) -> torch.nn.Module:
     """Load `model` with the stack's loading kwargs and apply its model transforms.
 
     `model`: the embedded default, a local directory, a Hub id, or (with random_init) a shipped config name.
     Safetensors only (no pickle), and remote code is never trusted implicitly. `seed` fixes the random parts the
-    stack adds (LoRA's A matrices), so two loads give the same starting point.
+    stack adds (LoRA's A matrices), so two loads give the same starting point. `config_overrides`: config attributes
+    set before the model is built (memfit.plan.rope's scaled positions).
     """
     from transformers import AutoModelForCausalLM
 
@@ -162,6 +164,8 @@ def load_model(model: str = EMBEDDED, stack=None, ctx=None, *, random_init: bool
     quantized = "quantization_config" in kwargs
     if random_init:
         config = load_config(model)
+        for key, value in (config_overrides or {}).items():
+            setattr(config, key, value)
         if not quantized:
             torch.manual_seed(0)
             with torch.device(ctx.device):
@@ -176,7 +180,8 @@ def load_model(model: str = EMBEDDED, stack=None, ctx=None, *, random_init: bool
     if quantized:  # bitsandbytes quantizes while moving weights onto the device
         kwargs["device_map"] = {"": ctx.device.index if ctx.device.type == "cuda" else "cpu"}
     try:
-        net = AutoModelForCausalLM.from_pretrained(source, use_safetensors=True, trust_remote_code=False, **kwargs)
+        net = AutoModelForCausalLM.from_pretrained(source, use_safetensors=True, trust_remote_code=False,
+                                                   **kwargs, **(config_overrides or {}))
     except OSError as exc:
         raise ModelError(_not_found(model, exc)) from None
     except ValueError as exc:

@@ -57,6 +57,10 @@ def add_commands(sub) -> None:
     g.add_argument("--probe-budget", type=int, default=60, help="--auto: probes over all stacks")
     g.add_argument("--max-seq-len", action="store_true", help="the longest sequence --stack trains")
     g.add_argument("--micro-batch", type=int, default=1, help="--max-seq-len: at this micro-batch")
+    g.add_argument("--rope-scaling", metavar="TYPE:factor=F", help="--max-seq-len: search past the model's "
+                   "max_position_embeddings with this RoPE scaling, as transformers configures it (yarn:factor=4, "
+                   "llama3:factor=32, linear:factor=2, or a rope_parameters JSON object); without it the search "
+                   "stops at the native maximum")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("bench", formatter_class=HELP, help="several stacks side by side (table, Markdown, PNG)",
@@ -118,6 +122,13 @@ def _check_inputs(args, stacks: list[str], seq_lens: list[int]) -> None:
     from ..plan.planner import check_seq_lens
 
     check_seq_lens(seq_lens)
+    if getattr(args, "rope_scaling", None):
+        from ..plan.rope import parse_rope_scaling
+
+        if not args.max_seq_len:
+            raise ValueError("--rope-scaling applies to --max-seq-len (the longest-context search): add it or drop "
+                             "--rope-scaling")
+        args.rope_scaling = parse_rope_scaling(args.rope_scaling)
     if getattr(args, "auto", False) and not args.target_effective_batch:
         raise ValueError("--auto needs --target-effective-batch N (and one base --stack, e.g. lora+bf16)")
     for spec in stacks:
@@ -164,7 +175,8 @@ def _cmd_choose(args, model: str, random_init: bool) -> int:
     common = dict(random_init=random_init, margin=args.margin, eval_batch_size=args.eval_batch_size,
                   cpu_budget_gib=args.cpu_budget_gib, fresh=args.fresh)
     if args.max_seq_len:
-        longest_context(model, [args.stack], micro_batch=args.micro_batch, json_path=args.json, **common)
+        longest_context(model, [args.stack], micro_batch=args.micro_batch, json_path=args.json,
+                        rope_scaling=args.rope_scaling, **common)
         return 0
     stack = args.stack
     if stack is DEFAULT_STACK:  # not typed: the base of the search, not a finished (lossy) stack

@@ -19,6 +19,7 @@ from ..runtime import configure_runtime
 from .planner import PlanResult, plan
 from .probe import SimulatedMeter, Timing, TimingMeter, probe_line, run_probe, time_steps
 from .report import format_frontier, write_auto_report
+from .rope import config_overrides
 from .seq_len import SeqLenResult, plan_max_seq_len
 
 
@@ -117,15 +118,18 @@ def choose_stack(model: str, base: str, *, seq_len: int, target_effective_batch:
 
 def longest_context(model: str, stacks: list[str], *, micro_batch: int = 1, random_init: bool = False,
                     margin: float = 0.03, eval_batch_size: int = 0, cpu_budget_gib: Optional[float] = None,
-                    fresh: bool = False, json_path: Optional[str | Path] = None) -> list[SeqLenResult]:
-    """Per stack, the exact largest sequence length that trains at `micro_batch`."""
+                    fresh: bool = False, json_path: Optional[str | Path] = None,
+                    rope_scaling: Optional[dict] = None) -> list[SeqLenResult]:
+    """Per stack, the exact largest sequence length that trains at `micro_batch`; with `rope_scaling`
+    (memfit.plan.rope) the model is built with it and the search may pass the native maximum."""
     if not torch.cuda.is_available() and not cpu_budget_gib:
         raise ValueError("planning on CPU needs a simulated device size: pass --cpu-budget-gib N (or run on a GPU)")
+    overrides = config_overrides(load_config(model), rope_scaling) if rope_scaling else None  # refused before loading
     rows = []
     for spec in stacks:
         stack = Stack.coerce(spec)
         configure_runtime(stack)  # as measure() in choose_stack
-        net = load_model(model, stack, random_init=random_init)
+        net = load_model(model, stack, random_init=random_init, config_overrides=overrides)
         try:
             rows.append(plan_max_seq_len(net, stack, micro_batch=micro_batch, margin=margin,
                                          meter=_meter(cpu_budget_gib), eval_batch_size=eval_batch_size, fresh=fresh,
@@ -138,6 +142,9 @@ def longest_context(model: str, stacks: list[str], *, micro_batch: int = 1, rand
         print(f"{r.stack}: max seq len {r.max_seq_len} at micro-batch {micro_batch} "
               f"(peak {r.peak_gib or 0:.2f} GiB, predicted {r.predicted_max}, {r.probe_count} probes, "
               f"{r.search_seconds:.0f} s{', cached' if r.cache_hit else ''})", flush=True)
+        if r.at_position_limit:
+            print(f"  stopped at the model's {r.position_limit:,} positions, not at memory: --rope-scaling "
+                  f"(e.g. yarn:factor=2) lets the search go past them", flush=True)
     if json_path:
         atomic_write_json(json_path, {"model": model, "results": [r.to_dict() for r in rows]})
     return rows

@@ -38,6 +38,13 @@ class SeqLenResult:
     device: str = "cpu"
     cache_hit: bool = False
     cache_path: Optional[str] = None
+    position_limit: int = 0  # the model's max_position_embeddings: the search never goes past it
+    rope_scaling: Optional[dict[str, Any]] = None  # the scaling that raised it (memfit.plan.rope), if any
+
+    @property
+    def at_position_limit(self) -> bool:
+        """The search stopped at the positions the model has, not at memory: more fits with --rope-scaling."""
+        return bool(self.position_limit) and self.max_seq_len >= self.position_limit
 
     @property
     def probe_count(self) -> int:
@@ -45,6 +52,13 @@ class SeqLenResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "probe_count": self.probe_count}
+
+
+def _scaling_of(config) -> Optional[dict[str, Any]]:
+    from .rope import EXTENDING_TYPES, current_rope_parameters
+
+    params = current_rope_parameters(config) if config is not None else {}
+    return params if params.get("rope_type") in EXTENDING_TYPES else None
 
 
 def predicted_max_seq_len(stack: Stack, config, micro_batch: int, budget: float, ctx) -> int:
@@ -56,16 +70,23 @@ def plan_max_seq_len(model, stack: Stack | str, *, micro_batch: int = 1, margin:
                      eval_batch_size: int = 0, limit: Optional[int] = None, cache_dir: Optional[str | Path] = None,
                      fresh: bool = False, progress: Optional[Callable[[Probe], None]] = None) -> SeqLenResult:
     """Find the largest sequence length `model` (already transformed by `stack`) trains at `micro_batch`.
-    `limit` defaults to the model's max_position_embeddings (beyond it the positions are out of range)."""
+    `limit` defaults to the model's max_position_embeddings and may not exceed it: past it the model has no rotation
+    for the positions; a model loaded with a RoPE scaling (memfit.plan.rope) has a larger maximum."""
     stack = Stack.coerce(stack)
     device = next(model.parameters()).device
     config = getattr(model, "config", None)
-    limit = limit or int(getattr(config, "max_position_embeddings", 0) or 131072)
+    positions = int(getattr(config, "max_position_embeddings", 0) or 131072)
+    if limit and limit > positions:
+        raise ValueError(f"a context limit of {limit:,} is past the model's {positions:,} positions: load the model "
+                         f"with a RoPE scaling (CLI: --rope-scaling yarn:factor=N)")
+    limit = limit or positions
+    scaling = _scaling_of(config)
     world = torch.distributed.get_world_size() if _distributed() else 1
     ctx = stack.context(device, num_processes=world)
     sim_budget = None if meter is None or isinstance(meter, CudaMeter) else meter.budget
     key = plan_key(config, stack, 0, _device_name(device), {"max_seq_len_at": micro_batch, "margin": margin,
-                   "eval": eval_batch_size, "world": world, "simulated": sim_budget, "limit": limit})
+                   "eval": eval_batch_size, "world": world, "simulated": sim_budget, "limit": limit,
+                   "rope": scaling})
     path = Path(cache_dir or cache_root() / "plans") / f"{key}.json"
     if _reduce(float(path.exists() and not fresh), "MIN", device):
         return SeqLenResult(**{**{k: v for k, v in json.loads(path.read_text()).items() if k != "probe_count"},
@@ -102,7 +123,7 @@ def plan_max_seq_len(model, stack: Stack | str, *, micro_batch: int = 1, margin:
     res = SeqLenResult(stack.spec, micro_batch, best, at_best[-1].peak_bytes / GiB if at_best else None,
                        budget / GiB, getattr(meter, "margin", 0.0), predicted,
                        [{**asdict(p), "seq_len": p.micro_batch, "micro_batch": micro_batch} for p in probes], time.perf_counter() - start,
-                       _device_name(device), cache_path=str(path))
+                       _device_name(device), cache_path=str(path), position_limit=limit, rope_scaling=scaling)
     if not _distributed() or torch.distributed.get_rank() == 0:
         write_plan_cache(path, res.to_dict())
     return res

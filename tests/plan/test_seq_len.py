@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from memfit import Stack
@@ -49,3 +50,22 @@ def test_planning_the_context_does_not_change_the_weights(tmp_path):
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     plan_max_seq_len(model, stack, meter=SimulatedMeter(BUDGET), cache_dir=tmp_path)
     assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
+
+
+def test_the_search_stops_at_the_native_positions_and_passes_them_only_with_a_scaling(tmp_path):
+    from memfit.plan.rope import config_overrides, parse_rope_scaling
+
+    stack = Stack.from_spec("lora:dropout=0+gc")
+    native = stack.apply_model(tiny_model(max_position_embeddings=64), stack.context("cpu"))
+    res = plan_max_seq_len(native, stack, meter=SimulatedMeter(BUDGET), cache_dir=tmp_path)
+    assert res.max_seq_len == 64 and res.at_position_limit and res.rope_scaling is None
+    with pytest.raises(ValueError, match="--rope-scaling"):
+        plan_max_seq_len(native, stack, meter=SimulatedMeter(BUDGET), cache_dir=tmp_path, limit=128)
+
+    overrides = config_overrides(native.config, parse_rope_scaling("yarn:factor=16"))
+    scaled = stack.apply_model(tiny_model(**overrides), stack.context("cpu"))
+    far = plan_max_seq_len(scaled, stack, meter=SimulatedMeter(BUDGET), cache_dir=tmp_path)
+    assert 64 < far.max_seq_len < 1024 and not far.at_position_limit
+    assert far.rope_scaling["rope_type"] == "yarn" and far.position_limit == 1024
+    assert _fits_from_scratch(stack, scaled, far.max_seq_len) and not _fits_from_scratch(stack, scaled,
+                                                                                          far.max_seq_len + 1)
