@@ -17,10 +17,17 @@ from memfit.plan.probe import CudaMeter, Probe, is_oom
 
 
 
-def load_hf_recipe(weights_dir: str, liger: bool = False):
-    """liger=True: the peer TRL users get with `use_liger_kernel=True` (Liger's RMSNorm, SwiGLU, RoPE and fused
-    linear cross-entropy patched into transformers' Llama classes before loading). It patches process-wide, so a
-    benchmark process that measures it must not measure anything else afterwards."""
+HF_LORA = dict(r=8, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+# Unsloth's published long-context setting (Llama-3.1-8B QLoRA): rank 32 on every linear layer of the decoder
+ALL_LINEAR_R32 = dict(r=32, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                           "up_proj", "down_proj"])
+
+
+def load_hf_recipe(weights_dir: str, liger: bool = False, lora: dict | None = None):
+    """`lora`: the adapters (default HF_LORA, GPU.md's recipe). liger=True: the peer TRL users get with
+    `use_liger_kernel=True` (Liger's RMSNorm, SwiGLU, RoPE and fused linear cross-entropy patched into transformers'
+    Llama classes before loading). It patches process-wide, so a benchmark process that measures it must not measure
+    anything else afterwards."""
     import bitsandbytes as bnb
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
@@ -34,8 +41,7 @@ def load_hf_recipe(weights_dir: str, liger: bool = False):
                            bnb_4bit_compute_dtype=torch.float16)
     model = AutoModelForCausalLM.from_pretrained(weights_dir, quantization_config=q, device_map={"": 0})
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
-    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=32, lora_dropout=0.05, bias="none",
-                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+    model = get_peft_model(model, LoraConfig(**(lora or HF_LORA), lora_dropout=0.05, bias="none",
                                              task_type="CAUSAL_LM"))
     model.train()  # from_pretrained returns eval mode, where HF checkpointing silently does nothing
     opt = bnb.optim.PagedAdamW8bit([p for p in model.parameters() if p.requires_grad], lr=0.0)
