@@ -40,16 +40,15 @@ def probe_fn(stack: Stack, budget: float):
 def landscape(budget: float):
     calls: list[str] = []
 
-    def measure(stack: Stack) -> PlanResult:
+    def measure(stack: Stack) -> PlanResult:  # the search, then the steady speed at the training size
         calls.append(stack.spec)
         probe = probe_fn(stack, budget)
         best, probes = search_max(probe, budget=budget, limit=4096)
         micro, k = training_size(stack, best, 1, TARGET)
-        res = PlanResult(stack.spec, SEQ, best, k, micro * k, micro_batch=micro, probes=[p.__dict__ for p in probes])
-        if micro:
-            timing = time_steps(lambda: probe(micro), micro)
-            res.timed_tokens_per_s, res.timing_steps = timing.tokens_per_s, timing.steps
-        return res
+        timing = time_steps(lambda: probe(micro), micro) if micro else None
+        return PlanResult(stack.spec, SEQ, best, k, micro * k, micro_batch=micro, probes=[p.__dict__ for p in probes],
+                          timed_tokens_per_s=timing.tokens_per_s if timing else None,
+                          timing_steps=timing.steps if timing else 0)
 
     def predict(stack: Stack) -> int:
         act, static, _ = numbers(stack)
