@@ -141,3 +141,37 @@ def test_it_needs_quant4bit_and_knows_its_memory_terms():
     # one uncheckpointed layer keeps its 16-bit weights to backward, the checkpointed one's exist for its recompute
     assert kept.term("dequantized_weights") == 2 * layer_weights and kept.terms["dequantized_weights"].kind == "static"
     assert fused.term("projections") == plain.term("projections")  # dropout on: each module keeps its own input
+
+
+def _saved_per_layer_token(spec: str, tmp_path) -> tuple[float, object]:
+    """Bytes one decoder layer saves for backward per token: a 3- and a 2-layer model's difference (as test_memory)."""
+    from memfit.plan.probe import autocast_for
+    from _models import saved_activation_bytes
+
+    shape = dict(hidden_size=128, intermediate_size=352, num_attention_heads=4, num_key_value_heads=2)
+    batch = {k: torch.tensor([r[k] for r in random_blocks(2, 64)]) for k in ("input_ids", "labels")}
+    saved = []
+    for layers in (3, 2):
+        path = tmp_path / f"{spec}-{layers}"
+        tiny_model(num_hidden_layers=layers, **shape).save_pretrained(path)
+        stack = Stack.from_spec(spec)
+        ctx, model = stack.context("cpu"), memfit.load_model(str(path), stack).train()
+
+        def forward():
+            with autocast_for(stack, ctx), stack.step_context(ctx):
+                stack.compute_loss(model, batch, ctx)
+
+        saved.append(saved_activation_bytes(model, forward)[0])
+    return (saved[0] - saved[1]) / (2 * 64), model.config
+
+
+def test_saved_activations_match_the_memory_model_and_drop_peft_s_copies(tmp_path):
+    """Dropout 0 (on CPU autocast a dropout mask takes 4 bytes, 1 on CUDA, like test_memory): q/k/v share one saved
+    input and no fp32-cast copy is kept, where peft over bnb keeps one per adapted module."""
+    from memfit.plan.memory import estimate
+
+    fused, config = _saved_per_layer_token("lora:dropout=0+q4+q4fused+bf16", tmp_path)
+    plain, _ = _saved_per_layer_token("lora:dropout=0+q4+bf16", tmp_path)
+    predicted = estimate(Stack.from_spec("lora:dropout=0+q4+q4fused+bf16"), config, 64)
+    assert predicted.layer_activation_bytes_per_token() == pytest.approx(fused, rel=0.1)
+    assert fused < plain
