@@ -103,6 +103,14 @@ class Quant4bitFused(BaseModel):
         if "quant4bit" not in stack:
             raise StackError("quant4bit_fused computes quant4bit's 4-bit layers: add 'q4' (e.g. 'lora+q4+q4fused+bf16')")
 
+    def check_launch(self, stack, launch) -> list[str]:
+        # ZeRO-3/FSDP hand the layer gathered or sharded parameter objects the fused op was never run on (bnb restores
+        # its quant state on them; nothing here tested that): refuse rather than guess
+        if launch.sharded_weights:
+            raise StackError("quant4bit_fused runs on one process or under DDP / ZeRO-1/2 only: drop 'q4fused' from the "
+                             "stack under ZeRO-3 or FSDP (quant4bit alone supports them)")
+        return []
+
     def transform_model(self, model, ctx):
         classes = fused_classes(self.keep_weight)
         inside = _inside_lora(model)

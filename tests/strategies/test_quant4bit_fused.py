@@ -126,9 +126,15 @@ def test_compile_traces_the_fused_layers_without_graph_breaks(saved_tiny):
         torch._dynamo.reset()
 
 
-def test_it_needs_quant4bit_and_knows_its_memory_terms():
+def test_it_needs_quant4bit_refuses_sharded_weights_and_knows_its_memory_terms():
+    from memfit.core.launch import Launch
+
     with pytest.raises(StackError, match="add 'q4'"):
         Stack.from_spec("lora+q4fused")
+    fused = Stack.from_spec(FUSED).get("quant4bit_fused")
+    assert fused.check_launch(None, Launch("MULTI_GPU", 2)) == []
+    with pytest.raises(StackError, match="drop 'q4fused'"):
+        fused.check_launch(None, Launch("FSDP", 2, fsdp_version=2))
     from memfit.plan.memory import estimate
     from _models import tiny_config
 
