@@ -2,7 +2,8 @@
 
 Unlike peft's `prepare_model_for_kbit_training`, norms and embeddings are *not* upcast to fp32: they stay in
 the compute dtype so the residual stream does too (an fp32 stream doubles activation memory).
-`upcast_norms=True` restores the HF behaviour for comparison.
+`upcast_norms=True` restores the HF behaviour for comparison. The layers compute through bnb's `matmul_4bit` under
+peft's LoRA; `quant4bit_fused` (q4fused) computes the same layers through memfit's fused op instead.
 """
 
 from __future__ import annotations

@@ -25,9 +25,6 @@ from ..core.protocol import PHASE_ADAPTER, StackError, strategy_config
 from ..core.registry import register_strategy
 from ..ops.nf4_lora import nf4_linear
 
-ADAPTED_PROJECTIONS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
-
-
 def _state(base):
     """The module's usable quant state, or None where the fused path must not run (bnb's CPU inference repacking)."""
     from bitsandbytes.nn.modules import fix_4bit_weight_quant_state_from_module
@@ -86,8 +83,9 @@ class Quant4bitFused(BaseModel):
     model_config = strategy_config()
     name: ClassVar[str] = "quant4bit_fused"
     phase: ClassVar[int] = PHASE_ADAPTER + 5  # after peft created its 4-bit LoRA layers, before checkpoint/compile
-    # A prior for the probing order only, beside quant4bit's 1.3: the fused layer removes the LoRA branch's copies and
-    # the graph breaks under compile, not the dequantization itself (measured: pending, benchmarks/README.md)
+    # A prior for the probing order only, beside quant4bit's 1.3: the fused layer removes peft's output clone and fp32
+    # input copies and the separate LoRA kernels, not the dequantization itself (keep_weight saves one pass per
+    # checkpointed layer). Unmeasured on a GPU: benchmarks/README.md, "Not yet run".
     speed_cost: ClassVar[float] = 0.85
     requires: ClassVar[frozenset[str]] = frozenset({"bitsandbytes"})
 
