@@ -10,6 +10,10 @@ order of their declared speed cost until the probe budget is spent. The winner i
 tokens/s at the size the run would train at (the target effective batch in the fewest accumulation steps), timed
 over warm-up and repeated steps of that one shape, not from a search probe (which is mostly compilation for
 compiled stacks).
+When the base pins 4-bit weights (e.g. ``lora+q4+bf16``: the model only fits in 4 bits), every candidate is 4-bit and
+checkpointing is often what buys the micro-batch; candidates that add it also come with only part of the layers
+checkpointed (``gc`` with `layers` = a quarter, half, three quarters of the model's), so the search can stop
+recomputing layers the target does not need recomputed.
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional
 
-from ..core.protocol import EXACT, LOSSINESS_NAMES, StackError, auto_traits, bitsandbytes_available
-from ..core.registry import available
+from ..core.protocol import EXACT, LOSSINESS_NAMES, LOSSY_WEIGHTS_4BIT, StackError, auto_traits, bitsandbytes_available
+from ..core.registry import available, strategy_class
 from ..core.stack import Stack
 from .planner import PlanResult, training_size
 
@@ -33,6 +37,8 @@ DEFAULT_PROBE_BUDGET = 60  # probes over all stacks: ~8 stacks at 5-8 probes eac
 # fits 64 x 1: a micro-batch short of the target costs accumulation steps, not throughput, once it fills the device.
 # The old order (predicted share of the needed micro-batch / declared cost) left that stack unprobed.
 SATURATION_TOKENS = 2048
+# Partial checkpointing variants (fractions of the decoder layers) offered when the base pins 4-bit weights
+PARTIAL_CHECKPOINTING = (0.25, 0.5, 0.75)
 
 
 @dataclass
@@ -115,6 +121,30 @@ def enumerate_candidates(base: Stack, classes: list[type], max_added: int = MAX_
     return out
 
 
+def with_partial_checkpointing(base: Stack, cands: list[Candidate], n_layers: Optional[int]) -> list[Candidate]:
+    """`cands` plus, when `base` pins 4-bit weights, each candidate that adds full checkpointing again with only
+    PARTIAL_CHECKPOINTING of its `n_layers` checkpointed. The declared recompute cost is scaled by the fraction (the
+    probing order); the analytic model prunes those that cannot fit, the dominance rule those a stack without
+    checkpointing already beats. Only for pinned 4-bit: elsewhere the levels' own candidates keep the search short."""
+    if not n_layers or not any(auto_traits(s)["lossiness"] >= LOSSY_WEIGHTS_4BIT for s in base):
+        return cands
+    gc_cls, _ = strategy_class("gc")
+    counts = sorted({round(f * n_layers) for f in PARTIAL_CHECKPOINTING} - {0, n_layers})
+    out = list(cands)
+    for c in cands:
+        if gc_cls.name not in c.added:
+            continue
+        full = next(s for s in c.stack if s.name == gc_cls.name)
+        if full.layers is not None:
+            continue
+        others = [s for s in c.stack if s.name != gc_cls.name]
+        gc_cost = auto_traits(full)["speed_cost"]
+        for k in counts:
+            cost = c.prior_cost / gc_cost * (1 + (gc_cost - 1) * k / n_layers)
+            out.append(Candidate(Stack([*others, gc_cls(layers=k)]), c.added, c.lossiness, cost))
+    return out
+
+
 def _dominated_by(c: Candidate, fitting: list[Candidate]) -> Optional[Candidate]:
     """A stack measured to fit the needed micro-batch, of which `c` only adds strategies declared to slow down."""
     for d in fitting:
@@ -147,15 +177,18 @@ def training_speed(res: PlanResult, micro: int) -> tuple[Optional[float], int]:
 def auto_search(base: Stack | str, *, seq_len: int, target_effective_batch: int,
                 measure: Callable[[Stack], PlanResult], predict: Callable[[Stack], int], on_cuda: bool,
                 probe_budget: int = DEFAULT_PROBE_BUDGET, world: int = 1, max_added: int = MAX_ADDED,
-                search_limit: Optional[int] = None, log: Callable[[str], None] = print) -> AutoResult:
+                search_limit: Optional[int] = None, n_layers: Optional[int] = None,
+                log: Callable[[str], None] = print) -> AutoResult:
     """Choose the stack. `measure(stack)` plans it for real (probes); `predict(stack)` is the analytic max
     micro-batch under the budget widened by PRUNE_TOLERANCE (0: cannot fit). `search_limit`: the micro-batch
-    `measure` searches up to (memfit.plan.choose: what the target needs), shown as "at least" in the frontier."""
+    `measure` searches up to (memfit.plan.choose: what the target needs), shown as "at least" in the frontier.
+    `n_layers`: the model's decoder layers, for the partial checkpointing variants of a 4-bit-pinned base."""
     base = Stack.coerce(base)
     start = time.perf_counter()
     result = AutoResult(None, "", seq_len, target_effective_batch, probe_budget=probe_budget)
     needed = max(1, math.ceil(target_effective_batch / world))
-    cands = enumerate_candidates(base, candidate_classes(environment(on_cuda)), max_added)
+    cands = with_partial_checkpointing(base, enumerate_candidates(base, candidate_classes(environment(on_cuda)),
+                                                                  max_added), n_layers)
     best: Optional[tuple[float, FrontierRow]] = None
     for level in sorted({c.lossiness for c in cands}):
         fitting: list[Candidate] = []

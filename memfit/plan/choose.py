@@ -105,7 +105,7 @@ def choose_stack(model: str, base: str, *, seq_len: int, target_effective_batch:
 
     result = auto_search(base_stack, seq_len=seq_len, target_effective_batch=target_effective_batch,
                          measure=measure, predict=predict, on_cuda=on_cuda, probe_budget=probe_budget,
-                         search_limit=needed,
+                         search_limit=needed, n_layers=config.num_hidden_layers,
                          log=lambda line: print(line, flush=True))
     print(format_frontier(result))
     if out_dir or json_path:

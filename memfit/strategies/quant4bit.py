@@ -2,7 +2,8 @@
 
 Unlike peft's `prepare_model_for_kbit_training`, norms and embeddings are *not* upcast to fp32: they stay in
 the compute dtype so the residual stream does too (an fp32 stream doubles activation memory).
-`upcast_norms=True` restores the HF behaviour for comparison.
+`upcast_norms=True` restores the HF behaviour for comparison. The layers compute through bnb's `matmul_4bit` under
+peft's LoRA; `quant4bit_fused` (q4fused) computes the same layers through memfit's fused op instead.
 """
 
 from __future__ import annotations
@@ -13,36 +14,9 @@ import torch
 from pydantic import BaseModel
 
 from ..core.launch import refuse_fsdp1_mixed_dtypes
-from ..core.protocol import LOSSY_WEIGHTS_4BIT, DTYPE_NAMES, DTYPES, PHASE_LOAD, StackError, bitsandbytes_available, strategy_config
+from ..core.protocol import LOSSY_WEIGHTS_4BIT, DTYPE_NAMES, DTYPES, PHASE_LOAD, StackError, strategy_config
 from ..core.registry import register_strategy
-
-
-def require_adapters(stack, who: str) -> None:
-    if not stack.trains_adapters_only:
-        raise StackError(f"{who} without LoRA: quantized weights are frozen and cannot be trained. "
-                         f"Add 'lora' to the stack (e.g. 'lora+{who}+bf16').")
-    if not bitsandbytes_available():
-        raise StackError(f"{who} needs bitsandbytes, which is not installed: pip install 'memfit[gpu]'")
-
-
-def resolve_compute_dtype(explicit: Optional[str], stack, who: str) -> torch.dtype:
-    autocast = stack.compute_dtype
-    if explicit is None:
-        return autocast
-    if "mixed_precision" in stack and DTYPES[explicit] != autocast:
-        raise StackError(f"{who} computes in {explicit} but autocast is {DTYPE_NAMES[autocast]}: mixing them "
-                         f"promotes the residual stream to fp32. Use one dtype (drop compute_dtype, or set both to "
-                         f"{explicit}).")
-    return DTYPES[explicit]
-
-
-def freeze_in_compute_dtype(model, dtype: torch.dtype, upcast_norms: bool) -> None:
-    """Freeze everything (LoRA adds the trainable parts later) and keep float params in one dtype."""
-    target = torch.float32 if upcast_norms else dtype
-    for p in model.parameters():
-        p.requires_grad_(False)
-        if p.dtype in (torch.float16, torch.bfloat16, torch.float32) and p.__class__.__name__ == "Parameter":
-            p.data = p.data.to(target)
+from ._bnb import freeze_in_compute_dtype, require_adapters, resolve_compute_dtype
 
 
 @register_strategy(aliases=("q4", "qlora"))

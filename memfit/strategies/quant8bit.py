@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from ..core.launch import refuse_fsdp1_mixed_dtypes
 from ..core.protocol import LOSSY_WEIGHTS_8BIT, PHASE_LOAD, StackError, strategy_config
 from ..core.registry import register_strategy
-from .quant4bit import freeze_in_compute_dtype, require_adapters
+from ._bnb import freeze_in_compute_dtype, require_adapters
 
 
 @register_strategy(aliases=("q8",))

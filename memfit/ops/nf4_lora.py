@@ -1,0 +1,100 @@
+"""A frozen NF4/FP4 (bitsandbytes) linear and its LoRA branch as one autograd Function: y = x W^T + s (d(x) A^T) B^T.
+
+Where a 4-bit QLoRA step spends its time beyond the bf16 stack's (peft's LoRA over bitsandbytes' Linear4bit):
+- Dequantization: bnb keeps no dequantized weight. For training-sized inputs its `matmul_4bit` dequantizes W (after
+  dequantizing the 8-bit absmax first, with double quant) and runs F.linear; its backward dequantizes again for the
+  input gradient. A checkpointed layer pays a third time in its recompute. Memory-bound work: ~2.5 bytes moved per
+  weight per pass (4-bit read, 16-bit written), ~7 GB per pass for a 3B model, milliseconds on an H200 against a
+  step of seconds at training micro-batches; its share grows as the micro-batch shrinks (small steps, long
+  accumulation), so it matters at 32 x 512 more than at 454 x 512. Two kernels per weight per pass as well.
+- The unfused LoRA branch: peft clones the base output ("defensively"), casts x to the fp32 adapter dtype (a full
+  copy of x per adapted module, kept for backward), runs dropout, A, B and the scaling as separate kernels, and adds.
+- Graph breaks under `compile`: none with the versions memfit runs on. bnb >= 0.46 traces `Linear4bit` without
+  breaks on torch >= 2.8 (bitsandbytes PR #1616/#1673), and torch._dynamo.explain finds 0 breaks in the attention and
+  MLP of a peft-over-bnb 4-bit Llama layer on torch 2.13 + bnb 0.50.2 (tests/strategies/test_quant4bit_fused.py checks
+  the fused path stays so). Older pairs broke at every adapted module (Params4bit.t(), quant-state setattr).
+
+What this Function removes, and how the field does the same:
+- One Function per adapted linear, forward and backward written out (Unsloth's `LoRA_W`/`matmul_lora`, the same
+  shape as Axolotl's `lora_kernels`): the base output and the LoRA branch are computed together, in the compute
+  dtype, with no clone and no fp32 copy of x; backward forms only grad x, grad A, grad B (W is frozen).
+- Dequantization through bitsandbytes' registered torch.library ops (`torch.ops.bitsandbytes.dequantize_blockwise`
+  for the double-quant absmax, `...dequantize_4bit`), which have fake kernels: dynamo traces this Function into the
+  layer's graph with no break (independent of bnb's own Params4bit tracing), so inductor fuses dropout, scaling and
+  the addition around the matmuls. Written by hand because none of the field's tools plugs into peft's bnb layers as
+  memfit loads them: bnb has no LoRA; Unsloth and Axolotl bring their own Triton dequantization (CUDA only) and
+  patch the model their own way (Axolotl's kernels also require LoRA dropout 0); torchao's NF4Tensor is its own
+  format, and the torchao that provides it breaks peft's LoRA here (benchmarks/README.md, peer_torchtune.py).
+- `keep_weight`: the dequantized W saved for backward instead of dequantized again. Inside a checkpointed layer
+  that is free in memory terms: the first forward's saved tensors are dropped by the checkpoint, the recompute's W
+  lives only until that layer's backward (one layer's 16-bit weights, transient), and the backward reuses it, so a
+  checkpointed layer dequantizes twice instead of three times. In an uncheckpointed layer W lives from forward to
+  backward: 16-bit weights for every such layer, the memory 4-bit was chosen to save; hence off by default.
+  A per-step cache of every dequantized weight would save one more pass but hold the whole model in 16 bits.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+
+def dequantize(weight: torch.Tensor, state, dtype: torch.dtype) -> torch.Tensor:
+    """The 16/32-bit [out, in] weight of a packed 4-bit bnb weight, as `bitsandbytes.functional.dequantize_4bit`
+    computes it (same ops, same order: absmax first when double-quantized, then the weight in its stored dtype)."""
+    absmax = state.absmax
+    if state.nested:  # double quant: the per-block absmax is itself 8-bit blockwise-quantized around an offset
+        inner = state.state2
+        absmax = torch.ops.bitsandbytes.dequantize_blockwise(absmax, inner.absmax, inner.code, inner.blocksize,
+                                                             torch.float32) + state.offset
+    w = torch.ops.bitsandbytes.dequantize_4bit(weight, absmax, state.blocksize, state.quant_type,
+                                               list(state.shape), state.dtype)
+    return w.to(dtype)
+
+
+class NF4LoRALinear(torch.autograd.Function):
+    """forward(x, xd, weight, state, bias, A, B, scale, keep_weight): x the layer input, xd = dropout(x) (computed
+    outside so autograd owns the mask), all in one compute dtype. Returns x W^T + bias + scale (xd A^T) B^T; with A
+    None, the frozen linear alone (a 4-bit layer LoRA does not adapt)."""
+
+    @staticmethod
+    def forward(ctx, x, xd, weight, state, bias, a, b, scale: float, keep_weight: bool):
+        w = dequantize(weight, state, x.dtype)
+        out = torch.nn.functional.linear(x, w, bias)
+        xa = None
+        if a is not None:
+            xa = torch.nn.functional.linear(xd, a)  # [.., r]: the low-rank activation, tiny
+            out = out + scale * torch.nn.functional.linear(xa, b)
+        ctx.state, ctx.scale, ctx.keep_weight = state, scale, keep_weight
+        # x itself is not saved: the frozen weight needs no gradient. xd and xa are what A's and B's gradients need.
+        ctx.save_for_backward(xd, xa, a, b, w if keep_weight else weight)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        xd, xa, a, b, w_or_packed = ctx.saved_tensors
+        grad_x = grad_xd = grad_a = grad_b = None
+        if ctx.needs_input_grad[0]:
+            w = w_or_packed if ctx.keep_weight else dequantize(w_or_packed, ctx.state, grad.dtype)
+            grad_x = grad @ w
+        if a is not None and any(ctx.needs_input_grad[i] for i in (1, 5, 6)):
+            g = grad.reshape(-1, grad.shape[-1])
+            gb = ctx.scale * (g @ b)  # [M, r]: the gradient of xa
+            if ctx.needs_input_grad[1]:
+                grad_xd = (gb @ a).view(*grad.shape[:-1], a.shape[-1])
+            if ctx.needs_input_grad[5]:
+                grad_a = gb.t() @ xd.reshape(-1, xd.shape[-1])
+            if ctx.needs_input_grad[6]:
+                grad_b = ctx.scale * g.t() @ xa.reshape(-1, xa.shape[-1])
+        return grad_x, grad_xd, None, None, None, grad_a, grad_b, None, None
+
+
+def nf4_linear(x: torch.Tensor, weight: torch.Tensor, state, bias: Optional[torch.Tensor], keep_weight: bool = False,
+               lora: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]] = None) -> torch.Tensor:
+    """The frozen 4-bit linear, fused with its LoRA branch when `lora` = (dropout(x), A, B, scale) is given. A and B
+    are cast to x's dtype here: their gradients flow back to the fp32 adapters through the cast, as under autocast."""
+    if lora is None:
+        return NF4LoRALinear.apply(x, None, weight, state, bias, None, None, 0.0, keep_weight)
+    xd, a, b, scale = lora
+    return NF4LoRALinear.apply(x, xd, weight, state, bias, a.to(x.dtype), b.to(x.dtype), float(scale), keep_weight)
