@@ -221,6 +221,13 @@ class Stack:
         if irreversible:
             raise StackError(f"{', '.join(irreversible)} cannot be removed from a model (no restore_model); "
                              f"load the model again instead")
+        return self.release(model, ctx)
+
+    def release(self, model: torch.nn.Module, ctx: Context | None = None) -> torch.nn.Module:
+        """Take back every effect of the stack before the model is dropped, so nothing of it reaches a model loaded
+        later in this process: each restore_model, last applied first, also in stacks that remove_model refuses
+        (q4/q8 cannot give the weights back, but what the other strategies installed is still taken away)."""
+        ctx = ctx or self.context(_device_of(model))
         for s in reversed(self._providers("restore_model")):
             model = s.restore_model(model, ctx)
         return model
@@ -267,6 +274,10 @@ def _fmt(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return "|".join(map(str, v))
     return str(v)
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def _default_device() -> torch.device:
