@@ -17,6 +17,7 @@ from .probe import SimulatedMeter
 from .report import format_table, write_report
 from ..core.processes import rank_and_world
 from ..core.stack import Stack
+from ..runtime import configure_runtime
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,9 @@ def bench(model: str, stacks: list[str | Stack], seq_lens: list[int], *, random_
 @contextlib.contextmanager
 def stack_model(model: str, stack: Stack, random_init: bool = False):
     """The model loaded with the stack applied, released on exit: every strategy's effects taken back
-    (Stack.release) and compiled graphs dropped, so nothing of one stack reaches the next in this process."""
+    (Stack.release) and compiled graphs dropped, so nothing of one stack reaches the next in this process. What the
+    stack declares for the process (compile's dynamo recompile limit) is in force first."""
+    configure_runtime(stack)
     net = load_model(model, stack, random_init=random_init)
     try:
         yield net
