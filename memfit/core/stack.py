@@ -232,6 +232,12 @@ class Stack:
             model = s.restore_model(model, ctx)
         return model
 
+    def layer_checkpoint(self, model: torch.nn.Module, ctx: Context):
+        """How checkpointed decoder layers run, if a strategy provides it (activation offload parks their inputs in
+        host memory); None: the checkpointing strategy's own default. Asked by the checkpointing strategy."""
+        providers = self._providers("layer_checkpoint")
+        return providers[0].layer_checkpoint(model, ctx) if providers else None
+
     def make_optimizer(self, model: torch.nn.Module, ctx: Context, lr: float, weight_decay: float = 0.0):
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:

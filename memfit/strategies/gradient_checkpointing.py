@@ -29,7 +29,8 @@ def checkpointed_layers(model) -> list[torch.nn.Module]:
 
 
 def checkpoint_function():
-    """torch's non-reentrant checkpoint: what every checkpointed layer runs its inside through."""
+    """torch's non-reentrant checkpoint: what every checkpointed layer runs its inside through, unless a strategy of
+    the stack provides the `layer_checkpoint` hook (activation offload: the saved input goes to host memory)."""
     return partial(checkpoint, use_reentrant=False)
 
 
@@ -62,7 +63,7 @@ class GradientCheckpointing(BaseModel):
             raise ValueError(f"{type(layers[0]).__name__} is not a transformers GradientCheckpointingLayer: "
                              f"gradient checkpointing cannot be applied to this model; drop 'gc'")
         chosen = set(spread(len(layers), len(layers) if self.layers is None else self.layers))
-        func = checkpoint_function()
+        func = ctx.stack.layer_checkpoint(model, ctx) or checkpoint_function()
         for i, layer in enumerate(layers):
             layer.gradient_checkpointing = i in chosen
             layer._gradient_checkpointing_func = func
