@@ -57,10 +57,18 @@ class Stack:
     # ---- construction -------------------------------------------------------------------------
     @classmethod
     def from_spec(cls, spec: str) -> "Stack":
-        """``"lora+q4+bf16+gc+ga8+adam8"``; ``"none"`` or ``""`` is the empty stack (full fp32 fine-tune)."""
-        if spec.strip().lower() in ("", "none", "full"):
+        """``"lora+q4+bf16+gc+ga8+adam8"``; ``"none"`` (or ``"full"``) is the empty stack (full fp32 fine-tune).
+        A spec naming no strategy (``""``, ``"+++"``) or with an empty item (``"lora++gc"``) is refused: it would
+        otherwise train a full fine-tune, or drop what was meant to be there, without a word."""
+        if spec.strip().lower() in ("none", "full"):
             return cls([])
-        return cls(_build(*parse_item(item), where=spec) for item in spec.split("+") if item.strip())
+        items = [item.strip() for item in spec.split("+")]
+        if not any(items):
+            raise StackError(f"a stack spec with no strategy: {spec!r}; name strategies joined by '+' (e.g. "
+                             f"'lora+gc'), or 'none' for a full fine-tune in fp32")
+        if not all(items):
+            raise StackError(f"an empty item in the stack spec {spec!r} (a '+' too many); write e.g. 'lora+gc'")
+        return cls(_build(*parse_item(item), where=spec) for item in items)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | list) -> "Stack":
