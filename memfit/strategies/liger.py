@@ -86,8 +86,10 @@ class _InstancePatches:
         self.added: list[tuple[torch.nn.Module, set[str]]] = []
 
     def apply(self, module: torch.nn.Module, patch: Callable[[torch.nn.Module], Any]) -> None:
-        before = set(module.__dict__)
+        before, class_name = set(module.__dict__), type(module).__name__
         patch(module)
+        # recent Liger also renames the module's *class* (for its repr): that is every model's class, put it back
+        type(module).__name__ = class_name
         self.added.append((module, set(module.__dict__) - before))  # forward, extra_repr, the kernel's settings
 
     def undo(self) -> None:

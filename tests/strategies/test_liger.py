@@ -90,6 +90,7 @@ class FakeLiger:
                 return type(this).forward(this, *args)
 
             module.forward, module.casting_mode = types.MethodType(forward, module), "llama"
+            type(module).__name__ = f"Liger{kind}"  # as recent Liger does: the class, i.e. every model's
         return patch
 
     def loss(self, hidden, weight, targets, chunk, dtype):
@@ -122,6 +123,7 @@ def test_liger_rope_belongs_to_its_model_and_outlives_another_models_restore(fak
     plain_logits = _logits(tiny_model().eval())
     first, second = (stack.apply_model(tiny_model(), ctx).eval() for _ in range(2))
     assert modeling_llama.apply_rotary_pos_emb is fake.original_rope  # nothing process-wide is left swapped
+    assert type(first.model.norm).__name__ == "LlamaRMSNorm" and type(first.model.layers[0].mlp).__name__ == "LlamaMLP"
     torch.testing.assert_close(_logits(first), plain_logits, rtol=0, atol=0)
     assert fake.calls["rope"] == 2 and fake.calls["norm"] == 5 and fake.calls["mlp"] == 2  # 2 layers, final norm
     _logits(tiny_model().eval())  # a plain model beside them runs transformers' own RoPE
