@@ -60,13 +60,24 @@ def _pid_alive(pid: int) -> bool:
 
 def _remove_stale_siblings(path: Path) -> None:
     """Temporary folders of `path` whose writer died (kill -9, power loss): nobody will finish or remove them."""
-    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)-[0-9a-f]+\.(tmp|old)$")
-    for entry in path.parent.iterdir() if path.parent.is_dir() else ():
+    _remove_stale(path.parent, re.escape(path.name))
+
+
+def remove_stale_temporaries(folder: str | Path) -> None:
+    """Every temporary file or folder in `folder` that memfit named (`.<target>.<pid>-<hex>.tmp`) for any target and
+    whose writer is dead: a killed merge into another --out left one there, and nobody else would remove it."""
+    _remove_stale(Path(folder), r".+")
+
+
+def _remove_stale(folder: Path, target: str) -> None:
+    pattern = re.compile(rf"^\.({target})\.(\d+)-[0-9a-f]+\.(tmp|old)$")
+    for entry in folder.iterdir() if folder.is_dir() else ():
         match = pattern.match(entry.name)
-        if not match or int(match[1]) == os.getpid() or _pid_alive(int(match[1])):
+        if not match or int(match[2]) == os.getpid() or _pid_alive(int(match[2])):
             continue
-        if match[2] == "old" and not path.exists():  # killed between its two renames: the old folder is whole
-            os.rename(entry, path)
+        final = folder / match[1]
+        if match[3] == "old" and not final.exists():  # killed between its two renames: the old folder is whole
+            os.rename(entry, final)
         elif entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
         else:
