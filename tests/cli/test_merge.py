@@ -111,3 +111,18 @@ def test_a_killed_merge_leaves_nothing_behind_and_exports_are_readable_and_check
     modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
     assert modes["model.safetensors"] == 0o644 and set(modes.values()) == {0o644}, modes
     assert os.access(out / "model.safetensors", os.R_OK)
+
+
+def test_a_cache_that_is_a_file_is_refused_before_loading(run, tmp_path, monkeypatch):
+    import argparse
+
+    from memfit.cli.merge import add_merge_parser
+
+    _, run_dir = run
+    (tmp_path / "cache").write_text("not a folder")
+    monkeypatch.setenv("MEMFIT_CACHE", str(tmp_path / "cache"))
+    parser = argparse.ArgumentParser()
+    add_merge_parser(parser.add_subparsers())
+    args = parser.parse_args(["merge", str(run_dir), "--out", str(tmp_path / "merged")])
+    with pytest.raises(ValueError, match=f"MEMFIT_CACHE {tmp_path / 'cache'} cannot be used: it is a file"):
+        args.func(args)
