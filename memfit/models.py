@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from .core.files import atomic_directory
+from .core.integrity import FINGERPRINT_MEMO, manifest_problem, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,15 @@ def _gguf_folder() -> Path:
 
 
 def embedded_model_dir() -> Path:
-    """A safetensors copy of SmolLM2-135M, converted from the GGUF file once and cached."""
+    """A safetensors copy of SmolLM2-135M, converted from the GGUF file once and cached with a checksum manifest; a
+    copy that no longer matches it (flipped bits, a truncated file, an older memfit's copy) is converted again."""
     out = cache_root() / "models" / EMBEDDED
-    if (out / "model.safetensors").exists() and (out / "tokenizer.json").exists():
+    memo = cache_root() / FINGERPRINT_MEMO  # file identities: an unchanged copy is verified by stat calls alone
+    problem = manifest_problem(out, memo) if out.is_dir() else None
+    if out.is_dir() and problem is None:
         return out
+    if problem:
+        log.warning("the converted %s cache is not used (%s): converting it again", EMBEDDED, problem)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = _gguf_folder()
@@ -59,9 +65,11 @@ def embedded_model_dir() -> Path:
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=torch.float32)
     # The weights are dequantized on load; drop the GGUF quantization config so the copy loads as a plain model.
     model.hf_quantizer.remove_quantization_config(model)
-    with atomic_directory(out, replace=False) as tmp:  # another process may finish the same conversion first
+    # replace=False: another process may finish the same conversion first; a corrupt copy is swapped out whole
+    with atomic_directory(out, replace=problem is not None) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        write_manifest(tmp)
     return out
 
 

@@ -11,6 +11,7 @@ import pytest
 import transformers
 
 from memfit import models
+from memfit.core import integrity
 
 
 class _Fake:
@@ -54,6 +55,31 @@ def test_a_crashed_conversion_leaves_nothing_and_the_next_one_succeeds(tmp_path,
     (stale / "model.safetensors").write_bytes(b"half")
     conversion["fail"] = False
     out = models.embedded_model_dir()
-    assert sorted(os.listdir(out)) == ["model.safetensors", "tokenizer.json"]
+    assert sorted(os.listdir(out)) == [integrity.MANIFEST, "model.safetensors", "tokenizer.json"]
     assert os.listdir(parent) == [models.EMBEDDED]  # the killed process's leftovers are gone
     assert models.embedded_model_dir() == out and conversion["runs"] == 2  # cached: not converted again
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "no manifest"])
+def test_a_damaged_converted_copy_is_converted_again_with_one_line(tmp_path, conversion, caplog, damage):
+    """Flipped bits in the cached safetensors used to give perplexity 1001 with exit 0: the copy is checked against
+    the checksum manifest written with it (cheaply: unchanged file identities are not hashed again)."""
+    out = models.embedded_model_dir()
+    weights = out / "model.safetensors"
+    if damage == "flip":
+        data = bytearray(weights.read_bytes())
+        data[3] ^= 0x10
+        weights.write_bytes(bytes(data))
+    elif damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:3])
+    else:
+        (out / integrity.MANIFEST).unlink()  # a copy an older memfit converted: its content was never recorded
+    assert conversion["runs"] == 1
+    with caplog.at_level("WARNING", logger="memfit.models"):
+        assert models.embedded_model_dir() == out
+    assert conversion["runs"] == 2 and weights.read_bytes() == b"weights"
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "converting it again" in line and (str(weights) in line or damage == "no manifest")
+    assert integrity.manifest_problem(out) is None
+    caplog.clear()
+    assert models.embedded_model_dir() == out and conversion["runs"] == 2 and not caplog.records  # trusted again

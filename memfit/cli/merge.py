@@ -20,7 +20,11 @@ def add_merge_parser(sub) -> None:
 
 
 def cmd_merge(args) -> int:
+    from ..core.files import check_cache_dir
+    from ..models import cache_root
     from ..recipes.merge import merge_run
+
+    check_cache_dir(cache_root(), "MEMFIT_CACHE")  # before minutes of loading: the text cache and digests live there
 
     with contextlib.redirect_stdout(sys.stderr):  # stdout: the merged folder alone, for scripts
         out = merge_run(args.run_dir, args.out, dtype=args.dtype)

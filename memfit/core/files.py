@@ -60,13 +60,24 @@ def _pid_alive(pid: int) -> bool:
 
 def _remove_stale_siblings(path: Path) -> None:
     """Temporary folders of `path` whose writer died (kill -9, power loss): nobody will finish or remove them."""
-    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)-[0-9a-f]+\.(tmp|old)$")
-    for entry in path.parent.iterdir() if path.parent.is_dir() else ():
+    _remove_stale(path.parent, re.escape(path.name))
+
+
+def remove_stale_temporaries(folder: str | Path) -> None:
+    """Every temporary file or folder in `folder` that memfit named (`.<target>.<pid>-<hex>.tmp`) for any target and
+    whose writer is dead: a killed merge into another --out left one there, and nobody else would remove it."""
+    _remove_stale(Path(folder), r".+")
+
+
+def _remove_stale(folder: Path, target: str) -> None:
+    pattern = re.compile(rf"^\.({target})\.(\d+)-[0-9a-f]+\.(tmp|old)$")
+    for entry in folder.iterdir() if folder.is_dir() else ():
         match = pattern.match(entry.name)
-        if not match or int(match[1]) == os.getpid() or _pid_alive(int(match[1])):
+        if not match or int(match[2]) == os.getpid() or _pid_alive(int(match[2])):
             continue
-        if match[2] == "old" and not path.exists():  # killed between its two renames: the old folder is whole
-            os.rename(entry, path)
+        final = folder / match[1]
+        if match[3] == "old" and not final.exists():  # killed between its two renames: the old folder is whole
+            os.rename(entry, final)
         elif entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
         else:
@@ -150,3 +161,25 @@ def atomic_write_json(path: str | Path, data: Any, *, indent: int | None = 2, **
     """Strict JSON (non-finite floats become null, so the file always parses), written atomically."""
     text = json.dumps(finite_or_none(data), indent=indent, allow_nan=False, **dumps_kwargs)
     return atomic_write_text(path, text)
+
+
+def check_cache_dir(path: str | Path, what: str = "cache folder") -> Path:
+    """`path` as a folder memfit can create and write cache entries in, or ValueError with one line naming the
+    problem (a file or device such as /dev/null in the way, no permission, a read-only filesystem). Called before any
+    model is loaded or probed, so a bad `MEMFIT_CACHE` / `--plan-cache` costs nothing."""
+    path = Path(path).expanduser()
+    blocker = next((p for p in (path, *path.parents) if p.exists() or p.is_symlink()), None)
+    if blocker is not None and not blocker.is_dir():
+        kind = "a file" if blocker.is_file() else "a broken link" if not blocker.exists() else "a device or other special file"
+        where = "" if blocker == path else f" ({blocker} is {kind})"
+        raise ValueError(f"{what} {path} cannot be used{where or f': it is {kind}'}: point it at a folder "
+                         f"(or leave it unset for the default)")
+    probe = path / f".memfit-write-test-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"{what} {path} is not writable ({exc.strerror or exc}): fix its permissions or point it at "
+                         f"a folder you can write to") from None
+    return path

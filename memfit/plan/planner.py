@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from .cache import write_plan_cache
+from .cache import read_plan_cache, write_plan_cache
 from .memory import GiB, estimate
 from ..models import cache_root
 from .probe import CudaMeter, Probe, SimulatedMeter, run_probe
@@ -237,8 +237,9 @@ def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Opt
                     **({"packed": True} if packed else {}),
                     **({"engine": engine, "shards": shards} if engine != "single" else {})})
     path = Path(cache_dir or cache_root() / "plans") / f"{key}.json"
-    if _reduce(float(path.exists() and not fresh), "MIN", device):  # every rank hits, or all re-probe
-        return PlanResult.from_dict({**json.loads(path.read_text()), "cache_hit": True, "cache_path": str(path)})
+    cached = None if fresh else read_plan_cache(path)  # a corrupt or unchecked entry: None (and removed)
+    if _reduce(float(cached is not None), "MIN", device):  # every rank hits, or all re-probe
+        return PlanResult.from_dict({**cached, "cache_hit": True, "cache_path": str(path)})
 
     meter = meter or (CudaMeter(device, margin) if device.type == "cuda" else None)
     if meter is None:

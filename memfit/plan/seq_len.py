@@ -8,7 +8,6 @@ same margin and real OOMs), the same rank agreement and the same plan cache as `
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from ..models import cache_root
 from .memory import GiB, estimate
 from .planner import (CudaMeter, _agree, _device_name, _distributed, _reduce, plan_key, retry_boundary, search_max,
                       write_plan_cache)
+from .cache import read_plan_cache
 from .probe import Probe, run_probe
 
 
@@ -88,8 +88,9 @@ def plan_max_seq_len(model, stack: Stack | str, *, micro_batch: int = 1, margin:
                    "eval": eval_batch_size, "world": world, "simulated": sim_budget, "limit": limit,
                    "rope": scaling})
     path = Path(cache_dir or cache_root() / "plans") / f"{key}.json"
-    if _reduce(float(path.exists() and not fresh), "MIN", device):
-        return SeqLenResult(**{**{k: v for k, v in json.loads(path.read_text()).items() if k != "probe_count"},
+    cached = None if fresh else read_plan_cache(path)  # a corrupt or unchecked entry: None (and removed)
+    if _reduce(float(cached is not None), "MIN", device):
+        return SeqLenResult(**{**{k: v for k, v in cached.items() if k != "probe_count"},
                                "cache_hit": True, "cache_path": str(path)})
     meter = meter or (CudaMeter(device, margin) if device.type == "cuda" else None)
     if meter is None:

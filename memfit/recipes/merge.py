@@ -7,13 +7,12 @@ dequantizing would bake the quantization error into the exported model.
 """
 from __future__ import annotations
 
-import os
-import shutil
-import secrets
 from pathlib import Path
 
 import torch
 
+from ..core.files import atomic_directory, remove_stale_temporaries
+from ..core.integrity import write_manifest
 from .saved_run import RunError, is_full_fine_tune, load_trained, read_run, run_tokenizer
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -25,34 +24,35 @@ def merged_model(run, device: torch.device | None = None) -> torch.nn.Module:
     return model if is_full_fine_tune(run) else model.merge_and_unload()  # a full fine-tune has nothing to merge
 
 
-def _fsync_tree(folder: Path) -> None:
-    for path in [*folder.rglob("*"), folder]:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+def _inside(out: Path, run_dir: Path) -> bool:
+    try:
+        return out.resolve().is_relative_to(run_dir.resolve())
+    except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13): fails later, loudly
+        return False
 
 
 def merge_run(run_dir: str | Path, out: str | Path, dtype: str = "fp32") -> Path:
-    """Write the merged model of `run_dir` into `out`. Built in a hidden temporary sibling and renamed into place, so
-    `out` is either absent or complete; an existing `out` is never overwritten."""
+    """Write the merged model of `run_dir` into `out`. Built in a hidden temporary sibling (core/files.py names it
+    with the writer's pid, so a later merge removes it if this one is killed) and renamed into place: `out` is either
+    absent or complete, holds a checksum manifest and world-readable files; an existing `out` is never overwritten."""
     out = Path(out)
+    if _inside(out, Path(run_dir)):
+        raise RunError(f"--out {out} lies inside the run directory {run_dir}: continuing that run (or training "
+                       f"another under its name) would delete it; pass a folder outside it")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunError(f"--out {out} already exists: pass a new folder (a merge never overwrites one)")
     run = read_run(run_dir)
     model = merged_model(run, torch.device("cpu")).to(DTYPES[dtype])
     tokenizer = run_tokenizer(run)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    try:
+    remove_stale_temporaries(out.parent)  # merges into other folders here that were killed half-way
+    if out.is_dir():  # the empty folder the check above allowed
+        out.rmdir()
+    with atomic_directory(out, replace=False) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        _fsync_tree(tmp)
-        if out.is_dir():  # the empty folder the check above allowed
-            out.rmdir()
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        for path in tmp.rglob("*"):  # safetensors writes 0600: an exported model is for others to load too
+            if path.is_file():
+                path.chmod(0o644)
+        write_manifest(tmp)
     return out

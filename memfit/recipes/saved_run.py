@@ -5,6 +5,11 @@ model loaded the way `memfit eval` / `memfit merge` need it, with the adapter th
 Why re-extract and check rather than re-split: splitting the folder again puts a training document into the "test"
 set as soon as a file is added or removed; the recorded names and hashes make the held-out set exactly the run's,
 or the command refuses.
+
+Integrity (memfit.core.integrity): results.json's own checksum, the base weights' content fingerprint the run
+recorded (`base_fingerprint`: re-initialised weights under the same folder name are refused, not silently scored or
+merged into) and the adapter folder's checksum manifest (checked in memfit.training.checkpoint.check_adapter) are
+verified before anything is scored or written. Runs written before a check existed lack its record and skip it.
 """
 from __future__ import annotations
 
@@ -12,17 +17,22 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 from pydantic import ValidationError
 
+from ..core.integrity import FINGERPRINT_MEMO, IntegrityError, checksum_problem, folder_fingerprint, verify_manifest
 from ..core.stack import Stack
 from ..data.dataset import clean_documents, tokenize
-from ..models import load_config, load_model, load_tokenizer
+from ..models import CONFIG_DIR, EMBEDDED, GGUF_FILE, _gguf_folder, cache_root, load_config, load_model, load_tokenizer
 from ..training.checkpoint import check_adapter, load_adapter
-from .finetune import FinetuneConfig
 from .finetune_data import load_corpus
+
+if TYPE_CHECKING:
+    from .finetune import FinetuneConfig
+
+BASE_FINGERPRINT = "base_fingerprint"  # results.json key holding base_fingerprint(config.model) at training time
 
 
 class RunError(ValueError):
@@ -53,6 +63,8 @@ def read_run(run_dir: str | Path) -> SavedRun:
     if not file.is_file():
         raise RunError(f"{path} is not a memfit run directory (no results.json): pass the folder `memfit train` "
                        f"wrote, <output_dir>/<run_name>")
+    from .finetune import FinetuneConfig  # here, not at the top: finetune.py imports base_fingerprint from here
+
     try:
         results = json.loads(file.read_text())
         config = FinetuneConfig.model_validate(results["config"])
@@ -61,6 +73,9 @@ def read_run(run_dir: str | Path) -> SavedRun:
         detail = str(exc).splitlines()[0]
         raise RunError(f"{file} does not hold a complete run record ({type(exc).__name__}: {detail}): it was "
                        f"written by an older memfit or by hand; train the run again with `memfit train`") from None
+    if problem := checksum_problem(results, required=False):  # runs before results carried a checksum pass
+        raise RunError(f"{file} is not the record the run wrote: {problem}. Restore it (or train the run again); its "
+                       f"settings and test-document hashes decide what eval and merge do")
     if not isinstance(recorded, dict) or not recorded:
         raise RunError(f"{file} records no test documents with content hashes: train the run again with this memfit")
     if config.random_init or config.architecture:
@@ -113,6 +128,48 @@ def run_tokenizer(run: SavedRun):
     return load_tokenizer(run.config.model)
 
 
+def base_fingerprint(model_source: str) -> Optional[str]:
+    """"sha256:<hex>" of the weights `model_source` (a run's `model` setting) loads: the embedded model's GGUF file,
+    a local folder's *.safetensors + config.json, a Hub id's locally cached snapshot; None when there are no weights
+    to fingerprint (a shipped architecture config, a Hub id not downloaded). Each file's digest is cached by its
+    identity under $MEMFIT_CACHE, so a repeated call on unchanged files costs stat calls (benchmarks/fingerprint_cost)."""
+    memo = cache_root() / FINGERPRINT_MEMO
+    if model_source.lower() == EMBEDDED:
+        return folder_fingerprint(_gguf_folder(), (GGUF_FILE,), memo)
+    if (CONFIG_DIR / f"{model_source.lower()}.json").exists():
+        return None
+    folder = Path(model_source)
+    if not folder.is_dir():
+        try:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(model_source, local_files_only=True,
+                                            allow_patterns=["*.safetensors", "config.json"]))
+        except Exception:  # noqa: BLE001 - not cached, not a repo name, offline: nothing local to fingerprint
+            return None
+    try:
+        return folder_fingerprint(folder, memo=memo)
+    except IntegrityError:  # no safetensors: loading refuses it with its own message
+        return None
+
+
+def check_base(run: SavedRun, *, required: bool) -> bool:
+    """Refuse a base whose weights differ from the ones the run trained on; False when they cannot be read yet (a
+    Hub id before its download) and `required` is off. Runs that recorded no fingerprint pass."""
+    recorded = run.results.get(BASE_FINGERPRINT)
+    if not recorded:
+        return True
+    now = base_fingerprint(run.config.model)
+    if now is None and not required:
+        return False
+    if now != recorded:
+        found = f"{now[:19]}... now" if now else "no weights to fingerprint now"
+        raise RunError(f"base model {run.config.model} is not the one run {run.path} trained on (weights "
+                       f"{recorded[:19]}... recorded, {found}): restore the original weights there, or train a new "
+                       f"run on this base")
+    return True
+
+
 def load_base(run: SavedRun, *, as_trained: bool = True, device: torch.device | None = None,
               source: str | None = None) -> torch.nn.Module:
     """The run's base model (or `source`, e.g. a full fine-tune's saved weights), not yet carrying an adapter.
@@ -120,8 +177,12 @@ def load_base(run: SavedRun, *, as_trained: bool = True, device: torch.device | 
     run's own; otherwise the original full-precision weights (what a merge folds the adapter into)."""
     stack = Stack.coerce(run.stack) if as_trained else Stack()
     ctx = stack.context(device)
+    checked = source is not None or check_base(run, required=False)  # `source` is checked by its own manifest
     # only the stack's loading settings: its model transforms would wrap a fresh LoRA the saved adapter then fights
-    return load_model(source or run.config.model, Stack(), ctx, extra_kwargs=stack.model_kwargs(ctx), seed=None)
+    model = load_model(source or run.config.model, Stack(), ctx, extra_kwargs=stack.model_kwargs(ctx), seed=None)
+    if not checked:  # a Hub id is on disk only now
+        check_base(run, required=True)
+    return model
 
 
 def check_run_adapter(run: SavedRun) -> None:
@@ -143,6 +204,10 @@ def load_trained(run: SavedRun, *, as_trained: bool = True, device: torch.device
     """The base with the run's adapter, through the loader that refuses an adapter trained for another model; for a
     full fine-tune, its saved weights (at full precision unless `as_trained`)."""
     if is_full_fine_tune(run):
+        try:  # the saved model's checksum manifest, when the run wrote one
+            verify_manifest(run.adapter_dir, required=False, fix="retrain the run, or restore the folder")
+        except IntegrityError as exc:
+            raise RunError(f"the fine-tuned weights of run {run.path} are damaged: {exc}") from None
         return load_base(run, as_trained=as_trained, device=device, source=str(run.adapter_dir))
     check_run_adapter(run)
     return load_adapter(load_base(run, as_trained=as_trained, device=device), run.adapter_dir)

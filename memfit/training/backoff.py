@@ -18,7 +18,6 @@ fragmentation, another process on the GPU). Policy:
 from __future__ import annotations
 
 import gc
-import json
 import logging
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
@@ -26,7 +25,7 @@ from typing import Any, Callable, Optional, TypeVar
 import torch
 
 from ..core.protocol import steps_to_reach
-from ..plan.cache import write_plan_cache
+from ..plan.cache import read_plan_cache, write_plan_cache
 from ..plan.oom import is_oom, oom_summary
 
 log = logging.getLogger(__name__)
@@ -61,11 +60,10 @@ def _set_rng_state(state) -> None:
 def update_plan_cache(path: str | Path, micro_batch: int, event: dict[str, Any]) -> None:
     """Lower the cached PlanResult (the JSON `memfit.plan.planner.plan` writes) to a micro-batch that trained, keeping its
     effective batch, and record the back-off in it. Written atomically; a missing entry is left alone."""
-    path = Path(path)
-    if not path.is_file():
+    data = read_plan_cache(path)  # None: gone, or corrupt (then removed: the next plan measures afresh)
+    if data is None:
         log.warning("plan cache %s not found: the back-off to micro-batch %d is not recorded there", path, micro_batch)
         return
-    data = json.loads(path.read_text())
     world = max(1, int(data.get("num_processes") or 1))
     effective = int(data.get("effective_batch") or micro_batch * world)
     ga = steps_to_reach(effective, micro_batch, world)

@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from ..core.files import atomic_write_json, fsync_dir, fsync_tree
+from ..core.integrity import manifest_problem
 from ..core.wrapping import unwrap_peft
 
 log = logging.getLogger(__name__)
@@ -282,6 +283,9 @@ def check_adapter(model: torch.nn.Module, path: str | Path) -> None:
     if not weights.is_file():
         raise CheckpointError(f"{path} has no adapter_model.safetensors: only safetensors adapters are loaded "
                               f"(pickle files can run code); re-save it with save_pretrained(safe_serialization=True)")
+    # one flipped bit would otherwise load and score as another adapter; adapters saved before manifests pass
+    if problem := manifest_problem(path, required=False):
+        raise CheckpointError(f"adapter {path} is damaged: {problem}; restore it or retrain the run")
     if hasattr(model, "peft_config"):
         raise CheckpointError("load_adapter expects the base model; this one already carries an adapter")
     ours, theirs = base_info(model), {}

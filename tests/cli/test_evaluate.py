@@ -134,3 +134,78 @@ def test_data_folder_form_scores_every_document_of_the_folder(run, monkeypatch, 
     scored = json.loads(capsys.readouterr().out)
     assert scored["documents"] == ["land.pdf", "ocean.pdf"] and scored["scored"] == "model"
     assert scored["perplexity"] > 1 and scored["context_length"] == 32
+
+
+# ---- integrity: what eval and merge verify before scoring or writing anything ---------------------------------------
+
+def sealed_copy(run_dir: Path, dest: Path) -> Path:
+    """A copy of the run, with its own copy of the base model, carrying every record this memfit verifies: the base
+    weights' fingerprint and results.json's checksum (finetune.py writes both once wired), the adapter's manifest
+    (saving.py writes it once wired). The copy's files may be damaged freely."""
+    from memfit.core.files import atomic_write_json
+    from memfit.core.integrity import with_checksum, write_manifest
+    from memfit.recipes.saved_run import BASE_FINGERPRINT, base_fingerprint
+
+    recorded = results(run_dir)
+    base = dest / "base"
+    shutil.copytree(recorded["config"]["model"], base)
+    other = dest / "run"
+    shutil.copytree(run_dir, other, ignore=shutil.ignore_patterns("checkpoints", "logs"))
+    write_manifest(other / "adapter")
+    recorded["config"]["model"] = str(base)
+    recorded[BASE_FINGERPRINT] = base_fingerprint(str(base))
+    atomic_write_json(other / "results.json", with_checksum(recorded), default=str)
+    return other
+
+
+def reinitialise(model_dir: Path) -> None:
+    """New random weights of the same shapes, saved over the old ones in the same folder."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir)).save_pretrained(model_dir)
+
+
+def test_eval_and_merge_refuse_a_base_reinitialised_in_the_same_folder(run, tmp_path, monkeypatch):
+    from memfit.recipes.merge import merge_run
+    from memfit.recipes.saved_run import RunError, check_base, read_run
+
+    root, run_dir = run
+    monkeypatch.setenv("MEMFIT_CACHE", run_env(root)["MEMFIT_CACHE"])
+    other = sealed_copy(run_dir, tmp_path)
+    assert check_base(read_run(other), required=True)  # the sealed copy itself is accepted
+    reinitialise(tmp_path / "base")  # same shapes: only the content fingerprint can tell
+    line = refused(root, other)
+    assert f"base model {tmp_path / 'base'} is not the one run" in line and "restore the original weights" in line
+    with pytest.raises(RunError, match="is not the one run"):
+        merge_run(other, tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
+
+
+def test_eval_and_merge_refuse_an_adapter_with_one_flipped_bit(run, tmp_path, monkeypatch):
+    from memfit.recipes.merge import merge_run
+    from memfit.training.checkpoint import CheckpointError
+
+    root, run_dir = run
+    monkeypatch.setenv("MEMFIT_CACHE", run_env(root)["MEMFIT_CACHE"])
+    other = sealed_copy(run_dir, tmp_path)
+    weights = other / "adapter" / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-7] ^= 0x04  # inside a LoRA matrix: loads fine and scores another number without the manifest
+    weights.write_bytes(bytes(data))
+    line = refused(root, other)
+    assert f"adapter {other / 'adapter'} is damaged: {weights} does not match its recorded sha256" in line
+    with pytest.raises(CheckpointError, match="adapter_model.safetensors does not match"):
+        merge_run(other, tmp_path / "merged")
+
+
+def test_a_hand_edited_results_json_is_noticed(run, tmp_path, monkeypatch):
+    from memfit.recipes.saved_run import RunError, read_run
+
+    _, run_dir = run
+    other = sealed_copy(run_dir, tmp_path)
+    file = other / "results.json"
+    file.write_text(file.read_text().replace('"eval_context": 32', '"eval_context": 16'))
+    with pytest.raises(RunError, match="is not the record the run wrote: its content does not match its checksum"):
+        read_run(other)

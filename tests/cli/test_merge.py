@@ -76,3 +76,53 @@ def test_a_full_fine_tune_is_its_own_merged_model_and_eval_scores_it(tmp_path, t
     merged, saved = (AutoModelForCausalLM.from_pretrained(p) for p in (out, run_dir / "adapter"))
     for (name, a), b in zip(merged.state_dict().items(), saved.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
+
+
+def test_an_out_folder_inside_the_run_is_refused_in_one_line(run, tmp_path):
+    """Continuing the run (or a new run under its name) deletes what lies in its folder: the export would go too."""
+    root, run_dir = run
+    done = memfit("merge", str(run_dir), "--out", str(run_dir / "adapter" / "merged"), env=run_env(root))
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    (line,) = done.stderr.strip().splitlines()
+    assert "lies inside the run directory" in line and not (run_dir / "adapter" / "merged").exists()
+
+
+def test_a_killed_merge_leaves_nothing_behind_and_exports_are_readable_and_checksummed(run, tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from memfit.core.integrity import manifest_problem
+    from memfit.recipes.merge import merge_run
+    from memfit.recipes.saved_run import RunError
+
+    root, run_dir = run
+    monkeypatch.setenv("MEMFIT_CACHE", run_env(root)["MEMFIT_CACHE"])
+    with pytest.raises(RunError, match="inside the run directory"):  # also through a path that only resolves there
+        merge_run(run_dir, run_dir / ".." / run_dir.name / "export")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    killed = tmp_path / f".other-export.{dead.pid}-0badcafe.tmp"  # a merge into another --out, killed half-way
+    killed.mkdir()
+    (killed / "model.safetensors").write_bytes(b"half")
+    out = merge_run(run_dir, tmp_path / "merged")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]
+    assert manifest_problem(out) is None
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
+    assert modes["model.safetensors"] == 0o644 and set(modes.values()) == {0o644}, modes
+    assert os.access(out / "model.safetensors", os.R_OK)
+
+
+def test_a_cache_that_is_a_file_is_refused_before_loading(run, tmp_path, monkeypatch):
+    import argparse
+
+    from memfit.cli.merge import add_merge_parser
+
+    _, run_dir = run
+    (tmp_path / "cache").write_text("not a folder")
+    monkeypatch.setenv("MEMFIT_CACHE", str(tmp_path / "cache"))
+    parser = argparse.ArgumentParser()
+    add_merge_parser(parser.add_subparsers())
+    args = parser.parse_args(["merge", str(run_dir), "--out", str(tmp_path / "merged")])
+    with pytest.raises(ValueError, match=f"MEMFIT_CACHE {tmp_path / 'cache'} cannot be used: it is a file"):
+        args.func(args)
