@@ -63,8 +63,12 @@ def data_main(argv: list[str]) -> int:
         from ..data.fetch import fetch_main
 
         return fetch_main(argv[1:])
-    print(COMMANDS["data"][3] + "\n(`memfit data inspect --help`, `memfit data fetch --help`)")
-    return 0 if not argv or _wants_help(argv) else 2
+    parser = argparse.ArgumentParser(prog="memfit data", description=COMMANDS["data"][3])
+    parser.add_argument("action", choices=["inspect", "fetch"], help="`memfit data ACTION --help` for its flags")
+    if argv and not _wants_help(argv):
+        parser.parse_args(argv)  # an unknown action: one usage line, exit 2
+    parser.print_help()  # `memfit data` alone: its help, not a crash
+    return 0
 
 
 def run_command(name: str, argv: list[str]) -> int:
