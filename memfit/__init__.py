@@ -6,32 +6,35 @@
     result = memfit.train(model, stack, train_blocks, memfit.TrainConfig(micro_batch=8, max_steps=100))
 """
 
-from . import strategies  # noqa: F401  (registers the built-in strategies)
-from .training.checkpoint import CheckpointError
-from .training.loop import NumericError, TrainConfig, TrainResult, train
-from .core.protocol import HOOKS, Context, Strategy, StackError
-from .core.registry import available as available_strategies
-from .core.registry import register_strategy
-from .core.stack import Stack
-from .runtime import configure_runtime
-
 __version__ = "0.1.0"
 
-
-# Imported when first asked for, so `import memfit.training.loop` (every training rank) does not pull in the model
-# loader, the memory model or the end-to-end pipeline (pypdf/datasets).
-_LAZY = {"FinetuneConfig": "recipes.finetune", "run_finetune": "recipes.finetune", "MemoryEstimate": "plan.memory",
+# Every public name is imported when first asked for: `import memfit` (and `memfit --help`, `--version`) must not
+# pull in torch, transformers or the data pipeline. The built-in strategies register when the registry is first
+# read (memfit/core/registry.py imports memfit.strategies).
+_LAZY = {"CheckpointError": "training.checkpoint", "NumericError": "training.loop", "TrainConfig": "training.loop",
+         "TrainResult": "training.loop", "train": "training.loop", "HOOKS": "core.protocol",
+         "Context": "core.protocol", "Strategy": "core.protocol", "StackError": "core.protocol",
+         "register_strategy": "core.registry", "Stack": "core.stack", "configure_runtime": "runtime",
+         "FinetuneConfig": "recipes.finetune", "run_finetune": "recipes.finetune", "MemoryEstimate": "plan.memory",
          "estimate": "plan.memory", "ModelError": "models", "load_config": "models", "load_model": "models",
-         "load_tokenizer": "models", "shipped_configs": "models", "parse_run_config": "cli.train"}
+         "load_tokenizer": "models", "shipped_configs": "models", "parse_run_config": "cli.train",
+         "MemfitError": "core.errors"}
+_RENAMED = {"available_strategies": ("core.registry", "available")}
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
+    import importlib
 
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name in _LAZY or name in _RENAMED:
+        module, attribute = _RENAMED.get(name, (_LAZY.get(name), name))
+        value = getattr(importlib.import_module(f".{module}", __name__), attribute)
+        globals()[name] = value  # the next access is a plain attribute
+        return value
     raise AttributeError(f"module 'memfit' has no attribute {name!r}")
 
-__all__ = ["CheckpointError", "FinetuneConfig", "HOOKS", "Context", "MemoryEstimate", "ModelError", "NumericError", "Stack", "StackError", "Strategy",
-           "TrainConfig", "TrainResult", "available_strategies", "configure_runtime", "estimate", "load_config", "load_model",
-           "load_tokenizer", "parse_run_config", "register_strategy", "run_finetune", "shipped_configs", "train"]
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
+
+
+__all__ = sorted([*_LAZY, *_RENAMED])

@@ -1,70 +1,122 @@
-"""`memfit` console script: train, plan, bench, estimate, stacks, eval, merge, data (`memfit COMMAND --help`).
+"""`memfit` console script: fine-tune LLaMA-family models when GPU memory is the limit.
 
-A thin dispatcher: each command family lives in its own module (train.py; plan.py: plan, bench, estimate, stacks;
-evaluate.py; merge.py)."""
+A thin dispatcher. `memfit --help` and `--version` import nothing heavy (no torch); a command's module is imported
+only when that command runs. Errors the user can fix are one line, `memfit: <what> (<file>): <fix>`, exit 2
+(memfit/cli/errors.py decides which); `-v` shows third-party warnings and the traceback too."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import logging
 import sys
+import textwrap
+import traceback
 
-from .evaluate import add_eval_parser
-from .merge import add_merge_parser
-from .plan import add_commands as add_capacity_commands
+# name -> (module under memfit.cli, how it runs, one-line summary). "argv": module.FUNCTION(argv) parses its own
+# flags; "sub": module.FUNCTION(subparsers) adds its parser(s), whose `func` runs it.
+COMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "train": ("train", "argv", "cmd_train", "fine-tune from a recipe: `memfit train smollm2-cpu [--key value ...]`"),
+    "generate": ("generate", "argv", "generate_main", "answer a prompt with a trained run: "
+                                                       "`memfit generate RUN_DIR \"prompt\" [--chat]`"),
+    "eval": ("evaluate", "sub", "add_eval_parser", "perplexity of a run on its recorded test documents"),
+    "merge": ("merge", "sub", "add_merge_parser", "fold a run's adapter into its base: `memfit merge RUN --out DIR`"),
+    "plan": ("plan", "sub", "add_commands", "one stack: its exact max micro-batch and accumulation on this device"),
+    "bench": ("plan", "sub", "add_commands", "several stacks side by side (table, Markdown, PNG)"),
+    "estimate": ("plan", "sub", "add_commands", "the analytic memory breakdown, no weights loaded"),
+    "stacks": ("plan", "sub", "add_commands", "the memory strategies, one strategy's arguments, a spec resolved"),
+    "data": ("data", "argv", "data_main", "`memfit data inspect DIR`: extraction artefacts and split statistics; "
+                                          "`memfit data fetch climate DIR`: download the full corpus, verified"),
+}
+DESCRIPTION = ("Fine-tune LLaMA-family models when GPU memory is the limit: composable memory strategies, an exact "
+               "capacity planner and an accelerate training loop. Errors you can fix are one line saying how; "
+               "-v adds third-party warnings and tracebacks.")
 
 
-def cmd_data(args, rest: list[str]) -> int:
-    from ..data import inspect_main
+def _version() -> str:
+    from .. import __version__  # memfit/__init__.py is light: its heavy names load on first use
 
-    return inspect_main(rest)
+    return __version__
+
+
+def top_parser() -> argparse.ArgumentParser:
+    width = max(map(len, COMMANDS))
+    listing = "\n".join(textwrap.fill(summary, 100, initial_indent=f"  {name:<{width}}  ",
+                                       subsequent_indent=" " * (width + 4)) for name, (*_, summary) in COMMANDS.items())
+    p = argparse.ArgumentParser(prog="memfit", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=f"commands (`memfit COMMAND --help` for each):\n{listing}")
+    p.add_argument("--version", action="version", version=f"memfit {_version()}")
+    p.add_argument("-v", "--verbose", action="store_true", help="show third-party warnings and full tracebacks")
+    p.add_argument("command", choices=list(COMMANDS), metavar="COMMAND", help="listed below")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="the command's own arguments and flags")
+    return p
+
+
+def data_main(argv: list[str]) -> int:
+    """`memfit data inspect|fetch ...` until memfit/cli/data.py (the data engineer's) takes the command over."""
+    if argv[:1] == ["inspect"]:
+        from ..data import inspect_main
+
+        return inspect_main(argv[1:])
+    if argv[:1] == ["fetch"]:
+        from ..data.fetch import fetch_main
+
+        return fetch_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="memfit data", description=COMMANDS["data"][3])
+    parser.add_argument("action", choices=["inspect", "fetch"], help="`memfit data ACTION --help` for its flags")
+    if argv and not _wants_help(argv):
+        parser.parse_args(argv)  # an unknown action: one usage line, exit 2
+    parser.print_help()  # `memfit data` alone: its help, not a crash
+    return 0
+
+
+def run_command(name: str, argv: list[str]) -> int:
+    module_name, style, function, _ = COMMANDS[name]
+    if importlib.util.find_spec(f"{__name__}.{module_name}") is None:
+        return globals()[function](argv)  # data_main above
+    module = importlib.import_module(f".{module_name}", __name__)
+    if style == "argv":
+        return getattr(module, function)(argv)
+    parser = argparse.ArgumentParser(prog="memfit")
+    getattr(module, function)(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args([name, *argv])
+    return args.func(args)
+
+
+def _wants_help(argv: list[str]) -> bool:
+    return any(a in ("-h", "--help") for a in argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from ..runtime import configure_runtime
-
-    configure_runtime()  # before anything initialises CUDA (the allocator setting is read then)
     argv = list(sys.argv[1:] if argv is None else argv)
-    from .. import StackError, __version__
-    from ..data import DataError
-    from ..models import ModelError
-    from ..training.checkpoint import CheckpointError
-    from .options import ConfigError
+    args = top_parser().parse_args(argv)  # exits on --help, --version and an unknown command
+    verbose = args.verbose
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from ..quiet import quiet_third_party
 
-    user_errors = (StackError, ModelError, DataError, ConfigError, CheckpointError, ValueError, FileNotFoundError)
     try:
-        if argv[:2] == ["data", "inspect"]:
-            return cmd_data(None, argv[2:])
-        if argv[:2] == ["data", "fetch"]:
-            from ..data.fetch import fetch_main
+        with quiet_third_party(verbose=verbose):
+            if not _wants_help(args.args):
+                from ..runtime import configure_runtime  # imports torch: not for --help
 
-            return fetch_main(argv[2:])
-        if argv[:1] == ["train"]:
-            from .train import cmd_train
+                configure_runtime()  # before anything initialises CUDA (the allocator setting is read then)
+            return run_command(args.command, args.args)
+    except KeyboardInterrupt as exc:  # Ctrl-C; a subclass may carry how to resume
+        if verbose:
+            traceback.print_exc()
+        print(f"memfit: {str(exc) or 'interrupted'}", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - sorted into the user's (one line) and bugs (traceback) below
+        from .errors import exit_code, user_message
 
-            return cmd_train(argv[1:])
-    except user_errors as exc:  # user errors: one line that says the fix
-        print(f"memfit: {exc}", file=sys.stderr)
-        return 2
-    parser = argparse.ArgumentParser(prog="memfit", description=__doc__,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"memfit {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_capacity_commands(sub)  # plan, bench, estimate, stacks
-    add_eval_parser(sub)
-    add_merge_parser(sub)
-    data = sub.add_parser("data", help="`memfit data inspect DIR`: extraction artefacts and split "
-                          "statistics; `memfit data fetch climate DIR`: download the full corpus, verified")
-    data.set_defaults(func=lambda _args: (data.print_help(), 0)[1])  # `memfit data` alone: its help, not a crash
-    sub.add_parser("train", help="fine-tune from a YAML recipe: `memfit train CONFIG.yaml [--key value ...]`",
-                   add_help=False)
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except user_errors as exc:  # user errors: the message says the fix
-        print(f"memfit: {exc}", file=sys.stderr)
-        return 2
+        message = user_message(exc)
+        if message is None:  # a bug in memfit or below it: never hidden behind one line
+            raise
+        if verbose:
+            traceback.print_exc()
+        print(f"memfit: {message}", file=sys.stderr)
+        return exit_code(exc)
 
 
 if __name__ == "__main__":

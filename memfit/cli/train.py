@@ -2,7 +2,7 @@
 
 Every key of the file and every flag is a field of FinetuneConfig (memfit/recipes/finetune.py), so the schema, the
 flags and their help come from one place. A recipe name without a path (`memfit train smollm2-cpu`) is looked up in
-the repository's recipes/ folder."""
+the recipes memfit ships (recipes/ in the repository)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 from .options import ConfigError, OneLineParser, add_model_flags, load_yaml, validate
 
-RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+from ..bundled import RECIPES_DIR as RECIPES  # shipped in the wheel (memfit/bundled/)
 
 
 def recipe_path(name: str) -> Path:

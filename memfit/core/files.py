@@ -84,6 +84,15 @@ def _remove_stale(folder: Path, target: str) -> None:
             entry.unlink(missing_ok=True)
 
 
+def _default_modes(folder: Path) -> None:
+    """Files a writer made private (transformers 5 writes model.safetensors as 0600 through a temporary file) get the
+    mode open() gives under the user's umask, read from the folder mkdir() just made (0o777 & ~umask)."""
+    default = folder.stat().st_mode & 0o666
+    for entry in folder.rglob("*"):
+        if entry.is_file() and not entry.is_symlink() and entry.stat().st_mode & 0o777 == 0o600 != default:
+            entry.chmod(default)
+
+
 @contextmanager
 def atomic_directory(path: str | Path, *, replace: bool = True) -> Iterator[Path]:
     """`with atomic_directory(out) as tmp:` fill `tmp`; on a clean exit it is fsync'ed and renamed to `out`.
@@ -100,6 +109,7 @@ def atomic_directory(path: str | Path, *, replace: bool = True) -> Iterator[Path
     tmp.mkdir()
     try:
         yield tmp
+        _default_modes(tmp)
         fsync_tree(tmp)
         if path.exists() and not replace:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -42,6 +42,8 @@ def load_plugins() -> None:
     global _PLUGINS_LOADED
     if _PLUGINS_LOADED:
         return
+    import memfit.strategies  # noqa: F401  (the built-ins register on import; `import memfit` alone stays light)
+
     _PLUGINS_LOADED = True
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:

@@ -16,6 +16,7 @@ training and evaluation, and only the main process writes files.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -46,6 +47,7 @@ from .quality import original_result, quality_fields, warn_if_regressed
 from .curves import CURVES_FILE, write_curves
 from .summary import summary_markdown
 from ..runtime import configure_runtime
+from ..bundled import CLIMATE_SAMPLE
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +78,8 @@ IDENTITY_KEYS = {"model", "architecture", "random_init", "stack", "seq_len", "ta
 class FinetuneConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    pdf_dir: str = Field("data/climate", description="folder of text PDFs: the one PDF source used when `sources` "
-                                                     "is empty")
+    pdf_dir: str = Field(str(CLIMATE_SAMPLE), description="folder of text PDFs: the one PDF source used when "
+                                                           "`sources` is empty; default: the bundled CC BY sample")
     sources: list[Source] = Field(default_factory=list, description=(
         "training data: PDF folders, .txt/.md files or folders, JSONL/CSV/Parquet tables, save_to_disk folders, "
         "Hub ids, each {kind: pdf|text|table|saved|hub, path or id, weight, ...}; one document split across all. "
@@ -173,8 +175,13 @@ def run_finetune(cfg: FinetuneConfig | None = None, **overrides: Any) -> dict[st
     # process-wide settings (allocator, SDPA, what the strategies declare) before CUDA initialises; an 'auto'
     # stack is chosen later, by probes that run under these same settings
     configure_runtime(None if str(cfg.stack).strip().lower() == "auto" else Stack.coerce(cfg.stack))
-    with RunLock(run_dir if state.is_main_process else None):
-        return _run(cfg, state, run_dir, info)
+    try:
+        with RunLock(run_dir if state.is_main_process else None):
+            return _run(cfg, state, run_dir, info)
+    except BaseException:
+        with contextlib.suppress(OSError):  # a run that failed before writing anything leaves no empty folder
+            run_dir.rmdir()
+        raise
 
 
 def _run(cfg: FinetuneConfig, state, run_dir: Path, info) -> dict[str, Any]:
