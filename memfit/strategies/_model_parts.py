@@ -39,7 +39,8 @@ def decoder(model: torch.nn.Module) -> torch.nn.Module | None:
             candidates.append(base.get_decoder())
         except (AttributeError, NotImplementedError):  # older transformers: not every class implements it
             pass
-    candidates += [getattr(base, "model", None), base]
+    inner = getattr(base, "model", None)
+    candidates += [inner, getattr(inner, "language_model", None), base]  # multimodal: the text decoder
     return next((c for c in candidates if isinstance(getattr(c, "layers", None), torch.nn.ModuleList)), None)
 
 
