@@ -18,9 +18,10 @@ from ..core.integrity import CHECKSUM_KEY, checksum_problem, with_checksum
 log = logging.getLogger(__name__)
 
 
-def write_plan_cache(path: Path, data: dict[str, Any]) -> None:
+def write_plan_cache(path: str | Path, data: dict[str, Any]) -> None:
     """Temp file + rename: other ranks and later runs read this file, and the loop's OOM back-off rewrites it. A cache
     that cannot be written (read-only, full) loses only the shortcut: one warning line, the measured plan stands."""
+    path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, with_checksum(data))

@@ -60,7 +60,7 @@ def test_entries_round_trip_with_their_checksum_and_the_back_off_keeps_it(tmp_pa
     write_plan_cache(path, {"max_micro_batch": 8, "effective_batch": 16, "num_processes": 1, "rate": float("nan")})
     assert "checksum" in json.loads(path.read_text())
     assert read_plan_cache(path) == {"max_micro_batch": 8, "effective_batch": 16, "num_processes": 1, "rate": None}
-    update_plan_cache(path, 4, {"step": 3})  # the loop's OOM back-off rewrites the entry: still trusted after
+    update_plan_cache(str(path), 4, {"step": 3})  # the loop's OOM back-off rewrites the entry: still trusted after
     assert read_plan_cache(path)["max_micro_batch"] == 4 and read_plan_cache(path)["backoffs"] == [{"step": 3}]
 
 
@@ -70,3 +70,14 @@ def test_the_back_off_leaves_a_corrupt_entry_to_be_rebuilt(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         update_plan_cache(path, 4, {"step": 3})  # never fatal: training goes on
     assert not path.exists() and any("not used" in r.getMessage() for r in caplog.records)
+
+
+def test_an_unusable_plan_cache_costs_only_the_shortcut(caplog):
+    """--plan-cache /dev/null (or a read-only folder): the plan is measured and returned, two warning lines say that
+    the entry could be neither read nor stored (the CLI refuses such a folder up front: core.files.check_cache_dir)."""
+    stack, model = _model()
+    with caplog.at_level(logging.WARNING, logger="memfit.plan.cache"):
+        res = plan(model, stack, seq_len=SEQ, meter=SimulatedMeter(BUDGET), cache_dir="/dev/null")
+    assert res.max_micro_batch > 0 and not res.cache_hit
+    lines = [r.getMessage() for r in caplog.records if r.name == "memfit.plan.cache"]
+    assert len(lines) == 2 and "could not be written" in lines[1]
