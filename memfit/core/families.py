@@ -26,6 +26,7 @@ class Family:
     qk_norm: bool = False  # RMSNorm over each head of q and k before RoPE (Qwen3, Gemma 3)
     norms_per_layer: int = 2  # Gemma: pre- and post-norm around both attention and MLP
     scaled_embeddings: bool = False  # embeddings multiplied by sqrt(hidden) in the model's forward (Gemma)
+    windowed: bool = True  # honours config.sliding_window (Llama ignores the field)
     attention: str = "sdpa"  # the attention implementation memfit loads the family with
     attention_why: str = ""
 
@@ -40,7 +41,7 @@ class Family:
 
 _GEMMA = dict(gated_activation="geglu", norms_per_layer=4, scaled_embeddings=True)
 FAMILIES = {f.name: f for f in (
-    Family("llama", "Llama 3.x"),
+    Family("llama", "Llama 3.x", windowed=False),
     Family("mistral", "Mistral"),
     Family("qwen2", "Qwen2/2.5", qkv_bias=True),
     Family("qwen3", "Qwen3", qk_norm=True),
@@ -88,10 +89,15 @@ def attention_logit_softcap(config) -> float | None:
     return getattr(config, "attn_logit_softcapping", None) or None
 
 
+def sliding_window(config) -> int | None:
+    return getattr(config, "sliding_window", None) if family_of(config).windowed else None
+
+
 def sliding_layers(config) -> int:
     """How many layers attend within a sliding window (their masks differ from the full-attention layers')."""
+    if not sliding_window(config):
+        return 0
     types = getattr(config, "layer_types", None)
     if types:
         return sum(t == "sliding_attention" for t in types)
-    window = getattr(config, "sliding_window", None)
-    return config.num_hidden_layers if window and getattr(config, "use_sliding_window", True) else 0
+    return config.num_hidden_layers if getattr(config, "use_sliding_window", True) else 0

@@ -1,6 +1,7 @@
-"""Analytic memory model: peak training memory as a function of micro-batch for a stack on a Llama config.
+"""Analytic memory model: peak training memory as a function of micro-batch for a stack on a supported model config.
 
-The estimate is an open accumulator of *named terms*, each owned by whoever set it (the baseline Llama formula here,
+The estimate is an open accumulator of *named terms*, each owned by whoever set it (the baseline Llama formula here
+with what each family changes in plan/family_terms.py, owned by the family,
 or a strategy's `estimate_memory(estimate, ctx)` hook, which adds or replaces its own terms):
   static      bytes that do not scale with the batch (weights, gradients, optimizer states, workspace)
   layer_attn / layer_mlp   what one decoder layer saves for backward per token (attention half, MLP half)
@@ -23,6 +24,10 @@ from typing import Any, Callable
 
 import torch
 
+from ..core.families import (FAMILIES, attention_logit_softcap, family_of, final_logit_softcap, qkv_bias,
+                              sliding_layers, sliding_window)
+from .family_terms import family_terms, full_finetune
+
 GiB = 1024**3
 ATTN_BACKWARD_FP32_COPIES = 4.0  # see _recompute
 KINDS = ("static", "layer_attn", "layer_mlp", "token", "working", "transient", "host")
@@ -36,7 +41,7 @@ def _bytes(dtype: torch.dtype) -> int:
 class Term:
     kind: str  # one of KINDS
     bytes: Callable[["MemoryEstimate"], float]  # bytes (per token for layer/token/working kinds) from the estimate
-    owner: str  # "llama" for the baseline, else the strategy's name
+    owner: str  # the family ("llama", "qwen3", ...) for the baseline, else the strategy's name
 
 
 @dataclass
@@ -50,6 +55,12 @@ class MemoryEstimate:
     vocab: int
     tied: bool
     seq_len: int = 512
+    family: str = "llama"  # a key of memfit.core.families.FAMILIES: what differs from Llama, and the terms' owner
+    qkv_bias: bool = False
+    final_softcap: float | None = None  # Gemma 2: logits soft-capped (tanh) before the loss
+    attention_softcap: float | None = None  # Gemma 2: attention scores soft-capped (eager attention)
+    sliding_layers: int = 0  # layers attending within a window (their own mask once seq_len reaches the window)
+    sliding_window: int | None = None
     compute_bytes: int = 4  # residual stream / activation element size
     weight_bytes: float = 4.0  # bytes per non-quantized weight
     linear_weight_bits: float | None = None  # decoder linear weights when quantized
@@ -67,17 +78,21 @@ class MemoryEstimate:
 
     def __post_init__(self):
         if not self.terms:
-            _llama_terms(self)
+            _baseline_terms(self)
 
     @classmethod
     def from_config(cls, config, seq_len: int = 512) -> "MemoryEstimate":
+        """The estimate of `config`'s family (refused if memfit does not support the family)."""
+        family = family_of(config)
         heads = config.num_attention_heads
         return cls(n_layers=config.num_hidden_layers, hidden=config.hidden_size,
                    intermediate=config.intermediate_size, heads=heads,
                    kv_heads=getattr(config, "num_key_value_heads", None) or heads,
                    head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
                    vocab=config.vocab_size, tied=bool(getattr(config, "tie_word_embeddings", False)),
-                   seq_len=seq_len)
+                   seq_len=seq_len, family=family.name, qkv_bias=qkv_bias(config),
+                   final_softcap=final_logit_softcap(config),
+                   attention_softcap=attention_logit_softcap(config), sliding_layers=sliding_layers(config), sliding_window=sliding_window(config))
 
     # ---- hooks' vocabulary ---------------------------------------------------------------------
     def set_term(self, name: str, kind: str, bytes_of: Callable[["MemoryEstimate"], float], owner: str) -> None:
@@ -141,9 +156,17 @@ class MemoryEstimate:
         return self.n_layers * (h * a * 2 + h * kv * 2 + 3 * h * self.intermediate)
 
     @property
+    def layer_small_params(self) -> int:
+        """One layer's parameters outside its linear weights: norms, q/k norms, q/k/v biases."""
+        family = FAMILIES[self.family]
+        qk_norms = 2 * self.head_dim if family.qk_norm else 0
+        bias = self.attention_width + 2 * self.kv_width if self.qkv_bias else 0
+        return family.norms_per_layer * self.hidden + qk_norms + bias
+
+    @property
     def other_params(self) -> int:
         embed = self.vocab * self.hidden * (1 if self.tied else 2)
-        return embed + (2 * self.n_layers + 1) * self.hidden
+        return embed + self.hidden + self.n_layers * self.layer_small_params
 
     # ---- reading the terms ---------------------------------------------------------------------
     def _sum(self, kind: str) -> float:
@@ -209,10 +232,11 @@ def _gathered(e: MemoryEstimate) -> float:
     one prefetched) and one layer's full gradients before its reduce-scatter, plus the root unit (embeddings, final
     norm, lm_head), which FSDP2 keeps gathered from forward to backward (the root is not resharded after forward)."""
     lin_b = e.linear_weight_bits / 8 if e.linear_weight_bits else e.weight_bytes
-    layer_weights = e.linear_params / e.n_layers * lin_b + 2 * e.hidden * e.weight_bytes
-    root_params = e.other_params - 2 * e.n_layers * e.hidden
+    layer_weights = e.linear_params / e.n_layers * lin_b + e.layer_small_params * e.weight_bytes
+    root_params = e.other_params - e.n_layers * e.layer_small_params
     full_finetune = e.trainable_params is None
-    layer_grads = (e.linear_params / e.n_layers + 2 * e.hidden if full_finetune else e.trainable_params / e.n_layers)
+    layer_grads = (e.linear_params / e.n_layers + e.layer_small_params if full_finetune
+                   else e.trainable_params / e.n_layers)
     root_grads = root_params if full_finetune else 0
     return (2 * layer_weights + root_params * e.weight_bytes
             + (layer_grads + root_grads) * _trainable_bytes(e))
@@ -246,17 +270,19 @@ def _recompute(e: MemoryEstimate) -> float:
     return max(attention_half + mlp_saved + e.term("mlp_gradients"), attention_phase) - e.term("recompute_saving")
 
 
-def _llama_terms(e: MemoryEstimate) -> None:
-    """The baseline: HF Llama, eager, every linear trainable, the full logits path."""
-    add = lambda name, kind, fn: e.set_term(name, kind, fn, "llama")  # noqa: E731
+def _baseline_terms(e: MemoryEstimate) -> None:
+    """The baseline: HF Llama, eager, every linear trainable, the full logits path; then what the family changes
+    (plan/family_terms.py). Every term is owned by the family (`qwen3`, not `llama`, for a Qwen3 config)."""
+    add = lambda name, kind, fn: e.set_term(name, kind, fn, e.family)  # noqa: E731
     add("weights", "static", _weights)
     add("gradients", "static", lambda e: _n_trainable(e) * _trainable_bytes(e))
     add("optimizer", "static", lambda e: _n_trainable(e) * (e.optimizer_bytes_per_param or 2 * _trainable_bytes(e)))
     add("workspace", "static", lambda e: float(e.workspace_bytes))
-    # eager RMSNorm keeps an fp32 copy of its input and the rsqrt
-    add("norms", "layer_attn", lambda e: 2 * (4 + 4 * e.hidden))
-    # every linear keeps its input for the weight gradient
-    add("projections", "layer_attn", lambda e: e.compute_bytes * (2 * e.hidden + e.attention_width + e.intermediate))
+    # eager RMSNorm keeps an fp32 copy of its input and the rsqrt; when its weight trains, also the normalised input
+    # in the compute dtype (for the weight's gradient)
+    add("norms", "layer_attn", lambda e: 2 * (4 + 4 * e.hidden + (e.compute_bytes * e.hidden if full_finetune(e) else 0)))
+    # every linear keeps its input for the weight gradient (o_proj's input is attention's saved output, counted there)
+    add("projections", "layer_attn", lambda e: e.compute_bytes * (2 * e.hidden + e.intermediate))
     add("attention", "layer_attn",  # q, k, v, out, logsumexp
         lambda e: e.compute_bytes * (2 * e.attention_width + 2 * e.kv_width) + 4 * e.heads)
     add("mlp", "layer_mlp", lambda e: e.compute_bytes * 3 * e.intermediate)  # gate, up, silu(gate)
@@ -268,6 +294,7 @@ def _llama_terms(e: MemoryEstimate) -> None:
     # (measured on an H100, seq 512)
     add("logits", "token", lambda e: float(e.vocab * (e.compute_bytes + 4 + 4 + 1)))
     add("embeddings", "token", lambda e: float(2 * e.compute_bytes * e.hidden))
+    family_terms(e)
 
 
 def estimate(stack, config, seq_len: int, ctx=None, engine: str = "single", world: int = 1) -> MemoryEstimate:
