@@ -161,3 +161,18 @@ def test_two_training_steps_give_the_plain_models_losses(model_type):
     for preset in ("attention", "mlp", "all-linear"):  # adapters start at B = 0: the plain model's first loss
         losses = _train(model_type, f"lora:targets={preset},dropout=0")
         assert losses[0] == pytest.approx(plain[0], rel=1e-5) and losses[1] != losses[0], preset
+
+
+@pytest.mark.parametrize("model_type", ["gemma2", "phi3"])
+def test_saved_weights_of_gemma2_and_phi3_load_and_train(tmp_path, model_type):
+    saved = family_model(model_type, seed=3)
+    saved.save_pretrained(tmp_path)  # "real" weights: a saved checkpoint, loaded through from_pretrained
+    stack = Stack.from_spec("lora:targets=all-linear,dropout=0+cce:chunk=16")
+    model = load_model(str(tmp_path), stack)
+    assert describe_model(model)["model_class"] == CLASSES[model_type]
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=BATCH["input_ids"]).logits,
+                                   saved(input_ids=BATCH["input_ids"]).logits)  # B = 0: the saved model's logits
+    result = memfit.train(model, stack, random_blocks(4, 32), TrainConfig(micro_batch=2, max_steps=2, lr=1e-2,
+                                                                         warmup=0, progress=False))
+    assert len(result.losses) == 2 and all(torch.isfinite(torch.tensor(result.losses)))
