@@ -126,7 +126,7 @@ def test_cce_and_tiled_mlp_are_exact_per_family(model_type):
     model = family_model(model_type)
     with torch.no_grad():
         own = model(**BATCH).loss.item()  # the model's own forward and loss (soft-cap, scaled embeddings)
-    plain, ref = _loss_and_grads(model_type, "")
+    plain, ref = _loss_and_grads(model_type, "none")
     assert plain == pytest.approx(own, rel=1e-6)
     for spec in ("cce:chunk=16", "tiled_mlp:tokens=16"):
         loss, grads = _loss_and_grads(model_type, spec)
@@ -155,7 +155,7 @@ def _train(model_type, spec):
 
 @pytest.mark.parametrize("model_type", FAMILY_TYPES)
 def test_two_training_steps_give_the_plain_models_losses(model_type):
-    plain = _train(model_type, "")
+    plain = _train(model_type, "none")
     for spec in ("cce:chunk=16", "tiled_mlp:tokens=16"):  # memory strategies: same math
         assert _train(model_type, spec) == pytest.approx(plain, rel=1e-4), spec
     for preset in ("attention", "mlp", "all-linear"):  # adapters start at B = 0: the plain model's first loss

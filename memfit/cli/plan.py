@@ -126,21 +126,11 @@ def _check_inputs(args, stacks: list[str], seq_lens: list[int]) -> None:
         Stack.coerce(spec)
 
 
-def _configure_for(stacks: list[str]) -> None:
-    """What the given stacks declare (compile's dynamo recompile limit): main() configured the process with no stack.
-    The limit is a dynamo setting, safe to raise after CUDA has initialised."""
-    from ..core.stack import Stack
-    from ..runtime import configure_runtime
-
-    configure_runtime([s for spec in stacks for s in Stack.coerce(spec)])
-
-
 def cmd_plan(args) -> int:
     from ..launch.distributed import join_launch
     from ..plan.bench import bench
 
     _check_inputs(args, [args.stack], [] if args.max_seq_len else [args.seq_len])
-    _configure_for([args.stack])
     launched = join_launch()  # under `accelerate launch`: one group, each rank on its device, one report
     model, random_init = _model(args)
     if args.auto or args.max_seq_len:
@@ -190,7 +180,6 @@ def cmd_bench(args) -> int:
     from ..plan.bench import bench
 
     _check_inputs(args, args.stack, args.seq_len)
-    _configure_for(args.stack)
     model, random_init = _model(args)
     rows = bench(model, args.stack, args.seq_len, random_init=random_init, margin=args.margin,
                  eval_batch_size=args.eval_batch_size, target_effective_batch=args.target_effective_batch,

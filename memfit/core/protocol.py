@@ -18,8 +18,15 @@ if TYPE_CHECKING:
 # Hook points, in the order a training run reaches them.
 HOOKS = (
     "check",  # (stack) -> None; raise StackError naming the conflict and the fix
+    # () -> dict of process-wide settings the strategy needs (keys: memfit.runtime.NEEDS, e.g.
+    # {"dynamo_recompile_limit": 128}); memfit.runtime.configure_runtime applies the union of every stack's, once.
+    "runtime_needs",
     "model_kwargs",  # (ctx) -> dict merged into from_pretrained/from_config kwargs
     "transform_model",  # (model, ctx) -> model (peft wrap, checkpointing, dtype hygiene)
+    # (model, ctx) -> callable(run_fn, *args): how checkpointed decoder layers run instead of torch's non-reentrant
+    # checkpoint, e.g. with their saved input parked in host memory   [exclusive]. The checkpointing strategy asks
+    # for it (Stack.layer_checkpoint) while it transforms; the provider keeps its per-model state on the model.
+    "layer_checkpoint",
     "make_optimizer",  # (params, ctx, lr, weight_decay) -> torch.optim.Optimizer   [exclusive]
     "accelerator_kwargs",  # (ctx) -> dict merged into accelerate.Accelerator(...)
     "compute_loss",  # (model, batch, ctx) -> (nll_sum, n_tokens)                     [exclusive]
@@ -33,7 +40,7 @@ HOOKS = (
     "accumulation_steps",  # (micro_batch, num_processes) -> int micro-batches per optimizer step  [exclusive]
 )
 # Hooks where two providers would silently overwrite each other: at most one strategy may claim each.
-EXCLUSIVE_HOOKS = frozenset({"make_optimizer", "compute_loss", "accumulation_steps"})
+EXCLUSIVE_HOOKS = frozenset({"make_optimizer", "compute_loss", "accumulation_steps", "layer_checkpoint"})
 
 # Phases: the canonical application order. Loading decisions first, then dtype, adapters,
 # checkpointing, offload, loss, compilation (of the modules the earlier phases left), optimizer, step schedule.

@@ -7,6 +7,7 @@ and lists are written with '|' (``lora:targets=q_proj|v_proj``).
 
 from __future__ import annotations
 
+import difflib
 import re
 from importlib.metadata import entry_points
 from typing import Any
@@ -78,6 +79,9 @@ def strategy_class(name: str) -> tuple[type, dict[str, Any]]:
         field = declared(cls, "shorthand")
         if field:
             return cls, {**implied, field: _coerce(m.group(2))}
+    close = difflib.get_close_matches(key, list(_REGISTRY), n=1)
+    if close:  # a typo: the fix, not the whole list
+        raise StackError(f"unknown strategy {name!r}: did you mean {close[0]!r}? ('memfit stacks' lists them all)")
     known = ", ".join(sorted(_REGISTRY))
     raise StackError(f"unknown strategy {name!r}. Known strategies: {known}. Plugins register under the "
                      f"'{ENTRY_POINT_GROUP}' entry-point group.")

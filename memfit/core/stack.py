@@ -57,10 +57,18 @@ class Stack:
     # ---- construction -------------------------------------------------------------------------
     @classmethod
     def from_spec(cls, spec: str) -> "Stack":
-        """``"lora+q4+bf16+gc+ga8+adam8"``; ``"none"`` or ``""`` is the empty stack (full fp32 fine-tune)."""
-        if spec.strip().lower() in ("", "none", "full"):
+        """``"lora+q4+bf16+gc+ga8+adam8"``; ``"none"`` (or ``"full"``) is the empty stack (full fp32 fine-tune).
+        A spec naming no strategy (``""``, ``"+++"``) or with an empty item (``"lora++gc"``) is refused: it would
+        otherwise train a full fine-tune, or drop what was meant to be there, without a word."""
+        if spec.strip().lower() in ("none", "full"):
             return cls([])
-        return cls(_build(*parse_item(item), where=spec) for item in spec.split("+") if item.strip())
+        items = [item.strip() for item in spec.split("+")]
+        if not any(items):
+            raise StackError(f"a stack spec with no strategy: {spec!r}; name strategies joined by '+' (e.g. "
+                             f"'lora+gc'), or 'none' for a full fine-tune in fp32")
+        if not all(items):
+            raise StackError(f"an empty item in the stack spec {spec!r} (a '+' too many); write e.g. 'lora+gc'")
+        return cls(_build(*parse_item(item), where=spec) for item in items)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | list) -> "Stack":
@@ -221,9 +229,22 @@ class Stack:
         if irreversible:
             raise StackError(f"{', '.join(irreversible)} cannot be removed from a model (no restore_model); "
                              f"load the model again instead")
+        return self.release(model, ctx)
+
+    def release(self, model: torch.nn.Module, ctx: Context | None = None) -> torch.nn.Module:
+        """Take back every effect of the stack before the model is dropped, so nothing of it reaches a model loaded
+        later in this process: each restore_model, last applied first, also in stacks that remove_model refuses
+        (q4/q8 cannot give the weights back, but what the other strategies installed is still taken away)."""
+        ctx = ctx or self.context(_device_of(model))
         for s in reversed(self._providers("restore_model")):
             model = s.restore_model(model, ctx)
         return model
+
+    def layer_checkpoint(self, model: torch.nn.Module, ctx: Context):
+        """How checkpointed decoder layers run, if a strategy provides it (activation offload parks their inputs in
+        host memory); None: the checkpointing strategy's own default. Asked by the checkpointing strategy."""
+        providers = self._providers("layer_checkpoint")
+        return providers[0].layer_checkpoint(model, ctx) if providers else None
 
     def make_optimizer(self, model: torch.nn.Module, ctx: Context, lr: float, weight_decay: float = 0.0):
         params = [p for p in model.parameters() if p.requires_grad]
@@ -267,6 +288,10 @@ def _fmt(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return "|".join(map(str, v))
     return str(v)
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def _default_device() -> torch.device:

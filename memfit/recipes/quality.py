@@ -14,16 +14,18 @@ from typing import Any, Callable
 
 import torch
 
+from ..core.protocol import LOSSY_WEIGHTS_8BIT, auto_traits
 from ..core.stack import Stack
 
 log = logging.getLogger(__name__)
 
-QUANTIZERS = ("quant4bit", "quant8bit")
-
 
 def changes_base_weights(stack: Stack) -> bool:
-    """True when the stack trains on other weights than the fp32 original (quantized, or cast to bf16/fp16)."""
-    return any(s.name in QUANTIZERS for s in stack) or stack.compute_dtype != torch.float32
+    """True when the stack trains on other weights than the fp32 original: a strategy declares a loss in the weights
+    (its `lossiness`, from 8-bit weights up: the built-in quantizers and any plugin one), or the compute dtype casts
+    them to bf16/fp16. Lossy optimizer moments leave the base weights as they are."""
+    lossy_weights = any(auto_traits(s)["lossiness"] >= LOSSY_WEIGHTS_8BIT for s in stack)
+    return lossy_weights or stack.compute_dtype != torch.float32
 
 
 def original_result(base, stack: Stack, random_init: bool, load_original: Callable[[], Any],

@@ -9,6 +9,9 @@ Host memory comes from an arena that is reused step after step: a fresh 2.5 GiB 
 costs more in page faults than the copy itself, and torch's pinned caching allocator rounds every block up to a
 power of two. On CUDA the copies run on a worker thread and a side stream: a copy into pageable memory blocks the
 calling thread, which would otherwise stop queueing the next layers' kernels.
+
+Composition with checkpointing is declared, not patched: this strategy provides the stack's `layer_checkpoint` hook
+(memfit.core.protocol), and gc's transform asks the stack how its checkpointed layers run.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from pydantic import BaseModel, Field
 
 from ..core.protocol import PHASE_OFFLOAD, StackError, strategy_config
 from ..core.registry import register_strategy
-from .gradient_checkpointing import checkpoint_function, checkpointed_layers
 
 _ALIGN = 512  # bytes: keeps every view aligned for any dtype and for fast DMA
 
@@ -226,13 +228,13 @@ class ActivationOffload(BaseModel):
             raise StackError("offload moves the inputs of checkpointed layers to the host: add 'gc' to the stack "
                              "(e.g. 'lora+gc+offload')")
 
+    def layer_checkpoint(self, model, ctx):
+        # The declared route (memfit.core.protocol HOOKS): gc's transform asks the stack how checkpointed layers
+        # run, and gets this model's offloader, which parks each layer's input in the host arena.
+        return self._offloader(model).checkpoint
+
     def transform_model(self, model, ctx):
-        cap = self.max_host_gib * 2**30 if self.max_host_gib else 0.8 * _host_memory_bytes()
-        off = Offloader(cap, self.pin)
-        # transformers has no public API for a custom checkpoint function: its own gradient_checkpointing_enable
-        # sets this same per-layer attribute, which is what GradientCheckpointingLayer calls.
-        for layer in checkpointed_layers(model):
-            layer._gradient_checkpointing_func = off.checkpoint
+        off = self._offloader(model)
         embeddings = model.get_input_embeddings()
         # A training forward begins once the previous step's backward is over: rewind this model's arena then.
         # Per model (not per process), so two models with their own stacks never rewind each other's buffers.
@@ -241,16 +243,21 @@ class ActivationOffload(BaseModel):
         # The first layer's input must require grad, or autograd never calls back into the offloaded layers
         # (the embeddings are frozen under LoRA): the same reason HF has enable_input_require_grads.
         off.hooks.append(embeddings.register_forward_hook(lambda m, i, o: o.requires_grad_(True)))
-        model._memfit_offloader = off
         return model
 
     def restore_model(self, model, ctx):
+        # gc's restore_model (after this one: reverse phase order) takes its checkpoint function off the layers
         off = model.__dict__.pop("_memfit_offloader")
         for hook in off.hooks:
             hook.remove()
-        for layer in checkpointed_layers(model):  # what GradientCheckpointing.transform_model installed
-            layer._gradient_checkpointing_func = checkpoint_function()
         return model
+
+    def _offloader(self, model) -> Offloader:
+        """This model's offloader, made on first use (by gc's transform, through layer_checkpoint)."""
+        if "_memfit_offloader" not in model.__dict__:
+            cap = self.max_host_gib * 2**30 if self.max_host_gib else 0.8 * _host_memory_bytes()
+            model._memfit_offloader = Offloader(cap, self.pin)
+        return model._memfit_offloader
 
     def estimate_memory(self, est, ctx):
         # the input being recomputed and the next one, prefetched, are still on the device; the rest is in host memory

@@ -13,66 +13,16 @@ chunks instead, and the model's own cap is switched off for that forward (it wou
 
 from __future__ import annotations
 
-import contextlib
 from typing import ClassVar, Literal
 
-import torch
 from pydantic import BaseModel, Field
 
 from ..core.families import final_logit_softcap
-from ..core.loss import IGNORE_INDEX, masked_labels, model_inputs
 from ..core.protocol import PHASE_LOSS, strategy_config
 from ..core.registry import register_strategy
-from ..core.wrapping import Wrapper, unwrap_all, unwrap_peft, wrap
+from ..core.wrapping import unwrap_all, unwrap_peft, wrap
 from ..ops.cross_entropy_kernels import DESCRIPTIONS, implementation, resolve_implementation, transient_bytes
-
-
-class ChunkedLossHead(Wrapper):
-    """Swapped in for lm_head (same weight, same name). Given targets (`with head.targets(labels)`), its forward
-    returns the *summed* NLL in place of the logits, so the full logits never exist; otherwise it is the lm_head.
-    The loss is formed inside the model's forward, where DDP/FSDP/DeepSpeed wrappers have the weight ready."""
-
-    def __init__(self, inner: torch.nn.Module, chunk: int, dtype: torch.dtype, loss_fn, softcap: float | None = None):
-        super().__init__(inner)
-        self.chunk, self.dtype, self.loss_fn, self._targets = chunk, dtype, loss_fn, None
-        self.softcap = softcap  # the model's final-logit soft-cap, applied by loss_fn inside its chunks
-
-    @contextlib.contextmanager
-    def targets(self, labels: torch.Tensor):
-        # shift the labels, not the hidden states: a [:, :-1] slice would copy every hidden state once more
-        self._targets = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
-        try:
-            yield
-        finally:
-            self._targets = None
-
-    def forward(self, hidden):
-        if self._targets is None:
-            return self.inner(hidden)
-        capped = {"softcap": self.softcap} if self.softcap else {}
-        return self.loss_fn(hidden, self.inner.weight, self._targets, self.chunk, self.dtype, **capped)
-
-
-@contextlib.contextmanager
-def model_cap_in_head(config, head: ChunkedLossHead):
-    """While the head forms the loss, the model must not soft-cap what lm_head returned (the loss itself): the head
-    caps inside its chunks, so the model's own cap is off for this forward. A head that does not cap is refused."""
-    cap = final_logit_softcap(config)
-    if not cap:
-        yield
-        return
-    if head.softcap != cap:
-        raise ValueError(f"this model soft-caps its logits (final_logit_softcapping={cap}) and the fused loss head "
-                         f"does not: use cce (it caps inside its chunks)")
-    config.final_logit_softcapping = None
-    try:
-        yield
-    finally:
-        config.final_logit_softcapping = cap
-
-
-def _head(model) -> ChunkedLossHead:
-    return unwrap_peft(model).lm_head
+from ._loss_head import LossHead as ChunkedLossHead, head_loss  # the head and its loss, shared with liger
 
 
 @register_strategy(aliases=("cce",))
@@ -112,12 +62,7 @@ class ChunkedCrossEntropy(BaseModel):
         return unwrap_all(model, ChunkedLossHead)
 
     def compute_loss(self, model, batch, ctx):
-        labels = masked_labels(batch)
-        head = _head(model)
-        with head.targets(labels), model_cap_in_head(unwrap_peft(model).config, head):
-            # no labels passed: the model's own loss would need the logits; the head returns the loss as "logits"
-            out = model(**model_inputs(batch), use_cache=False)
-        return out.logits, (labels[:, 1:] != IGNORE_INDEX).sum()
+        return head_loss(model, batch)
 
     def estimate_memory(self, est, ctx):
         # only the hidden states and their gradient per token; logits exist one chunk at a time

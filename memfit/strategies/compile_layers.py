@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from ..core.protocol import PHASE_COMPILE, strategy_config
 from ..core.registry import register_strategy
-from .gradient_checkpointing import decoder_layers
+from ._model_parts import decoder_layers
 
 FUSED_BACKWARD_FP32_SAVING = 1.8  # hidden-size fp32 tensors per token compiled backward saves (see estimate_memory)
 

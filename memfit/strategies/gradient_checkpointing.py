@@ -15,17 +15,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..core.protocol import PHASE_CHECKPOINT, StackError, strategy_config
 from ..core.registry import register_strategy
-
-
-def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The repeated blocks transformers knows how to checkpoint (works through peft wrappers)."""
-    from transformers.modeling_layers import GradientCheckpointingLayer
-
-    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
-    if not layers:
-        raise ValueError(f"{type(model).__name__} has no checkpointable decoder layers (transformers "
-                         f"GradientCheckpointingLayer); gradient checkpointing cannot be applied")
-    return layers
+from ._model_parts import decoder_layers  # also what tiled_mlp.py imports from here until it imports _model_parts
 
 
 def spread(n_total: int, n_pick: int) -> list[int]:
@@ -39,7 +29,8 @@ def checkpointed_layers(model) -> list[torch.nn.Module]:
 
 
 def checkpoint_function():
-    """torch's non-reentrant checkpoint: what every checkpointed layer runs its inside through."""
+    """torch's non-reentrant checkpoint: what every checkpointed layer runs its inside through, unless a strategy of
+    the stack provides the `layer_checkpoint` hook (activation offload: the saved input goes to host memory)."""
     return partial(checkpoint, use_reentrant=False)
 
 
@@ -66,8 +57,13 @@ class GradientCheckpointing(BaseModel):
 
     def transform_model(self, model, ctx):
         layers = decoder_layers(model)
+        from transformers.modeling_layers import GradientCheckpointingLayer
+
+        if not all(isinstance(layer, GradientCheckpointingLayer) for layer in layers):
+            raise ValueError(f"{type(layers[0]).__name__} is not a transformers GradientCheckpointingLayer: "
+                             f"gradient checkpointing cannot be applied to this model; drop 'gc'")
         chosen = set(spread(len(layers), len(layers) if self.layers is None else self.layers))
-        func = checkpoint_function()
+        func = ctx.stack.layer_checkpoint(model, ctx) or checkpoint_function()
         for i, layer in enumerate(layers):
             layer.gradient_checkpointing = i in chosen
             layer._gradient_checkpointing_func = func

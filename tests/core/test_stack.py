@@ -123,3 +123,21 @@ def test_model_is_left_in_training_mode_so_checkpointing_acts(tiny_llama):
 def test_public_api_is_importable():
     for name in memfit.__all__:
         assert hasattr(memfit, name), name
+
+
+@pytest.mark.parametrize("spec", ["", "+++", " + "])
+def test_a_spec_with_no_strategy_is_refused_not_a_silent_full_fine_tune(spec):
+    with pytest.raises(StackError, match="a stack spec with no strategy") as err:
+        Stack.from_spec(spec)
+    assert "\n" not in str(err.value)
+    assert len(Stack.from_spec("none")) == 0 and len(Stack.coerce(None)) == 0  # the way to ask for no strategy
+
+
+def test_an_empty_item_is_refused_and_a_typo_gets_the_fix_not_the_whole_list():
+    with pytest.raises(StackError, match="an empty item in the stack spec 'lora\\+\\+gc'"):
+        Stack.from_spec("lora++gc")
+    with pytest.raises(StackError) as err:
+        Stack.from_spec("lorra+gc")
+    message = str(err.value)
+    assert message.startswith("unknown strategy 'lorra': did you mean 'lora'?") and "adam8" not in message
+    assert "\n" not in message

@@ -29,6 +29,32 @@ def test_only_stacks_that_alter_the_weights_need_a_separate_original():
     assert scored == [("fp32 model", "original (full precision)")]
 
 
+def test_declared_weight_lossiness_decides_the_full_precision_evaluation_also_for_a_plugin():
+    from typing import ClassVar
+
+    from pydantic import BaseModel
+
+    from memfit.core.protocol import LOSSY_MOMENTS, LOSSY_WEIGHTS_4BIT, strategy_config
+
+    class PluginQuantizer(BaseModel):  # what a third-party 3-bit quantizer declares
+        model_config = strategy_config()
+        name: ClassVar[str] = "plugin_quant3"
+        phase: ClassVar[int] = 10
+        lossiness: ClassVar[int] = LOSSY_WEIGHTS_4BIT + 1
+
+        def describe(self):
+            return "3-bit weights"
+
+    class MomentsOnly(PluginQuantizer):
+        name: ClassVar[str] = "plugin_moments"
+        lossiness: ClassVar[int] = LOSSY_MOMENTS
+
+    lora = list(Stack.from_spec("lora+gc"))
+    assert changes_base_weights(Stack([*lora, PluginQuantizer()]))
+    assert not changes_base_weights(Stack([*lora, MomentsOnly()]))  # the base weights stay the original's
+    assert changes_base_weights(Stack.from_spec("lora+q4")) and changes_base_weights(Stack.from_spec("lora+q8"))
+
+
 def test_headline_is_against_the_original_and_a_regression_is_flagged(caplog):
     # the measured GPU case: a 4-bit base 27.72, fine-tuned 21.32, the fp32 original 21.48
     r = quality_fields(_res(21.48), _res(27.72), _res(21.32))

@@ -73,3 +73,15 @@ def test_no_grad_forward_in_train_mode_parks_nothing():
     with torch.no_grad():
         _forward(stack, model, batch)
     assert model._memfit_offloader.arena.reserved == 0 and model.training
+
+
+def test_offload_reaches_checkpointing_through_the_declared_hook_not_by_overwriting_it():
+    import inspect
+
+    from memfit.strategies import activation_offload
+
+    assert "_gradient_checkpointing_func" not in inspect.getsource(activation_offload)  # gc's attribute stays gc's
+    stack = Stack.from_spec("lora+gc2+offload")
+    model = stack.apply_model(tiny_model(num_hidden_layers=4), stack.context("cpu"))
+    funcs = [layer._gradient_checkpointing_func for layer in model.base_model.model.model.layers]
+    assert all(f == model._memfit_offloader.checkpoint for f in funcs)  # what gc installed, asked of the stack

@@ -38,3 +38,31 @@ def test_partial_checkpointing_spreads_layers_and_saves_in_between():
     flags = [getattr(m, "gradient_checkpointing") for m in model.base_model.model.model.layers]
     assert flags == [True, False, True, False]
     assert full < half < none
+
+
+def test_checkpointed_layers_run_through_the_stacks_declared_layer_checkpoint():
+    """A strategy providing the layer_checkpoint hook decides how gc's layers run (as offload does); gc alone uses
+    torch's checkpoint, and restore takes the function off the layers again."""
+    from functools import partial
+
+    from torch.utils.checkpoint import checkpoint
+
+    calls = []
+
+    class CountingCheckpoint:
+        name, phase = "counting_checkpoint", 45
+
+        def describe(self):
+            return "counts checkpointed layer calls"
+
+        def layer_checkpoint(self, model, ctx):
+            return lambda run, *args, **kw: calls.append(1) or partial(checkpoint, use_reentrant=False)(run, *args, **kw)
+
+    stack = Stack([*Stack.from_spec("gc"), CountingCheckpoint()])
+    ctx = stack.context("cpu")
+    model = stack.apply_model(tiny_model(num_hidden_layers=3), ctx)
+    batch = {k: torch.tensor([r[k] for r in random_blocks(2, 16)]) for k in ("input_ids", "labels")}
+    stack.compute_loss(model, batch, ctx)[0].backward()
+    assert len(calls) == 3
+    stack.remove_model(model, ctx)
+    assert not any("_gradient_checkpointing_func" in m.__dict__ for m in model.modules())
