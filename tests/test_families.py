@@ -176,3 +176,10 @@ def test_saved_weights_of_gemma2_and_phi3_load_and_train(tmp_path, model_type):
     result = memfit.train(model, stack, random_blocks(4, 32), TrainConfig(micro_batch=2, max_steps=2, lr=1e-2,
                                                                          warmup=0, progress=False))
     assert len(result.losses) == 2 and all(torch.isfinite(torch.tensor(result.losses)))
+
+
+def test_train_takes_model_config_as_the_same_flag_as_architecture(config_files):
+    from memfit.cli.train import parse_config
+
+    assert parse_config(["--model-config", config_files["qwen3"]]).architecture == config_files["qwen3"]
+    assert parse_config(["--architecture", config_files["phi3"]]).architecture == config_files["phi3"]
