@@ -48,7 +48,8 @@ FAMILIES = {f.name: f for f in (
     Family("gemma2", "Gemma 2", attention="eager", **_GEMMA,
            attention_why="transformers refuses SDPA for Gemma 2: SDPA cannot soft-cap the attention logits"),
     Family("gemma3_text", "Gemma 3 (text)", qk_norm=True, **_GEMMA),
-    Family("phi3", "Phi-3/3.5", attention_projections=("qkv_proj", "o_proj"), mlp_projections=("gate_up_proj", "down_proj")),
+    Family("phi3", "Phi-3/3.5", attention_projections=("qkv_proj", "o_proj"),
+           mlp_projections=("gate_up_proj", "down_proj")),
 )}
 
 # model types that look close but need what memfit does not have; said instead of a generic refusal

@@ -4,7 +4,8 @@ Each chunk's logits live only while its gradient w.r.t. the hidden states (and t
 formed inside the forward pass; the backward only scales the stored gradients by the incoming gradient, so no chunk
 is recomputed. Matmuls run in `dtype`; log-sum-exp, the loss and the weight-gradient accumulation run in fp32.
 `softcap` (Gemma 2's final-logit soft-capping) caps each chunk's logits as the model would, cap * tanh(z / cap),
-and its derivative scales the chunk's gradient. Used by strategies/chunked_cross_entropy.py; other implementations of the same contract build on this one.
+and its derivative scales the chunk's gradient.
+Used by strategies/chunked_cross_entropy.py; other implementations of the same contract build on this one.
 """
 
 from __future__ import annotations

@@ -19,7 +19,23 @@ Each coefficient counts what the family's HF layer saves for backward, per token
 
 from __future__ import annotations
 
-from ..core.families import FAMILIES
+from ..core.families import (FAMILIES, attention_logit_softcap, family_of, final_logit_softcap, qkv_bias,
+                              sliding_layers, sliding_window)
+
+
+def family_fields(config) -> dict:
+    """The MemoryEstimate fields a family's config sets (refused here if memfit does not support the family)."""
+    return dict(family=family_of(config).name, qkv_bias=qkv_bias(config), final_softcap=final_logit_softcap(config),
+                attention_softcap=attention_logit_softcap(config), sliding_layers=sliding_layers(config),
+                sliding_window=sliding_window(config))
+
+
+def layer_small_params(e) -> int:
+    """One layer's parameters outside its linear weights: norms, q/k norms, q/k/v biases."""
+    family = FAMILIES[e.family]
+    qk_norms = 2 * e.head_dim if family.qk_norm else 0
+    bias = e.attention_width + 2 * e.kv_width if e.qkv_bias else 0
+    return family.norms_per_layer * e.hidden + qk_norms + bias
 
 
 def full_finetune(e) -> bool:

@@ -10,11 +10,11 @@ or a strategy's `estimate_memory(estimate, ctx)` hook, which adds or replaces it
   transient   bytes that exist once at the peak whatever the batch (a loss chunk, an MLP tile)
   host        host-memory bytes per token (reported, not part of the device peak)
 peak(b) = static + transient + b * seq * token. `shard(engine, world)` rewrites the static terms for the engine that
-trains (ZeRO/FSDP divide what they shard by the world size and add what they gather back; DDP adds its buckets). Terms are functions of the estimate, evaluated when asked, so a term
-set by an early strategy sees what later ones changed (compute dtype, trainable parameters, published `facts`).
-The per-layer coefficients count what HF's Llama layer saves for backward (tests/plan/test_memory.py checks them against
-the bytes `saved_tensors_hooks` sees, one layer isolated as the difference of a 3- and a 2-layer model; the compiled
-variant and the backward transients are calibrated on H100 peaks, benchmarks/results/README.md).
+trains (ZeRO/FSDP divide what they shard by the world size and add what they gather back; DDP adds its buckets).
+Terms are functions of the estimate, evaluated when asked, so a term set by an early strategy sees what later ones
+changed (compute dtype, trainable parameters, published `facts`). The per-layer coefficients count what each family's
+HF layer saves for backward (tests/plan/test_memory.py checks them against `saved_tensors_hooks`, one layer isolated
+as the difference of a 3- and a 2-layer model; compiled variant and backward transients: H100 peaks).
 """
 
 from __future__ import annotations
@@ -24,9 +24,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..core.families import (FAMILIES, attention_logit_softcap, family_of, final_logit_softcap, qkv_bias,
-                              sliding_layers, sliding_window)
-from .family_terms import family_terms, full_finetune
+from .family_terms import family_fields, family_terms, full_finetune, layer_small_params
 
 GiB = 1024**3
 ATTN_BACKWARD_FP32_COPIES = 4.0  # see _recompute
@@ -83,16 +81,14 @@ class MemoryEstimate:
     @classmethod
     def from_config(cls, config, seq_len: int = 512) -> "MemoryEstimate":
         """The estimate of `config`'s family (refused if memfit does not support the family)."""
-        family = family_of(config)
+        family = family_fields(config)
         heads = config.num_attention_heads
         return cls(n_layers=config.num_hidden_layers, hidden=config.hidden_size,
                    intermediate=config.intermediate_size, heads=heads,
                    kv_heads=getattr(config, "num_key_value_heads", None) or heads,
                    head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
                    vocab=config.vocab_size, tied=bool(getattr(config, "tie_word_embeddings", False)),
-                   seq_len=seq_len, family=family.name, qkv_bias=qkv_bias(config),
-                   final_softcap=final_logit_softcap(config),
-                   attention_softcap=attention_logit_softcap(config), sliding_layers=sliding_layers(config), sliding_window=sliding_window(config))
+                   seq_len=seq_len, **family)
 
     # ---- hooks' vocabulary ---------------------------------------------------------------------
     def set_term(self, name: str, kind: str, bytes_of: Callable[["MemoryEstimate"], float], owner: str) -> None:
@@ -157,11 +153,7 @@ class MemoryEstimate:
 
     @property
     def layer_small_params(self) -> int:
-        """One layer's parameters outside its linear weights: norms, q/k norms, q/k/v biases."""
-        family = FAMILIES[self.family]
-        qk_norms = 2 * self.head_dim if family.qk_norm else 0
-        bias = self.attention_width + 2 * self.kv_width if self.qkv_bias else 0
-        return family.norms_per_layer * self.hidden + qk_norms + bias
+        return layer_small_params(self)
 
     @property
     def other_params(self) -> int:
@@ -209,7 +201,7 @@ class MemoryEstimate:
         return out
 
     def contributions(self, micro_batch: int) -> str:
-        """The breakdown in MiB, one line per term naming who contributed it (the baseline 'llama' or a strategy)."""
+        """The breakdown in MiB, one line per term naming who contributed it (the family, 'qwen3', or a strategy)."""
         gib = self.breakdown(micro_batch)
         lines = [f"{name:<22} {gib[key] * 1024:10.1f} MiB  {t.owner}" for name, t in self.terms.items()
                  for key in ([name] if t.kind != "host" else [f"host:{name}"]) if key in gib]
@@ -280,7 +272,7 @@ def _baseline_terms(e: MemoryEstimate) -> None:
     add("workspace", "static", lambda e: float(e.workspace_bytes))
     # eager RMSNorm keeps an fp32 copy of its input and the rsqrt; when its weight trains, also the normalised input
     # in the compute dtype (for the weight's gradient)
-    add("norms", "layer_attn", lambda e: 2 * (4 + 4 * e.hidden + (e.compute_bytes * e.hidden if full_finetune(e) else 0)))
+    add("norms", "layer_attn", lambda e: 2 * (4 + 4 * e.hidden + e.compute_bytes * e.hidden * full_finetune(e)))
     # every linear keeps its input for the weight gradient (o_proj's input is attention's saved output, counted there)
     add("projections", "layer_attn", lambda e: e.compute_bytes * (2 * e.hidden + e.intermediate))
     add("attention", "layer_attn",  # q, k, v, out, logsumexp
