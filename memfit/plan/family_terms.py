@@ -99,5 +99,5 @@ def family_terms(e) -> None:
     if family.fused:
         add("fused_qkv", "layer_attn", _fused_qkv)
     if e.final_softcap:
-        # tanh's output is saved and the capped logits are a second vocabulary-wide tensor in the compute dtype
+        # tanh's output is saved (tests/plan/test_memory.py) and the capped logits exist beside the raw ones
         add("logit_softcap", "token", lambda e: float(2 * e.compute_bytes * e.vocab))

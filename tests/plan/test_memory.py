@@ -149,3 +149,23 @@ def test_shard_refuses_unknown_engines_and_sharding_twice():
     with pytest.raises(ValueError, match="not one of"):
         estimate(Stack.from_spec("none"), _wide_config(), 64, engine="zero4", world=2)
     assert "/ fsdp" in est.contributions(1) and "gathered_layers" in est.contributions(1)
+
+
+@pytest.mark.parametrize("spec", ["none", "bf16"])
+def test_gemma2_soft_cap_keeps_one_vocabulary_wide_tensor_more(spec):
+    """'logit_softcap' counts tanh's saved output (checked here) and the capped logits beside the raw ones."""
+    def saved(cap):
+        stack = Stack.from_spec(spec)
+        ctx = stack.context("cpu")
+        model = stack.apply_model(family_model("gemma2", final_logit_softcapping=cap).to(ctx.compute_dtype), ctx)
+        batch = {k: torch.tensor([r[k] for r in random_blocks(2, 64)]) for k in ("input_ids", "labels")}
+
+        def forward():
+            with autocast_for(stack, ctx), stack.step_context(ctx):
+                stack.compute_loss(model, batch, ctx)
+
+        return saved_activation_bytes(model, forward)[0], model.config
+
+    capped, config = saved(0.5)
+    est = estimate(Stack.from_spec(spec), config, 64)
+    assert (capped - saved(None)[0]) / 128 == est.compute_bytes * config.vocab_size == est.term("logit_softcap") / 2
