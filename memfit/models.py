@@ -82,7 +82,7 @@ def load_config(name_or_path: str):
             raise ModelError(f"config file {path} does not exist")
         values = json.loads(path.read_text())
         _supported(SimpleNamespace(model_type=values.get("model_type")))  # before transformers sees an odd type
-        return _supported(AutoConfig.for_model(values.pop("model_type"), **values))
+        return AutoConfig.for_model(values.pop("model_type"), **values)
     try:
         config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
     except ValueError as exc:
