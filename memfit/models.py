@@ -12,10 +12,12 @@ import json
 import logging
 import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
 
+from .core.families import UnsupportedFamily, family_of
 from .core.files import atomic_directory
 from .core.integrity import FINGERPRINT_MEMO, manifest_problem, write_manifest
 
@@ -74,21 +76,47 @@ def embedded_model_dir() -> Path:
 
 
 def load_config(name_or_path: str):
-    """A transformers config from a shipped name (`llama-3.2-3b`), a JSON file, or a model dir / Hub id."""
-    from transformers import AutoConfig, LlamaConfig
+    """A transformers config of the model's own family (its `model_type`'s config class) from a shipped name
+    (`qwen2.5-3b`), a JSON file, or a model dir / Hub id; a family memfit does not support is refused here, before
+    anything is built from it (memfit/core/families.py)."""
+    from transformers import AutoConfig
 
     if name_or_path.lower() == EMBEDDED:
-        return AutoConfig.from_pretrained(embedded_model_dir())
+        return _supported(AutoConfig.from_pretrained(embedded_model_dir()))
     shipped = CONFIG_DIR / f"{name_or_path.lower()}.json"
     if shipped.exists() or name_or_path.endswith(".json"):
         path = shipped if shipped.exists() else Path(name_or_path)
         if not path.exists():
             raise ModelError(f"config file {path} does not exist")
-        return LlamaConfig.from_dict(json.loads(path.read_text()))
+        values = json.loads(path.read_text())
+        _supported(SimpleNamespace(model_type=values.get("model_type")))  # before transformers sees an odd type
+        return AutoConfig.for_model(values.pop("model_type"), **values)
     try:
-        return AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
+        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
+    except ValueError as exc:
+        if _needs_remote_code(exc):
+            raise ModelError(_remote_code(name_or_path)) from None
+        raise ModelError(_not_found(name_or_path, exc)) from None
     except Exception as exc:
         raise ModelError(_not_found(name_or_path, exc)) from None
+    return _supported(config)
+
+
+def _supported(config):
+    try:
+        family_of(config)
+    except UnsupportedFamily as exc:
+        raise ModelError(str(exc)) from None
+    return config
+
+
+def _needs_remote_code(exc: Exception) -> bool:
+    return "trust_remote_code" in str(exc) or "custom code" in str(exc)
+
+
+def _remote_code(model: str) -> str:
+    return (f"model {model!r} needs its own Python code (trust_remote_code), which memfit never runs: use a model "
+            f"whose architecture transformers ships (e.g. Llama)")
 
 
 def _not_found(name: str, exc: Exception) -> str:
@@ -168,12 +196,18 @@ def load_model(model: str = EMBEDDED, stack=None, ctx=None, *, random_init: bool
     stack = Stack.coerce(stack)
     ctx = ctx or stack.context()
     kwargs = {"dtype": torch.float32, **stack.model_kwargs(ctx), **(extra_kwargs or {})}
-    kwargs.setdefault("attn_implementation", "sdpa")
     quantized = "quantization_config" in kwargs
     if random_init:
         config = load_config(model)
-        for key, value in (config_overrides or {}).items():
-            setattr(config, key, value)
+    else:
+        source = resolve_weights(model)
+        if Path(source).is_dir() and (problem := _local_problem(Path(source))):
+            raise ModelError(problem)
+        config = load_config(source if Path(source).is_dir() else model)  # the family, before any weight is read
+    for key, value in (config_overrides or {}).items():
+        setattr(config, key, value)
+    kwargs["attn_implementation"] = attention_implementation(config, kwargs.get("attn_implementation"))
+    if random_init:
         if not quantized:
             torch.manual_seed(0)
             with torch.device(ctx.device):
@@ -181,10 +215,6 @@ def load_model(model: str = EMBEDDED, stack=None, ctx=None, *, random_init: bool
                                                        attn_implementation=kwargs["attn_implementation"])
             return _apply(stack, net, ctx, seed, model)
         source = str(random_weights_dir(config, kwargs["dtype"], ctx.device))
-    else:
-        source = resolve_weights(model)
-        if Path(source).is_dir() and (problem := _local_problem(Path(source))):
-            raise ModelError(problem)
     if quantized:  # bitsandbytes quantizes while moving weights onto the device
         kwargs["device_map"] = {"": ctx.device.index if ctx.device.type == "cuda" else "cpu"}
     try:
@@ -193,13 +223,37 @@ def load_model(model: str = EMBEDDED, stack=None, ctx=None, *, random_init: bool
     except OSError as exc:
         raise ModelError(_not_found(model, exc)) from None
     except ValueError as exc:
-        if "trust_remote_code" in str(exc) or "custom code" in str(exc):
-            raise ModelError(f"model {model!r} needs its own Python code (trust_remote_code), which memfit never "
-                             f"runs: use a model whose architecture transformers ships (e.g. Llama)") from None
+        if _needs_remote_code(exc):
+            raise ModelError(_remote_code(model)) from None
         raise
     if not quantized:
         net.to(ctx.device)
     return _apply(stack, net, ctx, seed, model)
+
+
+def attention_implementation(config, requested: str | None = None) -> str:
+    """The attention implementation to build `config`'s family with: the family's own (SDPA, or eager where
+    transformers refuses SDPA), or what a caller requested if the family takes it."""
+    family = family_of(config)
+    if requested is None or requested == family.attention:
+        return family.attention
+    if requested == "sdpa" and family.attention == "eager":
+        raise ModelError(f"{family.title} cannot run attn_implementation='sdpa' ({family.attention_why}): leave it "
+                         f"unset (memfit uses eager) or use flash_attention_2 on a GPU")
+    return requested
+
+
+def describe_model(model) -> dict[str, str]:
+    """What was built, for results.json and the summary: the model class, its family and the attention
+    implementation (with the reason where it is not SDPA)."""
+    from .core.wrapping import unwrap_peft
+
+    base = unwrap_peft(model)
+    family = family_of(base.config)
+    attention = getattr(base.config, "_attn_implementation", None) or family.attention
+    if attention == family.attention and family.attention_why:
+        attention = f"{attention} ({family.attention_why})"
+    return {"model_class": type(base).__name__, "family": family.name, "attention": attention}
 
 
 def _apply(stack, net, ctx, seed: int | None, given: str):

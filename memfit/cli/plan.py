@@ -21,8 +21,9 @@ DEFAULT_BENCH_STACKS = ["lora+bf16", "lora+bf16+gc", "lora+bf16+gc+cce", DEFAULT
 def _model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--model", default="smollm2-135m", help="the embedded default, a local dir or a Hub id")
-    g.add_argument("--model-config", help="a shipped architecture (llama-3.2-1b/3b, llama-3.1-8b) or a config JSON; "
-                                          "implies --random-init")
+    g.add_argument("--model-config", "--architecture", dest="model_config",
+                   help="a shipped architecture (see `memfit estimate --help`: llama, qwen2.5, qwen3, mistral, gemma-2, "
+                        "phi-3.5) or a config JSON; implies --random-init (--architecture is the same flag)")
     p.add_argument("--random-init", action="store_true", help="random weights (memory/speed do not depend on them)")
 
 
@@ -80,8 +81,9 @@ def add_commands(sub) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--model", **recipe_default, help="the embedded default, a local dir or a Hub id (default: the "
                                                      "recipe's, else smollm2-135m)")
-    g.add_argument("--model-config", **recipe_default, help="a shipped architecture or a config JSON (default: the "
-                                                            "recipe's architecture)")
+    g.add_argument("--model-config", "--architecture", dest="model_config", **recipe_default,
+                   help="a shipped architecture or a config JSON (default: the recipe's architecture; --architecture "
+                        "is the same flag)")
     p.add_argument("--config", help="a run recipe (recipes/*.yaml or a name): its model, stack, seq_len, effective "
                                     "batch and CPU budget; the flags below override it")
     p.add_argument("--stack", **recipe_default, help=f"memory strategies (default: the recipe's, else "

@@ -33,6 +33,9 @@ def build_parser(values: dict[str, Any], prog: str = "memfit train") -> OneLineP
     p.add_argument("config", nargs="?", help="YAML recipe (keys are the settings below), a recipe name or a "
                                                "run's results.json (reruns its resolved config); comes first")
     add_model_flags(p, FinetuneConfig, values)
+    # the name `plan`, `bench` and `estimate` use for the same setting: one flag under two names
+    p.add_argument("--model-config", dest="architecture", default=argparse.SUPPRESS, metavar="STR",
+                   type=p._option_string_actions["--architecture"].type, help="the same as --architecture")
     return p
 
 

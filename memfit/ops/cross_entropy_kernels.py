@@ -1,7 +1,9 @@
 """The exact linear + cross-entropy implementations memfit can use, and how it picks one.
 
-All share one contract: `fn(hidden [T, H], weight [V, H], targets [T], chunk, dtype) -> summed NLL` over targets
-!= -100, gradients for hidden and (if it requires grad) weight, never all T x V logits kept for backward.
+All share one contract: `fn(hidden [T, H], weight [V, H], targets [T], chunk, dtype, softcap=None) -> summed NLL`
+over targets != -100, gradients for hidden and (if it requires grad) weight, never all T x V logits kept for backward.
+`softcap` (Gemma 2's final_logit_softcapping) caps the logits as cap * tanh(z / cap); torch's native op cannot, so a
+soft-capping model never gets it (auto skips it, an explicit choice is refused).
   - "torch": torch.nn.functional.linear_cross_entropy with chunking options (torch >= 2.12; absent on 2.11).
   - "cut":   Apple's cut-cross-entropy, exact (filter_eps=None: no gradient filtering). Its Triton kernel needs
              CUDA; without Triton the package does not import, so it is simply not present.
@@ -22,7 +24,9 @@ from .linear_cross_entropy import linear_cross_entropy as memfit_linear_cross_en
 AUTO_ORDER = ("torch", "cut", "memfit")
 
 
-def _torch_linear_cross_entropy(hidden, weight, targets, chunk: int, dtype: torch.dtype):
+def _torch_linear_cross_entropy(hidden, weight, targets, chunk: int, dtype: torch.dtype, softcap=None):
+    if softcap:  # resolve_implementation never picks torch for a soft-capping model; never a silent uncapped loss
+        raise ValueError("torch.nn.functional.linear_cross_entropy cannot soft-cap logits")
     options = torch.nn.LinearCrossEntropyOptions(batch_chunk_size=chunk)
     with torch.autocast(hidden.device.type, enabled=False):
         return torch.nn.functional.linear_cross_entropy(
@@ -30,7 +34,7 @@ def _torch_linear_cross_entropy(hidden, weight, targets, chunk: int, dtype: torc
             reduction="sum", ignore_index=IGNORE_INDEX, options=options).float()
 
 
-def _cut_linear_cross_entropy(hidden, weight, targets, chunk: int, dtype: torch.dtype):
+def _cut_linear_cross_entropy(hidden, weight, targets, chunk: int, dtype: torch.dtype, softcap=None):
     from cut_cross_entropy import linear_cross_entropy  # imported lazily: it imports Triton at load time
 
     # the Triton kernel on CUDA; elsewhere cut's torch.compile path (which does build the logits)
@@ -38,7 +42,7 @@ def _cut_linear_cross_entropy(hidden, weight, targets, chunk: int, dtype: torch.
     with torch.autocast(hidden.device.type, enabled=False):
         return linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]).to(dtype), weight.to(dtype),
                                     targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum",
-                                    filter_eps=None, impl=impl).float()
+                                    filter_eps=None, impl=impl, softcap=softcap).float()
 
 
 def _torch_present() -> bool:
@@ -61,6 +65,8 @@ IMPLEMENTATIONS: dict[str, tuple[Callable[[], bool], Callable]] = {
     "memfit": (lambda: True, memfit_linear_cross_entropy),
 }
 
+SOFTCAPS = {"torch": False, "cut": True, "memfit": True}  # which implementations can soft-cap logits
+
 DESCRIPTIONS = {
     "torch": "torch.nn.functional.linear_cross_entropy (native, chunked)",
     "cut": "cut-cross-entropy (exact, no gradient filtering)",
@@ -68,16 +74,20 @@ DESCRIPTIONS = {
 }
 
 
-def present_implementations() -> list[str]:
-    return [name for name in AUTO_ORDER if IMPLEMENTATIONS[name][0]()]
+def present_implementations(softcap: bool = False) -> list[str]:
+    return [name for name in AUTO_ORDER if IMPLEMENTATIONS[name][0]() and (SOFTCAPS[name] or not softcap)]
 
 
-def resolve_implementation(impl: str) -> str:
-    """The implementation `impl` names ("auto": the fastest exact one present); a clear error if it is absent."""
+def resolve_implementation(impl: str, softcap: bool = False) -> str:
+    """The implementation `impl` names ("auto": the fastest exact one present that can soft-cap the logits if the
+    model does); a clear error if it is absent or cannot soft-cap."""
     if impl == "auto":
-        return present_implementations()[0]
+        return present_implementations(softcap)[0]
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f"unknown cross-entropy implementation {impl!r}; use one of auto, {', '.join(AUTO_ORDER)}")
+    if softcap and not SOFTCAPS[impl]:
+        raise ValueError(f"cross-entropy implementation {impl!r} cannot soft-cap logits, which this model does "
+                         f"(final_logit_softcapping, Gemma 2): use cce:impl=auto or cce:impl=memfit")
     if not IMPLEMENTATIONS[impl][0]():
         fix = ("install memfit[kernels] (cut-cross-entropy needs Triton, i.e. a CUDA machine)" if impl == "cut"
                else "upgrade torch to >= 2.12")

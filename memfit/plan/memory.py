@@ -1,6 +1,7 @@
-"""Analytic memory model: peak training memory as a function of micro-batch for a stack on a Llama config.
+"""Analytic memory model: peak training memory as a function of micro-batch for a stack on a supported model config.
 
-The estimate is an open accumulator of *named terms*, each owned by whoever set it (the baseline Llama formula here,
+The estimate is an open accumulator of *named terms*, each owned by whoever set it (the baseline Llama formula here
+with what each family changes in plan/family_terms.py, owned by the family,
 or a strategy's `estimate_memory(estimate, ctx)` hook, which adds or replaces its own terms):
   static      bytes that do not scale with the batch (weights, gradients, optimizer states, workspace)
   layer_attn / layer_mlp   what one decoder layer saves for backward per token (attention half, MLP half)
@@ -9,11 +10,11 @@ or a strategy's `estimate_memory(estimate, ctx)` hook, which adds or replaces it
   transient   bytes that exist once at the peak whatever the batch (a loss chunk, an MLP tile)
   host        host-memory bytes per token (reported, not part of the device peak)
 peak(b) = static + transient + b * seq * token. `shard(engine, world)` rewrites the static terms for the engine that
-trains (ZeRO/FSDP divide what they shard by the world size and add what they gather back; DDP adds its buckets). Terms are functions of the estimate, evaluated when asked, so a term
-set by an early strategy sees what later ones changed (compute dtype, trainable parameters, published `facts`).
-The per-layer coefficients count what HF's Llama layer saves for backward (tests/plan/test_memory.py checks them against
-the bytes `saved_tensors_hooks` sees, one layer isolated as the difference of a 3- and a 2-layer model; the compiled
-variant and the backward transients are calibrated on H100 peaks, benchmarks/results/README.md).
+trains (ZeRO/FSDP divide what they shard by the world size and add what they gather back; DDP adds its buckets).
+Terms are functions of the estimate, evaluated when asked, so a term set by an early strategy sees what later ones
+changed (compute dtype, trainable parameters, published `facts`). The per-layer coefficients count what each family's
+HF layer saves for backward (tests/plan/test_memory.py checks them against `saved_tensors_hooks`, one layer isolated
+as the difference of a 3- and a 2-layer model; compiled variant and backward transients: H100 peaks).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
+
+from .family_terms import family_fields, family_terms, full_finetune, layer_small_params
 
 GiB = 1024**3
 ATTN_BACKWARD_FP32_COPIES = 4.0  # see _recompute
@@ -36,7 +39,7 @@ def _bytes(dtype: torch.dtype) -> int:
 class Term:
     kind: str  # one of KINDS
     bytes: Callable[["MemoryEstimate"], float]  # bytes (per token for layer/token/working kinds) from the estimate
-    owner: str  # "llama" for the baseline, else the strategy's name
+    owner: str  # the family ("llama", "qwen3", ...) for the baseline, else the strategy's name
 
 
 @dataclass
@@ -50,6 +53,12 @@ class MemoryEstimate:
     vocab: int
     tied: bool
     seq_len: int = 512
+    family: str = "llama"  # a key of memfit.core.families.FAMILIES: what differs from Llama, and the terms' owner
+    qkv_bias: bool = False
+    final_softcap: float | None = None  # Gemma 2: logits soft-capped (tanh) before the loss
+    attention_softcap: float | None = None  # Gemma 2: attention scores soft-capped (eager attention)
+    sliding_layers: int = 0  # layers attending within a window (their own mask once seq_len reaches the window)
+    sliding_window: int | None = None
     compute_bytes: int = 4  # residual stream / activation element size
     weight_bytes: float = 4.0  # bytes per non-quantized weight
     linear_weight_bits: float | None = None  # decoder linear weights when quantized
@@ -67,17 +76,19 @@ class MemoryEstimate:
 
     def __post_init__(self):
         if not self.terms:
-            _llama_terms(self)
+            _baseline_terms(self)
 
     @classmethod
     def from_config(cls, config, seq_len: int = 512) -> "MemoryEstimate":
+        """The estimate of `config`'s family (refused if memfit does not support the family)."""
+        family = family_fields(config)
         heads = config.num_attention_heads
         return cls(n_layers=config.num_hidden_layers, hidden=config.hidden_size,
                    intermediate=config.intermediate_size, heads=heads,
                    kv_heads=getattr(config, "num_key_value_heads", None) or heads,
                    head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
                    vocab=config.vocab_size, tied=bool(getattr(config, "tie_word_embeddings", False)),
-                   seq_len=seq_len)
+                   seq_len=seq_len, **family)
 
     # ---- hooks' vocabulary ---------------------------------------------------------------------
     def set_term(self, name: str, kind: str, bytes_of: Callable[["MemoryEstimate"], float], owner: str) -> None:
@@ -141,9 +152,13 @@ class MemoryEstimate:
         return self.n_layers * (h * a * 2 + h * kv * 2 + 3 * h * self.intermediate)
 
     @property
+    def layer_small_params(self) -> int:
+        return layer_small_params(self)
+
+    @property
     def other_params(self) -> int:
         embed = self.vocab * self.hidden * (1 if self.tied else 2)
-        return embed + (2 * self.n_layers + 1) * self.hidden
+        return embed + self.hidden + self.n_layers * self.layer_small_params
 
     # ---- reading the terms ---------------------------------------------------------------------
     def _sum(self, kind: str) -> float:
@@ -186,7 +201,7 @@ class MemoryEstimate:
         return out
 
     def contributions(self, micro_batch: int) -> str:
-        """The breakdown in MiB, one line per term naming who contributed it (the baseline 'llama' or a strategy)."""
+        """The breakdown in MiB, one line per term naming who contributed it (the family, 'qwen3', or a strategy)."""
         gib = self.breakdown(micro_batch)
         lines = [f"{name:<22} {gib[key] * 1024:10.1f} MiB  {t.owner}" for name, t in self.terms.items()
                  for key in ([name] if t.kind != "host" else [f"host:{name}"]) if key in gib]
@@ -209,10 +224,11 @@ def _gathered(e: MemoryEstimate) -> float:
     one prefetched) and one layer's full gradients before its reduce-scatter, plus the root unit (embeddings, final
     norm, lm_head), which FSDP2 keeps gathered from forward to backward (the root is not resharded after forward)."""
     lin_b = e.linear_weight_bits / 8 if e.linear_weight_bits else e.weight_bytes
-    layer_weights = e.linear_params / e.n_layers * lin_b + 2 * e.hidden * e.weight_bytes
-    root_params = e.other_params - 2 * e.n_layers * e.hidden
+    layer_weights = e.linear_params / e.n_layers * lin_b + e.layer_small_params * e.weight_bytes
+    root_params = e.other_params - e.n_layers * e.layer_small_params
     full_finetune = e.trainable_params is None
-    layer_grads = (e.linear_params / e.n_layers + 2 * e.hidden if full_finetune else e.trainable_params / e.n_layers)
+    layer_grads = (e.linear_params / e.n_layers + e.layer_small_params if full_finetune
+                   else e.trainable_params / e.n_layers)
     root_grads = root_params if full_finetune else 0
     return (2 * layer_weights + root_params * e.weight_bytes
             + (layer_grads + root_grads) * _trainable_bytes(e))
@@ -246,17 +262,19 @@ def _recompute(e: MemoryEstimate) -> float:
     return max(attention_half + mlp_saved + e.term("mlp_gradients"), attention_phase) - e.term("recompute_saving")
 
 
-def _llama_terms(e: MemoryEstimate) -> None:
-    """The baseline: HF Llama, eager, every linear trainable, the full logits path."""
-    add = lambda name, kind, fn: e.set_term(name, kind, fn, "llama")  # noqa: E731
+def _baseline_terms(e: MemoryEstimate) -> None:
+    """The baseline: HF Llama, eager, every linear trainable, the full logits path; then what the family changes
+    (plan/family_terms.py). Every term is owned by the family (`qwen3`, not `llama`, for a Qwen3 config)."""
+    add = lambda name, kind, fn: e.set_term(name, kind, fn, e.family)  # noqa: E731
     add("weights", "static", _weights)
     add("gradients", "static", lambda e: _n_trainable(e) * _trainable_bytes(e))
     add("optimizer", "static", lambda e: _n_trainable(e) * (e.optimizer_bytes_per_param or 2 * _trainable_bytes(e)))
     add("workspace", "static", lambda e: float(e.workspace_bytes))
-    # eager RMSNorm keeps an fp32 copy of its input and the rsqrt
-    add("norms", "layer_attn", lambda e: 2 * (4 + 4 * e.hidden))
-    # every linear keeps its input for the weight gradient
-    add("projections", "layer_attn", lambda e: e.compute_bytes * (2 * e.hidden + e.attention_width + e.intermediate))
+    # eager RMSNorm keeps an fp32 copy of its input and the rsqrt; when its weight trains, also the normalised input
+    # in the compute dtype (for the weight's gradient)
+    add("norms", "layer_attn", lambda e: 2 * (4 + 4 * e.hidden + e.compute_bytes * e.hidden * full_finetune(e)))
+    # every linear keeps its input for the weight gradient (o_proj's input is attention's saved output, counted there)
+    add("projections", "layer_attn", lambda e: e.compute_bytes * (2 * e.hidden + e.intermediate))
     add("attention", "layer_attn",  # q, k, v, out, logsumexp
         lambda e: e.compute_bytes * (2 * e.attention_width + 2 * e.kv_width) + 4 * e.heads)
     add("mlp", "layer_mlp", lambda e: e.compute_bytes * 3 * e.intermediate)  # gate, up, silu(gate)
@@ -268,6 +286,7 @@ def _llama_terms(e: MemoryEstimate) -> None:
     # (measured on an H100, seq 512)
     add("logits", "token", lambda e: float(e.vocab * (e.compute_bytes + 4 + 4 + 1)))
     add("embeddings", "token", lambda e: float(2 * e.compute_bytes * e.hidden))
+    family_terms(e)
 
 
 def estimate(stack, config, seq_len: int, ctx=None, engine: str = "single", world: int = 1) -> MemoryEstimate:

@@ -6,6 +6,9 @@ of tokens *inside the forward pass*: each chunk's logits live only while its gra
 the lm_head weight, if trained) is formed, then they are freed. The backward only scales the stored gradients by the
 incoming gradient, so no chunk is recomputed and the per-token cost drops to one hidden-size gradient.
 Matmuls run in the compute dtype; log-sum-exp, the loss and the weight-gradient accumulation run in fp32.
+Families: the head sees the final hidden states, after everything the model does before lm_head (Gemma's scaled
+embeddings included); Gemma 2's final-logit soft-cap, which the model applies after lm_head, is applied inside the
+chunks instead, and the model's own cap is switched off for that forward (it would cap the loss otherwise).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
+from ..core.families import final_logit_softcap
 from ..core.protocol import PHASE_LOSS, strategy_config
 from ..core.registry import register_strategy
 from ..core.wrapping import unwrap_all, unwrap_peft, wrap
@@ -35,7 +39,7 @@ class ChunkedCrossEntropy(BaseModel):
 
     @property
     def resolved_impl(self) -> str:
-        return resolve_implementation(self.impl)
+        return resolve_implementation(self.impl)  # before the model is known; a soft-capping model may differ
 
     def describe(self) -> str:
         return (f"lm_head + cross-entropy fused in chunks of {self.chunk} tokens (no full logits) by "
@@ -49,8 +53,9 @@ class ChunkedCrossEntropy(BaseModel):
         base = unwrap_peft(model)
         if not hasattr(base, "lm_head") or not hasattr(base, "model"):
             raise ValueError(f"chunked_ce needs a *ForCausalLM model with .model and .lm_head, got {type(base).__name__}")
-        loss_fn = implementation(self.resolved_impl)
-        wrap(base, "lm_head", lambda head: ChunkedLossHead(head, self.chunk, ctx.compute_dtype, loss_fn))
+        cap = final_logit_softcap(base.config)
+        loss_fn = implementation(resolve_implementation(self.impl, softcap=bool(cap)))
+        wrap(base, "lm_head", lambda head: ChunkedLossHead(head, self.chunk, ctx.compute_dtype, loss_fn, cap))
         return model
 
     def restore_model(self, model, ctx):
@@ -63,7 +68,11 @@ class ChunkedCrossEntropy(BaseModel):
         # only the hidden states and their gradient per token; logits exist one chunk at a time
         est.set_term("logits", "token", lambda e: float(2 * e.compute_bytes * e.hidden), self.name)
         # the implementation's own transient: one chunk's logits (memfit, torch), or per-token blocks (cut)
-        fixed, per_token = transient_bytes(self.resolved_impl, est.vocab, self.chunk, ctx.on_cuda)
+        impl = resolve_implementation(self.impl, softcap=bool(est.final_softcap))
+        fixed, per_token = transient_bytes(impl, est.vocab, self.chunk, ctx.on_cuda)
+        if est.final_softcap:  # the chunk's tanh, kept for the gradient's 1 - tanh^2 (fp32)
+            fixed += 4.0 * est.vocab * self.chunk if impl == "memfit" else 0.0
+            est.set_term("logit_softcap", "token", lambda e: 0.0, self.name)  # no full logits to cap
         est.set_term("loss_chunk", "transient", lambda e: fixed, self.name)
         if per_token:
             est.set_term("loss_kernel", "token", lambda e: per_token, self.name)

@@ -6,6 +6,8 @@ intermediates (gate, up, silu(gate) * up and their gradients: 6.25 GiB each at t
 chunk by chunk without a graph, and the backward recomputes one chunk at a time, so those intermediates exist for
 `tokens` tokens only. The MLP is per-token, so this is exact: outputs equal, gradients up to summation order.
 Cost: the MLP forward runs twice (once more on top of checkpointing's recompute).
+Every supported family's MLP is per-token (SwiGLU, Gemma's GeGLU, Phi-3's fused gate_up_proj), so the same wrapper
+is exact on each (tests/test_families.py); the memory terms count gate, up and act(gate) for all of them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from ..core.protocol import PHASE_CHECKPOINT, strategy_config
 from ..core.registry import register_strategy
 from ..core.wrapping import Wrapper, unwrap_all, wrap
 from ..ops.tiled_mlp import tiled_mlp
-from .gradient_checkpointing import decoder_layers
+from ._model_parts import decoder_layers, layer_mlp
 
 
 class TiledMLPModule(Wrapper):
@@ -47,7 +49,7 @@ class TiledMLP(BaseModel):
 
     def transform_model(self, model, ctx):
         for layer in decoder_layers(model):
-            if getattr(layer, "mlp", None) is not None:
+            if layer_mlp(layer) is not None:
                 wrap(layer, "mlp", lambda mlp: TiledMLPModule(mlp, self.tokens))
         return model
 

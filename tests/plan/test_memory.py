@@ -10,16 +10,19 @@ import memfit
 from memfit import Stack
 from memfit.plan.memory import estimate
 from memfit.plan.probe import autocast_for
+from _families import FAMILY_TYPES, family_model
 from _models import random_blocks, saved_activation_bytes, tiny_model
 
 SHAPE = dict(hidden_size=128, intermediate_size=352, num_attention_heads=4, num_key_value_heads=2)
 
 
-def _saved_bytes(spec: str, layers: int, n: int = 2, seq: int = 64) -> tuple[int, object]:
+def _saved_bytes(spec: str, layers: int, n: int = 2, seq: int = 64, family: str | None = None) -> tuple[int, object]:
     """Bytes of distinct non-parameter storages saved for backward by one forward in the stack's compute dtype."""
     stack = Stack.from_spec(spec)
     ctx = stack.context("cpu")
-    model = stack.apply_model(tiny_model(num_hidden_layers=layers, **SHAPE).to(ctx.compute_dtype), ctx)
+    base = (family_model(family, num_hidden_layers=layers, **SHAPE, head_dim=SHAPE["hidden_size"] // 4,
+                         sliding_window=32) if family else tiny_model(num_hidden_layers=layers, **SHAPE))
+    model = stack.apply_model(base.to(ctx.compute_dtype), ctx)
     batch = {k: torch.tensor([r[k] for r in random_blocks(n, seq)]) for k in ("input_ids", "labels")}
 
     def forward():
@@ -37,6 +40,19 @@ def test_layer_coefficients_match_saved_bytes(spec):
     measured = (three - two) / (2 * 64)  # one decoder layer, per token
     predicted = estimate(Stack.from_spec(spec), config, 64).layer_activation_bytes_per_token()
     assert predicted == pytest.approx(measured, rel=0.1)
+
+
+# Every family's layer (memfit/plan/family_terms.py): Gemma's four fp32 norms and eager soft-capped attention, q/k
+# norms, Phi-3's fused q|k|v storage, sliding-window masks (window 32 < seq 64), within 5 %.
+@pytest.mark.parametrize("spec", ["bf16", "lora:dropout=0+bf16"])
+@pytest.mark.parametrize("family", FAMILY_TYPES)
+def test_each_familys_layer_coefficients_match_saved_bytes(family, spec):
+    three, config = _saved_bytes(spec, 3, family=family)
+    two, _ = _saved_bytes(spec, 2, family=family)
+    measured = (three - two) / (2 * 64)
+    est = estimate(Stack.from_spec(spec), config, 64)
+    assert est.layer_activation_bytes_per_token() == pytest.approx(measured, rel=0.05)
+    assert est.terms["norms"].owner == family and est.terms["activations"].owner == family
 
 
 def _llama_3b(spec: str, seq: int):
@@ -133,3 +149,23 @@ def test_shard_refuses_unknown_engines_and_sharding_twice():
     with pytest.raises(ValueError, match="not one of"):
         estimate(Stack.from_spec("none"), _wide_config(), 64, engine="zero4", world=2)
     assert "/ fsdp" in est.contributions(1) and "gathered_layers" in est.contributions(1)
+
+
+@pytest.mark.parametrize("spec", ["none", "bf16"])
+def test_gemma2_soft_cap_keeps_one_vocabulary_wide_tensor_more(spec):
+    """'logit_softcap' counts tanh's saved output (checked here) and the capped logits beside the raw ones."""
+    def saved(cap):
+        stack = Stack.from_spec(spec)
+        ctx = stack.context("cpu")
+        model = stack.apply_model(family_model("gemma2", final_logit_softcapping=cap).to(ctx.compute_dtype), ctx)
+        batch = {k: torch.tensor([r[k] for r in random_blocks(2, 64)]) for k in ("input_ids", "labels")}
+
+        def forward():
+            with autocast_for(stack, ctx), stack.step_context(ctx):
+                stack.compute_loss(model, batch, ctx)
+
+        return saved_activation_bytes(model, forward)[0], model.config
+
+    capped, config = saved(0.5)
+    est = estimate(Stack.from_spec(spec), config, 64)
+    assert (capped - saved(None)[0]) / 128 == est.compute_bytes * config.vocab_size == est.term("logit_softcap") / 2
