@@ -105,3 +105,11 @@ def projection_names(model: torch.nn.Module, part: Literal["attention", "mlp"]) 
 def _is_linear(module: torch.nn.Module) -> bool:
     # peft's LoRA layers and bitsandbytes' Linear4bit/8bitLt are Linear subclasses or wrap one as base_layer
     return isinstance(module, torch.nn.Linear) or isinstance(getattr(module, "base_layer", None), torch.nn.Linear)
+
+
+def projection_shapes(est) -> dict[str, tuple[int, int]]:
+    """(inputs, outputs) per token of every projection an adapter can wrap, in any supported family, from a memory
+    estimate's dimensions: LoRA's and the fused 4-bit path's memory terms both count saved inputs with it."""
+    h, a, kv, i = est.hidden, est.attention_width, est.kv_width, est.intermediate
+    return {"q_proj": (h, a), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (a, h), "qkv_proj": (h, a + 2 * kv),
+            "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h), "gate_up_proj": (h, 2 * i)}

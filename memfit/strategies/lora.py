@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, field_validator
 from ..core.families import FAMILIES, Family, family_of
 from ..core.protocol import PHASE_ADAPTER, StackError, strategy_config
 from ..core.registry import register_strategy
+from ._model_parts import projection_shapes
 
 
 @register_strategy
@@ -67,7 +68,7 @@ class LoRA(BaseModel):
 
     def estimate_memory(self, est, ctx):
         family = FAMILIES[est.family]
-        shapes = _shapes(est)
+        shapes = projection_shapes(est)
         targets = self.resolved_targets(family)
         unknown = [t for t in targets if t not in family.attention_projections + family.mlp_projections]
         if unknown:
@@ -82,13 +83,7 @@ class LoRA(BaseModel):
         autocast casts it back, per module), plus the dropout mask (1 byte; 2 per element measured compiled); each
         LoRA B keeps its r-wide input."""
         mask = (2 if est.facts.get("elementwise_recomputed") else 1) if self.dropout > 0 else 0
-        shapes = _shapes(est)
+        shapes = projection_shapes(est)
         inputs = sum(shapes[t][0] for t in targets)
         return float((est.compute_bytes + mask) * inputs + est.compute_bytes * self.r * len(targets))
 
-
-def _shapes(est) -> dict[str, tuple[int, int]]:
-    """(inputs, outputs) of every projection LoRA can adapt, in any supported family."""
-    h, a, kv, i = est.hidden, est.attention_width, est.kv_width, est.intermediate
-    return {"q_proj": (h, a), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (a, h), "qkv_proj": (h, a + 2 * kv),
-            "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h), "gate_up_proj": (h, 2 * i)}

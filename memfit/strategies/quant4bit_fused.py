@@ -22,8 +22,10 @@ from typing import ClassVar
 from pydantic import BaseModel
 
 from ..core.protocol import PHASE_ADAPTER, StackError, strategy_config
+from ..core.families import FAMILIES
 from ..core.registry import register_strategy
 from ..ops.nf4_lora import nf4_linear
+from ._model_parts import projection_shapes
 
 def _state(base):
     """The module's usable quant state, or None where the fused path must not run (bnb's CPU inference repacking)."""
@@ -133,30 +135,25 @@ class Quant4bitFused(BaseModel):
 
     def estimate_memory(self, est, ctx):
         lora = ctx.stack.get("lora")
-        targets = set(lora.targets) if lora is not None else set()
-        dropout = lora is not None and lora.dropout > 0
         if lora is not None:  # the adapted modules' saved inputs replace peft's per-module fp32-cast copies
-            est.set_term("projections", "layer_attn", lambda e: _saved_inputs(e, targets, dropout), self.name)
+            targets, dropout, rank = set(lora.resolved_targets(FAMILIES[est.family])), lora.dropout > 0, lora.r
+            est.set_term("projections", "layer_attn", lambda e: _saved_inputs(e, targets, dropout, rank), self.name)
         est.set_term("dequantized_weights", "transient" if not self.keep_weight else "static",
                      lambda e: _dequantized(e, self.keep_weight), self.name)
 
 
-def _module_shapes(e) -> dict[str, tuple[int, int]]:
-    h, a, kv, i = e.hidden, e.attention_width, e.kv_width, e.intermediate
-    return {"q_proj": (h, a), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (a, h),
-            "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
-
-
-def _saved_inputs(e, targets: set[str], dropout: bool) -> float:
+def _saved_inputs(e, targets: set[str], dropout: bool, rank: int) -> float:
     """Per token per layer: the dropped-out input of each adapted module (plus its dropout mask), or, without
-    dropout, the input itself, one tensor shared by the modules that read it (q/k/v, gate/up)."""
-    shapes = _module_shapes(e)
+    dropout, the input itself, one tensor shared by the modules that read it (q/k/v, gate/up); and each module's
+    r-wide x A^T, which B's gradient needs."""
+    shapes = projection_shapes(e)
+    adapters = e.compute_bytes * rank * sum(t in shapes for t in targets)
     if dropout:
         mask = 2 if e.facts.get("elementwise_recomputed") else 1
-        return float(sum((e.compute_bytes + mask) * shapes[t][0] for t in targets if t in shapes))
+        return float(sum((e.compute_bytes + mask) * shapes[t][0] for t in targets if t in shapes) + adapters)
     inputs = {"attn_in" if t in ("q_proj", "k_proj", "v_proj") else "mlp_in" if t in ("gate_proj", "up_proj") else t:
               shapes[t][0] for t in targets if t in shapes}
-    return float(e.compute_bytes * sum(inputs.values()))
+    return float(e.compute_bytes * sum(inputs.values()) + adapters)
 
 
 def _dequantized(e, keep_weight: bool) -> float:
@@ -164,5 +161,7 @@ def _dequantized(e, keep_weight: bool) -> float:
     or with keep_weight every uncheckpointed layer's weights plus one checkpointed layer's (its recompute's)."""
     layer = e.linear_params / e.n_layers * e.compute_bytes
     if not keep_weight:
-        return float(max(n_in * n_out for n_in, n_out in _module_shapes(e).values()) * e.compute_bytes)
+        family, shapes = FAMILIES[e.family], projection_shapes(e)
+        names = family.attention_projections + family.mlp_projections
+        return float(max(shapes[n][0] * shapes[n][1] for n in names) * e.compute_bytes)
     return float((e.n_layers - e.checkpointed_layers) * layer + (layer if e.checkpointed_layers else 0))
