@@ -77,6 +77,9 @@ class Strategy(Protocol):
     phase: ClassVar[int]
     shorthand: ClassVar[str | None]  # the field a trailing spec number sets ('ga8' -> steps=8); None: no shorthand
     freezes_base: ClassVar[bool]  # True: only the strategy's adapters train (the base weights are frozen)
+    # the field that limits the strategy to N decoder layers (gc's `layers`; None there: every layer), so the auto
+    # search can try partial versions without knowing the strategy; None: all or nothing
+    layer_subset: ClassVar[str | None]
     autocast_dtype: torch.dtype | None  # the dtype the stack computes in, if this strategy decides it
     # What the auto search (memfit.plan.auto) needs to know, declared by each strategy; plugins that declare
     # nothing get AUTO_DEFAULTS: an exact, cost-free candidate with no requirements.
@@ -90,7 +93,8 @@ class Strategy(Protocol):
 
 
 # The optional declared attributes and their defaults: the stack reads nothing else off a strategy by name.
-DECLARED_DEFAULTS: dict[str, Any] = {"shorthand": None, "freezes_base": False, "autocast_dtype": None}
+DECLARED_DEFAULTS: dict[str, Any] = {"shorthand": None, "freezes_base": False, "autocast_dtype": None,
+                                     "layer_subset": None}
 
 
 def declared(strategy: Any, attribute: str) -> Any:

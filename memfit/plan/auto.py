@@ -24,8 +24,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional
 
-from ..core.protocol import EXACT, LOSSINESS_NAMES, LOSSY_WEIGHTS_4BIT, StackError, auto_traits, bitsandbytes_available
-from ..core.registry import available, strategy_class
+from ..core.protocol import (EXACT, LOSSINESS_NAMES, LOSSY_WEIGHTS_4BIT, StackError, auto_traits,
+                             bitsandbytes_available, declared)
+from ..core.registry import available
 from ..core.stack import Stack
 from .planner import PlanResult, training_size
 
@@ -128,20 +129,20 @@ def with_partial_checkpointing(base: Stack, cands: list[Candidate], n_layers: Op
     checkpointing already beats. Only for pinned 4-bit: elsewhere the levels' own candidates keep the search short."""
     if not n_layers or not any(auto_traits(s)["lossiness"] >= LOSSY_WEIGHTS_4BIT for s in base):
         return cands
-    gc_cls, _ = strategy_class("gc")
     counts = sorted({round(f * n_layers) for f in PARTIAL_CHECKPOINTING} - {0, n_layers})
     out = list(cands)
     for c in cands:
-        if gc_cls.name not in c.added:
+        # a strategy this candidate added that can be limited to some layers (declared: gc's `layers`), at all now
+        full = next((s for s in c.stack if s.name in c.added and declared(s, "layer_subset")
+                     and getattr(s, declared(s, "layer_subset")) is None), None)
+        if full is None:
             continue
-        full = next(s for s in c.stack if s.name == gc_cls.name)
-        if full.layers is not None:
-            continue
-        others = [s for s in c.stack if s.name != gc_cls.name]
-        gc_cost = auto_traits(full)["speed_cost"]
+        others = [s for s in c.stack if s is not full]
+        cost = auto_traits(full)["speed_cost"]
         for k in counts:
-            cost = c.prior_cost / gc_cost * (1 + (gc_cost - 1) * k / n_layers)
-            out.append(Candidate(Stack([*others, gc_cls(layers=k)]), c.added, c.lossiness, cost))
+            partial = type(full)(**{**full.model_dump(), declared(full, "layer_subset"): k})
+            out.append(Candidate(Stack([*others, partial]), c.added, c.lossiness,
+                                 c.prior_cost / cost * (1 + (cost - 1) * k / n_layers)))
     return out
 
 

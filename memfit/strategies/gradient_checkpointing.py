@@ -41,6 +41,7 @@ class GradientCheckpointing(BaseModel):
     phase: ClassVar[int] = PHASE_CHECKPOINT
     speed_cost: ClassVar[float] = 1.33  # one extra forward per layer
     shorthand: ClassVar[str] = "layers"
+    layer_subset: ClassVar[str] = "layers"  # gc:N checkpoints N layers: the auto search's partial candidates
 
     layers: Optional[int] = Field(None, ge=0)  # None: every decoder layer
 
