@@ -41,9 +41,14 @@ def main(argv: list[str] | None = None) -> int:
 
             return fetch_main(argv[2:])
         if argv[:1] == ["train"]:
+            from ..training.interrupt import TrainingInterrupted
             from .train import cmd_train
 
-            return cmd_train(argv[1:])
+            try:
+                return cmd_train(argv[1:])
+            except TrainingInterrupted as exc:  # SIGINT/SIGTERM: the step was saved; the line says how to resume
+                print(f"memfit: {exc}", file=sys.stderr)
+                return exc.exit_code
     except user_errors as exc:  # user errors: one line that says the fix
         print(f"memfit: {exc}", file=sys.stderr)
         return 2
