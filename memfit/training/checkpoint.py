@@ -6,6 +6,8 @@ plus `trainer_state.json` (step, data position, loss history, token counts, micr
 It is written into a hidden `.tmp-` folder, every file fsync'ed, then renamed into place and the parent fsync'ed, so a
 folder with a final name is always complete: a kill or a full disk during saving leaves the previous checkpoint as the
 one resume picks. Checkpoints are taken after optimizer steps, so resume always starts at an accumulation-window start.
+A manifest of checksums is written last (memfit.training.manifest); resume verifies it, names a damaged checkpoint,
+sets it aside and takes the one before it, or refuses when none is good (memfit.training.checkpoint_folders).
 """
 
 from __future__ import annotations

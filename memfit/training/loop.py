@@ -1,13 +1,16 @@
 """The hand-written accelerate training loop (no HF Trainer).
 
-Accumulation windows are exactly `k` micro-batches long and stream across epoch boundaries, so every optimizer
-step sees the same number of sequences and the loss is normalised once per window: the summed token NLL of all
-micro-batches on all processes divided by the window's total predicted-token count.
+Accumulation windows are exactly `k` micro-batches long (k from the stack at the configured micro-batch) and stream
+across epoch boundaries, so every optimizer step sees the same number of sequences. Each window is one call of the
+training step (memfit.core.step.train_step, the one the planner probes and times), which normalises the loss once:
+the summed token NLL of all micro-batches on all processes divided by the window's total predicted-token count.
 
 Reliability (issue 9): with an output_dir the run checkpoints atomically every `checkpoint_every` steps and at the end
-and resumes exactly from the latest checkpoint (memfit.training.checkpoint); a real OOM re-runs the window in smaller
-micro-batches at the same effective batch (memfit.training.backoff); a non-finite loss skips the update, and a persistent one
-stops the run with the last good checkpoint on disk.
+and resumes exactly from the newest good checkpoint (memfit.training.checkpoint); a longer run continues on the
+schedule over its new total (memfit.training.schedule); a real OOM re-runs the window in smaller micro-batches at the
+same effective batch (memfit.training.backoff); a non-finite loss skips the update, and a persistent one stops the run
+with the last good checkpoint on disk; SIGINT/SIGTERM finish the step, save it and stop
+(memfit.training.interrupt).
 """
 
 from __future__ import annotations

@@ -77,3 +77,16 @@ def test_a_second_signal_acts_at_once():
             assert stop.signum == signal.SIGINT
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_the_cli_turns_it_into_one_line_and_the_signal_exit_code(monkeypatch, capsys, tmp_path):
+    from memfit.cli import main
+
+    def interrupted(argv):
+        raise TrainingInterrupted(int(signal.SIGTERM), 7, tmp_path / "checkpoints" / "step-00000007")
+
+    monkeypatch.setattr("memfit.cli.train.cmd_train", interrupted)
+    assert main(["train", "run.yaml"]) == 143
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("memfit: training stopped by SIGTERM after step 7: the latest checkpoint is ")
+    assert "continue from step 7" in err and "\n" not in err

@@ -38,9 +38,9 @@ class RecordingSGD(BaseModel):
         return Recording(params, lr=lr)
 
 
-def _run(model, stack, out, max_steps, warmup):
-    cfg = TrainConfig(micro_batch=2, max_steps=max_steps, lr=LR, warmup=warmup, scheduler="cosine", progress=False,
-                      output_dir=str(out), save_adapter=False, checkpoint_every=1, max_grad_norm=None)
+def _run(model, stack, out, max_steps, warmup, epochs=1.0):
+    cfg = TrainConfig(micro_batch=2, max_steps=max_steps, epochs=epochs, lr=LR, warmup=warmup, scheduler="cosine",
+                      progress=False, output_dir=str(out), save_adapter=False, checkpoint_every=1, max_grad_norm=None)
     return memfit.train(model, stack, random_blocks(8, 16), cfg)
 
 
@@ -69,6 +69,15 @@ def test_a_finished_run_extended_trains_every_new_step_on_the_new_schedule(tmp_p
     assert RecordingSGD.rates == pytest.approx([_cosine(s, 5, warm) for s in (3, 4, 5)])
     moved = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, after_two[n])]
     assert moved, "the extended run did not change the weights"
+
+
+def test_more_epochs_extend_the_schedule_like_more_steps(tmp_path):
+    stack = Stack([*Stack.from_spec("lora:dropout=0"), RecordingSGD()])
+    model = stack.apply_model(tiny_model(), stack.context("cpu"))
+    _run(model, stack, tmp_path, None, 0.0, epochs=1.0)  # 8 rows / micro-batch 2: 4 steps
+    RecordingSGD.rates = []
+    res = _run(model, stack, tmp_path, None, 0.0, epochs=2.0)
+    assert res.steps == 8 and RecordingSGD.rates == pytest.approx([_cosine(s, 8, 0) for s in (5, 6, 7, 8)])
 
 
 def test_continue_schedule_is_the_identity_for_a_resume_of_the_same_length():
