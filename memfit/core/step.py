@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from .loss import count_predicted_tokens
+from .processes import distributed_type_name
 
 Batch = dict[str, torch.Tensor]
 
@@ -45,8 +46,8 @@ class Engine:
 
     def __init__(self, accelerator=None, agree: bool = True):
         self.accelerator, self.agree = accelerator, agree
-        kind = str(getattr(getattr(accelerator, "state", None), "distributed_type", "NO"))
-        self.deepspeed = kind.split(".")[-1].upper() == "DEEPSPEED"
+        kind = getattr(getattr(accelerator, "state", None), "distributed_type", "NO")
+        self.deepspeed = distributed_type_name(kind) == "DEEPSPEED"
 
     @property
     def world(self) -> int:
