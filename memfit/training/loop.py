@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .backoff import OOMBackoff
 from .checkpoint import Checkpointer, TrainState, ensure_writable
-from .data_stream import DataStream
+from .data_stream import DataStream, check_block_length
 from .interrupt import StopOnSignal, TrainingInterrupted
 from .saving import save_trained
 from .schedule import continue_schedule, lr_scheduler
@@ -102,6 +102,7 @@ class TrainResult:
     adapter_dir: Optional[str] = None
     checkpoint_dir: Optional[str] = None  # the latest complete checkpoint
     resumed_from: Optional[str] = None
+    damaged_checkpoints: list[str] = field(default_factory=list)  # set aside at resume, each with its problem
     backoffs: list[dict[str, Any]] = field(default_factory=list)  # OOM back-off trace
 
     def to_dict(self) -> dict[str, Any]:
@@ -133,14 +134,6 @@ def make_accelerator(stack: Stack, micro_batch: int, log_with: Optional[str] = N
     return Accelerator(gradient_accumulation_plugin=plugin, log_with=log_with, project_dir=project_dir,
                        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=data_seed),
                        **{**kwargs, **launch_kwargs(stack, state), **overrides})
-
-
-def check_block_length(block, planned: Optional[int]) -> None:
-    """The loop trains only blocks of the length the plan measured: a longer one could OOM, a shorter one wastes the
-    planned memory, and either way the plan's numbers would not describe the run."""
-    if planned is not None and len(block) != planned:
-        raise ValueError(f"training blocks have {len(block)} tokens but the plan was made for {planned}: re-plan at "
-                         f"--seq-len {len(block)}, or pack the data at {planned}")
 
 
 def _collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -221,8 +214,9 @@ def _run(model, stack, ctx, acc, k, optimizer, scheduler, loader, total, cfg, sa
                          skipped_steps=state.skipped_steps, nonfinite_steps=state.nonfinite_steps,
                          num_processes=world, effective_batch=cfg.micro_batch * k * world, backoffs=backoff.trace)
     last = saver.latest() if saver else None
-    result.resumed_from = str(saver.resumed_from) if saver and saver.resumed_from else None
-    stream, meter, bad = DataStream(loader, state.epoch, state.consumed), Meter(), 0
+    if saver:
+        result.resumed_from, result.damaged_checkpoints = saver.resumed_from and str(saver.resumed_from), saver.damaged
+    stream, meter, bad = DataStream(loader, state.epoch, state.consumed, cfg.seq_len), Meter(), 0
     saved_at = time.monotonic()
     reset_peak(acc.device)
     bar = tqdm(total=total, initial=state.step, desc="train", disable=not (cfg.progress and acc.is_main_process),
@@ -230,8 +224,6 @@ def _run(model, stack, ctx, acc, k, optimizer, scheduler, loader, total, cfg, sa
     model.train()
     for step in range(state.step + 1, total + 1):
         window = stream.take(k)
-        for batch in window:  # the first row was checked before training; packing could still change
-            check_block_length(batch["input_ids"][0], cfg.seq_len)
         out = train_step(model, optimizer, stack, ctx, window, engine=engine, max_grad_norm=cfg.max_grad_norm,
                          scheduler=scheduler, retry=lambda run: backoff.run(step, window, run))
         step_loss = out.loss

@@ -37,6 +37,7 @@ def test_a_damaged_newest_checkpoint_is_named_and_the_previous_one_is_used(tmp_p
         res = _train(tmp_path, max_steps=6)
     assert res.resumed_from.endswith("step-00000002") and res.steps == 6 and len(res.losses) == 6
     assert any("step-00000004" in r.message and damaged_file in r.message for r in caplog.records)
+    assert len(res.damaged_checkpoints) == 1 and res.damaged_checkpoints[0].startswith(f"step-00000004 ({damaged_file}")
     assert (ckpts / "damaged-step-00000004").is_dir()  # kept for inspection, no longer a checkpoint
     assert [p.name for p in list_checkpoints(ckpts)] == ["step-00000004", "step-00000006"]  # written anew
 
