@@ -35,7 +35,7 @@ def sweep_one(weights: str, stack, config, seq: int, target: int, margin: float)
     net = load_model(weights, stack)
     ctx = stack.context(torch.device("cuda", 0))
     opt = stack.make_optimizer(net, ctx, lr=0.0)
-    meter = CudaMeter(ctx.device, margin)
+    meter = CudaMeter(ctx.device, margin).__enter__()  # caps device memory
     t0 = time.perf_counter()
     row = {"stack": stack.spec, "tries": []}
     try:
@@ -70,7 +70,7 @@ def sweep_one(weights: str, stack, config, seq: int, target: int, margin: float)
     except Exception as exc:  # noqa: BLE001 - a broken combination is a row, the sweep goes on
         row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
     finally:
-        meter.release()
+        meter.__exit__(None, None, None)  # lifts the cap
         opt.state.clear()
         release(net, stack)
         del net, opt

@@ -85,11 +85,11 @@ def hf_probe_fn(model, opt, meter: CudaMeter, seq: int):
 def hf_exact(weights_dir: str, seq: int, margin: float = 0.0, liger: bool = False,
              loaded=None) -> tuple[PlanResult, object, object]:
     model, opt = loaded or load_hf_recipe(weights_dir, liger)
-    meter = CudaMeter(torch.device("cuda", 0), margin=margin)
+    meter = CudaMeter(torch.device("cuda", 0), margin=margin).__enter__()  # caps device memory
     start = time.perf_counter()
     best, probes = search_max(hf_probe_fn(model, opt, meter, seq), budget=meter.budget, baseline=meter.baseline,
                               limit=4096)
-    meter.release()
+    meter.__exit__(None, None, None)  # lifts the cap
     at_max = [p for p in probes if p.fits and p.micro_batch == best]
     label = "HF recipe (QLoRA fp16, prepare_model_for_kbit_training)" + (" + Liger kernels" if liger else "")
     res = PlanResult(stack=label, seq_len=seq,
@@ -122,7 +122,7 @@ def hf_finder(model, opt, seq: int, start: int = 512) -> dict:
 def hf_max_seq(model, opt, margin: float = 0.0, unit: int = 256, liger: bool = False) -> dict:
     """Longest sequence (in steps of `unit` tokens) the recipe trains at micro-batch 1, exact against real OOMs:
     the same search as the batch, over k with seq = k * unit (memory is linear in seq with flash-style attention)."""
-    meter = CudaMeter(torch.device("cuda", 0), margin=margin)
+    meter = CudaMeter(torch.device("cuda", 0), margin=margin).__enter__()  # caps device memory
 
     def probe(k: int) -> Probe:
         p = hf_probe_fn(model, opt, meter, k * unit)(1)
@@ -130,7 +130,7 @@ def hf_max_seq(model, opt, margin: float = 0.0, unit: int = 256, liger: bool = F
 
     start = time.perf_counter()
     best, probes = search_max(probe, budget=meter.budget, baseline=meter.baseline, limit=1024)
-    meter.release()
+    meter.__exit__(None, None, None)  # lifts the cap
     return {"stack": "HF recipe" + (" + Liger" if liger else ""), "max_seq_len": best * unit, "unit": unit,
             "probes": len(probes), "seconds": time.perf_counter() - start,
             "sizes": [(p.micro_batch * unit, p.fits) for p in probes]}

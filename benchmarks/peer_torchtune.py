@@ -69,14 +69,14 @@ def step(model, opt, loss_fn, b: int, seq: int) -> None:
 
 def exact(variant: str, loaded, seq: int, margin: float) -> PlanResult:
     model, opt, loss_fn = loaded
-    meter = CudaMeter(torch.device("cuda", 0), margin=margin)
+    meter = CudaMeter(torch.device("cuda", 0), margin=margin).__enter__()  # caps device memory
     probe = step_probe_fn(lambda b: step(model, opt, loss_fn, b, seq), opt, meter, seq)
 
     start = time.perf_counter()
     best, probes = search_max(probe, budget=meter.budget, baseline=meter.baseline, limit=4096)
     # tokens/s at the max from a repeated step, not the search's first visit of that shape
     again = probe(best) if best else None
-    meter.release()
+    meter.__exit__(None, None, None)  # lifts the cap
     import importlib.metadata as md
 
     v = versions() | {"torchtune": md.version("torchtune"), "torchao": md.version("torchao")}

@@ -42,7 +42,7 @@ def main() -> None:
         model = memfit.load_model(weights, stack)
         ctx = stack.context(device)
         optimizer = stack.make_optimizer(model, ctx, lr=0.0)
-        meter = CudaMeter(device, 0.0)
+        meter = CudaMeter(device, 0.0).__enter__()  # caps device memory
         for b in args.sizes:
             p = run_probe(model, optimizer, stack, ctx, meter, b, args.seq)
             off = getattr(model, "_memfit_offloader", None)

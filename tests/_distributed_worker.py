@@ -91,13 +91,13 @@ def run_all(runs, out_dir: str) -> None:
     from accelerate import PartialState
     from accelerate.state import AcceleratorState
 
-    from memfit.launch.distributed import Launch, partial_state
+    from memfit.launch.distributed import Launch, partial_state, reset_accelerator_state
 
     state = partial_state()
     report = {"distributed_type": str(state.distributed_type).split(".")[-1], "num_processes": state.num_processes}
     for name, spec, micro_batch, option in runs:
         started = time.perf_counter()
-        AcceleratorState._reset_state(reset_partial_state=False)  # a new engine per run, same process group
+        reset_accelerator_state()  # a new engine per run, same process group
         uses_deepspeed = option.endswith(".json")
         os.environ["ACCELERATE_USE_DEEPSPEED"] = str(uses_deepspeed).lower()
         if uses_deepspeed:

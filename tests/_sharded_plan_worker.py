@@ -50,12 +50,11 @@ class MeteredAdamW:
 
 def _engine(name: str, fsdp_env: dict):
     """An Accelerator for `name` ('ddp' or 'fsdp') in the existing group, as memfit.train would build it."""
-    from accelerate.state import AcceleratorState
-
     from memfit import Stack
+    from memfit.launch.distributed import reset_accelerator_state
     from memfit.training.loop import make_accelerator
 
-    AcceleratorState._reset_state(reset_partial_state=False)  # a new engine, same process group
+    reset_accelerator_state()  # a new engine, same process group
     for key in fsdp_env:
         os.environ.pop(key, None)
     if name == "fsdp":

@@ -135,6 +135,19 @@ def partial_state(**kwargs):
     return PartialState(**kwargs)
 
 
+def reset_accelerator_state(unless_mixed_precision: str | None = None) -> None:
+    """Forget the process-wide AcceleratorState (the one place memfit calls accelerate's private reset), keeping the
+    process group (PartialState): the next Accelerator is built from scratch. With `unless_mixed_precision`, only
+    when the existing state has another precision (benchmarks and tests run stacks of several precisions in one
+    process; an Accelerator of the same precision may be reused as it is)."""
+    from accelerate.state import AcceleratorState
+
+    if not AcceleratorState._shared_state:
+        return
+    if unless_mixed_precision is None or AcceleratorState().mixed_precision != unless_mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+
+
 def join_launch(quiet_others: bool = True):
     """For the `memfit` commands: under `accelerate launch` / torchrun (LOCAL_RANK or WORLD_SIZE > 1 in the
     environment) join the launch's process group (partial_state: gloo without a GPU), put this rank on its own GPU,

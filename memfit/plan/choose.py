@@ -56,8 +56,9 @@ def steady_speed(net, stack: Stack, res: PlanResult, packed: bool = False) -> Ti
     ctx = stack.context(next(net.parameters()).device, num_processes=res.num_processes)
     optimizer = stack.make_optimizer(net, ctx, lr=0.0)
     try:
-        return time_steps(lambda: run_probe(net, optimizer, stack, ctx, TimingMeter(), res.micro_batch, res.seq_len,
-                                            packed=packed), res.micro_batch)
+        with TimingMeter() as meter:
+            return time_steps(lambda: run_probe(net, optimizer, stack, ctx, meter, res.micro_batch, res.seq_len,
+                                                packed=packed), res.micro_batch)
     finally:
         optimizer.state.clear()
 

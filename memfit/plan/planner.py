@@ -249,13 +249,13 @@ def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Opt
     budget = _reduce(meter.budget, "MIN", device)  # the smallest device decides
     predicted = int(_reduce(est.max_micro_batch(budget), "MIN", device))
     optimizer = stack.make_optimizer(model, ctx, lr=0.0)  # lr=0: planning must not change the weights
-    backward, around = None, contextlib.nullcontext
+    step_engine, around = None, contextlib.nullcontext
     if accelerator is not None:
-        model, optimizer, backward, around = prepare_for_probes(accelerator, model, optimizer, meter)
+        model, optimizer, step_engine, around = prepare_for_probes(accelerator, model, optimizer, meter)
 
     def probe(b: int) -> Probe:
         with around():
-            p = run_probe(model, optimizer, stack, ctx, meter, b, seq_len, eval_batch_size, packed, backward)
+            p = run_probe(model, optimizer, stack, ctx, meter, b, seq_len, eval_batch_size, packed, step_engine)
         p.fits, p.peak_bytes = _agree(p.fits, p.peak_bytes, device)
         if progress:  # one line per probe as it happens: a long search must show it is alive
             progress(p)
@@ -263,14 +263,14 @@ def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Opt
 
     start = time.perf_counter()
     try:
-        best, probes = search_max(probe, predicted=predicted or None, budget=budget,
-                                  baseline=lambda: _reduce(meter.baseline(), "MAX", device),
-                                  limit=limit)
-        if device.type == "cuda":
-            best = retry_boundary(probe, probes, best, limit)
+        with meter:  # a CudaMeter caps the process's device memory for the probes only
+            best, probes = search_max(probe, predicted=predicted or None, budget=budget,
+                                      baseline=lambda: _reduce(meter.baseline(), "MAX", device),
+                                      limit=limit)
+            if device.type == "cuda":
+                best = retry_boundary(probe, probes, best, limit)
     finally:
         optimizer.state.clear()  # the planner's optimizer state must not outlive the plan
-        meter.release()
     result = _result(stack, seq_len, best, probes, est, meter, target_effective_batch, world, predicted, device)
     result.search_seconds, result.engine = time.perf_counter() - start, engine
     result.cache_path = str(path)

@@ -18,6 +18,7 @@ from typing import Callable, Optional
 import torch
 
 from ..core.stack import Stack
+from ..core.step import Engine, autocast_for, train_step
 from ..core.wrapping import unwrap_peft
 from .oom import OOM, is_oom, oom_summary  # noqa: F401  (OOM and is_oom: benchmarks import them from here)
 
@@ -66,14 +67,31 @@ def probe_line(p: Probe, size: str = "micro-batch", stack: str = "") -> str:
     return f"  probe {stack + ' ' if stack else ''}{size} {p.micro_batch}: {verdict}, {peak}, {p.seconds:.1f} s"
 
 
-class CudaMeter:
+class _Scoped:
+    """Meters are `with` blocks: probes run inside one, and whatever the meter does to the process ends with it."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+class CudaMeter(_Scoped):
     """Real device memory. `margin` is enforced by the allocator itself: set_per_process_memory_fraction(1-margin)
-    makes anything above the budget a genuine OOM, so the search needs no guessing about headroom."""
+    makes anything above the budget a genuine OOM, so the search needs no guessing about headroom. The cap is set
+    on entering the meter's `with` block and lifted on leaving it, whatever happened inside."""
 
     def __init__(self, device: torch.device, margin: float = 0.0):
         self.device, self.margin = device, margin
         self.total = torch.cuda.get_device_properties(device).total_memory
-        torch.cuda.set_per_process_memory_fraction(1.0 - margin, device)
+
+    def __enter__(self):
+        torch.cuda.set_per_process_memory_fraction(1.0 - self.margin, self.device)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        torch.cuda.set_per_process_memory_fraction(1.0, self.device)
 
     @property
     def budget(self) -> float:
@@ -95,9 +113,6 @@ class CudaMeter:
         torch.cuda.synchronize(self.device)
         return float(torch.cuda.max_memory_allocated(self.device))
 
-    def release(self) -> None:
-        torch.cuda.set_per_process_memory_fraction(1.0, self.device)
-
 
 def _local_bytes(t: torch.Tensor) -> int:
     """Bytes this process holds: a sharded (FSDP2 DTensor) parameter, gradient or moment counts its local shard."""
@@ -105,7 +120,7 @@ def _local_bytes(t: torch.Tensor) -> int:
     return local.numel() * local.element_size()
 
 
-class SimulatedMeter:
+class SimulatedMeter(_Scoped):
     """CPU stand-in for a GPU with `budget` bytes (see module docstring)."""
 
     def __init__(self, budget: float):
@@ -171,11 +186,8 @@ class SimulatedMeter:
     def peak(self) -> float:
         return self.high
 
-    def release(self) -> None:
-        pass
 
-
-class TimingMeter:
+class TimingMeter(_Scoped):
     """For time_steps: no memory bookkeeping between steps. CudaMeter.reset empties the allocator cache before every
     step, so each timed step would pay for fresh device allocations that a training loop does not; the search has
     already settled that the size fits."""
@@ -191,9 +203,6 @@ class TimingMeter:
     def peak(self) -> float:
         return 0.0
 
-    def release(self) -> None:
-        pass
-
 
 def random_batch(micro_batch: int, seq_len: int, vocab: int, device, packed: bool = False) -> dict[str, torch.Tensor]:
     """`packed`: two documents per block with restarting position_ids, as the data pipeline packs them, so the
@@ -207,30 +216,20 @@ def random_batch(micro_batch: int, seq_len: int, vocab: int, device, packed: boo
     return batch
 
 
-def autocast_for(stack: Stack, ctx):
-    precision = stack.accelerator_kwargs(ctx).get("mixed_precision")
-    if precision in ("bf16", "fp16"):
-        return torch.autocast(ctx.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-    return contextlib.nullcontext()
-
-
 def run_probe(model, optimizer, stack: Stack, ctx, meter, micro_batch: int, seq_len: int,
-              eval_batch_size: int = 0, packed: bool = False, backward=None) -> Probe:
-    """Train one step at `micro_batch` and report whether it fit and its peak. Frees everything it made.
-    `backward(loss)`: the engine's (accelerator.backward: DeepSpeed steps inside it); default loss.backward()."""
+              eval_batch_size: int = 0, packed: bool = False, engine: Optional[Engine] = None) -> Probe:
+    """Train one step at `micro_batch` (memfit.core.step.train_step: the loop's step) and report whether it fit and
+    its peak. Frees everything it made. `engine`: the one the probes step through (memfit.plan.sharded: the run's
+    Accelerator, without collectives inside the step); default one process, plain backward."""
     vocab = unwrap_peft(getattr(model, "module", model)).config.vocab_size  # .module: inside a DDP wrapper
     meter.reset()
     start = time.perf_counter()
-    batch = nll = None
+    batch = None
     try:
         batch = random_batch(micro_batch, seq_len, vocab, ctx.device, packed)
         with meter.measure(model, optimizer):
-            with autocast_for(stack, ctx), stack.step_context(ctx):
-                nll, n = stack.compute_loss(model, batch, ctx)
-            (backward or torch.Tensor.backward)(nll / n)
-            nll = None
-            optimizer.step()  # lr=0: allocates the optimizer state without changing weights
-            optimizer.zero_grad(set_to_none=True)
+            # lr=0: the optimizer step allocates its state without changing the weights
+            train_step(model, optimizer, stack, ctx, [batch], engine=engine or Engine(agree=False))
             if eval_batch_size:
                 with torch.no_grad(), autocast_for(stack, ctx):
                     stack.compute_loss(model, random_batch(eval_batch_size, seq_len, vocab, ctx.device), ctx)
@@ -245,6 +244,6 @@ def run_probe(model, optimizer, stack: Stack, ctx, meter, micro_batch: int, seq_
         return Probe(micro_batch, False, None, time.perf_counter() - start, error=oom_summary(exc))
     finally:
         # Drop every reference the failed step may hold (the exception's traceback pins the whole graph).
-        batch = nll = None
+        batch = None
         optimizer.zero_grad(set_to_none=True)
         meter.reset()

@@ -112,13 +112,13 @@ def plan_max_seq_len(model, stack: Stack | str, *, micro_batch: int = 1, margin:
 
     start = time.perf_counter()
     try:
-        best, probes = search_max(probe, predicted=max(0, predicted - 1) or None, budget=budget,
-                                  baseline=lambda: _reduce(meter.baseline(), "MAX", device), limit=limit - 1)
-        if device.type == "cuda":
-            best = retry_boundary(probe, probes, best, limit - 1)
+        with meter:  # a CudaMeter caps the process's device memory for the probes only
+            best, probes = search_max(probe, predicted=max(0, predicted - 1) or None, budget=budget,
+                                      baseline=lambda: _reduce(meter.baseline(), "MAX", device), limit=limit - 1)
+            if device.type == "cuda":
+                best = retry_boundary(probe, probes, best, limit - 1)
     finally:
         optimizer.state.clear()
-        meter.release()
     best = best + 1 if best else 0  # 0: not even two tokens train at this micro-batch
     at_best = [p for p in probes if p.fits and p.micro_batch == best and p.peak_bytes]
     res = SeqLenResult(stack.spec, micro_batch, best, at_best[-1].peak_bytes / GiB if at_best else None,

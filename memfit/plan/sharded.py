@@ -14,6 +14,7 @@ import contextlib
 from typing import Any, Callable
 
 from ..core.launch import Launch
+from ..core.step import Engine
 
 
 def engine_of(launch: Launch) -> str:
@@ -35,8 +36,9 @@ def engine_and_world(accelerator) -> tuple[str, int]:
     return engine_of(Launch.from_accelerator(accelerator)), accelerator.num_processes
 
 
-def prepare_for_probes(accelerator, model, optimizer, meter=None) -> tuple[Any, Any, Callable, Callable]:
-    """(model, optimizer, backward, around_probe) as the engine trains them.
+def prepare_for_probes(accelerator, model, optimizer, meter=None) -> tuple[Any, Any, Engine, Callable]:
+    """(model, optimizer, engine, around_probe) as the engine trains them; the probes step through `engine` (the
+    training step's, without collectives inside the step: a rank that OOMs must not leave the others waiting).
 
     DeepSpeed sizes its engine from train_micro_batch_size_per_gpu, which accelerate fills from a dataloader that
     planning does not have: it is set to 1 (memory does not depend on it). Under DDP each probe runs in no_sync:
@@ -58,4 +60,4 @@ def prepare_for_probes(accelerator, model, optimizer, meter=None) -> tuple[Any, 
     if engine in ("zero3", "fsdp") and hasattr(meter, "defer"):
         meter.defer = True
     around = (lambda: accelerator.no_sync(model)) if engine == "ddp" else contextlib.nullcontext
-    return model, optimizer, accelerator.backward, around
+    return model, optimizer, Engine(accelerator, agree=False), around

@@ -14,6 +14,7 @@ from typing import Callable
 
 from ..core.launch import Launch
 from ..core.stack import Stack
+from ..launch.distributed import reset_accelerator_state
 from ..plan.bench import free_device
 from ..plan.planner import PlanResult, plan
 from ..plan.sharded import engine_of
@@ -33,8 +34,6 @@ def plan_run(model, stack: Stack, state, load_copy: Callable[[], object], **plan
     engine = launch_engine(state)
     if engine == "single":
         return plan(model, stack, **plan_kwargs)
-    from accelerate.state import AcceleratorState
-
     planner_acc = make_accelerator(stack, 1)
     copy = load_copy()
     try:
@@ -44,5 +43,5 @@ def plan_run(model, stack: Stack, state, load_copy: Callable[[], object], **plan
         planner_acc.free_memory()  # drops its references to the prepared copy (and DeepSpeed's engine)
         del planner_acc
         # the training Accelerator is built from scratch with the planned micro-batch; the process group stays
-        AcceleratorState._reset_state(reset_partial_state=False)
+        reset_accelerator_state()
         free_device()

@@ -245,6 +245,7 @@ def _run(cfg: FinetuneConfig, state, run_dir: Path, info) -> dict[str, Any]:
         return res
 
     tcfg = TrainConfig(micro_batch=planned.micro_batch, max_steps=cfg.max_steps, epochs=cfg.epochs or 1.0,
+                       seq_len=planned.seq_len,  # the loop refuses blocks of another length than planned
                        lr=cfg.lr, warmup=cfg.warmup, seed=cfg.seed, output_dir=str(run_dir), progress=cfg.progress,
                        resume=cfg.resume, plan_cache=planned.cache_path, weight_decay=cfg.weight_decay,
                        scheduler=cfg.scheduler, max_grad_norm=cfg.max_grad_norm, eval_every=cfg.eval_every,

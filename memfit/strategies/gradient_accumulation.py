@@ -1,7 +1,8 @@
 """Gradient accumulation: several micro-batches per optimizer step, given as steps or as a target effective batch.
 
 With a target, steps = ceil(target / (micro_batch x processes)); the planner resolves it once the micro-batch is
-known. The loop normalises the loss by the token count of the whole effective batch, not per micro-batch.
+known. The stack's exclusive `accumulation_steps` hook is the only route to the loop, whose training step
+(memfit.core.step) owns the window and normalises the loss by the token count of the whole effective batch.
 """
 
 from __future__ import annotations
@@ -38,12 +39,6 @@ class GradientAccumulation(BaseModel):
 
     def spec_item(self) -> str:
         return f"ga{self.steps}" if self.steps is not None else f"ga:effective_batch={self.effective_batch}"
-
-    def accelerator_kwargs(self, ctx):
-        micro_batch = ctx.extras.get("micro_batch")
-        if micro_batch is None and self.steps is None:
-            return {}  # resolved by the loop once the planner has chosen the micro-batch
-        return {"gradient_accumulation_steps": self.accumulation_steps(micro_batch or 1, ctx.num_processes)}
 
     def accumulation_steps(self, micro_batch: int, num_processes: int = 1) -> int:
         if self.steps is not None:

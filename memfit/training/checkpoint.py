@@ -6,18 +6,19 @@ plus `trainer_state.json` (step, data position, loss history, token counts, micr
 It is written into a hidden `.tmp-` folder, every file fsync'ed, then renamed into place and the parent fsync'ed, so a
 folder with a final name is always complete: a kill or a full disk during saving leaves the previous checkpoint as the
 one resume picks. Checkpoints are taken after optimizer steps, so resume always starts at an accumulation-window start.
+A manifest of checksums is written last (memfit.training.manifest); resume verifies it, names a damaged checkpoint,
+sets it aside and takes the one before it, or refuses when none is good (memfit.training.checkpoint_folders).
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
 import re
 import shutil
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -26,12 +27,13 @@ import torch
 from ..core.files import atomic_write_json, fsync_dir, fsync_tree
 from ..core.integrity import manifest_problem
 from ..core.wrapping import unwrap_peft
+from .checkpoint_folders import (STATE_FILE, TrainState, checkpoint_folders, checkpoint_problem, discard,
+                                 list_checkpoints, read_state)
+from .manifest import write_manifest
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "trainer_state.json"
 BASE_FILE = "memfit_base.json"  # written next to saved adapters: the base architecture they were trained on
-_NAME = re.compile(r"^step-(\d+)$")
 BASE_PREFIX = "model "  # fingerprint keys of the base model's shape, e.g. "model hidden_size"
 BASE_KEYS = ("model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
              "num_attention_heads", "num_key_value_heads")
@@ -42,23 +44,6 @@ on_partial_save: Optional[Callable[[Path], None]] = None
 
 class CheckpointError(RuntimeError):
     """A checkpoint or results folder that cannot be written or used; the message says what is intact and what to do."""
-
-
-@dataclass
-class TrainState:
-    """Everything besides accelerate's state that a resumed run needs to continue exactly."""
-
-    step: int = 0
-    epoch: int = 0
-    consumed: int = 0  # loader batches of `epoch` already used
-    micro_batch: int = 0  # current size (smaller than the loader batch after an OOM back-off)
-    tokens: int = 0
-    losses: list[float] = field(default_factory=list)
-    skipped_steps: int = 0
-    nonfinite_steps: int = 0
-    evals: list[dict[str, Any]] = field(default_factory=list)
-    backoffs: list[dict[str, Any]] = field(default_factory=list)
-    fingerprint: dict[str, Any] = field(default_factory=dict)
 
 
 def ensure_writable(path: str | Path) -> Path:
@@ -79,56 +64,6 @@ def ensure_writable(path: str | Path) -> Path:
     return path
 
 
-def _discard(folder: Path) -> None:
-    """Rename first (atomic), then delete: a kill mid-delete never leaves a damaged folder under a checkpoint name."""
-    trash = folder.with_name(f".trash-{folder.name}")
-    shutil.rmtree(trash, ignore_errors=True)
-    os.rename(folder, trash)
-    shutil.rmtree(trash, ignore_errors=True)
-
-
-def read_state(folder: Path) -> Optional[TrainState]:
-    """The checkpoint's state, or None if the folder is not a complete checkpoint."""
-    try:
-        data = json.loads((folder / STATE_FILE).read_text())
-        return TrainState(**{k: v for k, v in data.items() if k in TrainState.__dataclass_fields__})
-    except (OSError, ValueError, TypeError):
-        return None
-
-
-def list_checkpoints(root: str | Path) -> list[Path]:
-    """Complete checkpoints under `root`, oldest first (temporary and half-deleted folders never count)."""
-    root = Path(root)
-    found = [p for p in root.iterdir() if _NAME.match(p.name) and p.is_dir()] if root.is_dir() else []
-    return sorted((p for p in found if read_state(p) is not None), key=lambda p: int(_NAME.match(p.name)[1]))
-
-
-class DataStream:
-    """Loader batches forever, epoch after epoch, remembering (epoch, batches consumed in it). Each epoch's order is a
-    function of (seed, epoch) through accelerate's seedable sampler, so a resumed run re-creates the epoch and skips the
-    consumed batches (collated, never run through the model) instead of storing indices."""
-
-    def __init__(self, loader, epoch: int = 0, consumed: int = 0):
-        self.loader, self.epoch, self.consumed, self._it = loader, epoch, consumed, None
-
-    def take(self, n: int) -> list[dict[str, torch.Tensor]]:
-        return [self._next() for _ in range(n)]
-
-    def _next(self) -> dict[str, torch.Tensor]:
-        while True:
-            if self._it is None:
-                if hasattr(self.loader, "set_epoch"):
-                    self.loader.set_epoch(self.epoch)
-                self._it = iter(self.loader)
-                for _ in itertools.islice(self._it, self.consumed):
-                    pass
-            batch = next(self._it, None)
-            if batch is not None:
-                self.consumed += 1
-                return batch
-            self._it, self.epoch, self.consumed = None, self.epoch + 1, 0
-
-
 class Checkpointer:
     """Saves and restores one run's checkpoints under `root` through `acc` (see the module docstring)."""
 
@@ -142,6 +77,7 @@ class Checkpointer:
         self.trainable = {n: list(p.shape) for n, p in model.named_parameters() if p.requires_grad}
         self._hook = acc.register_save_state_pre_hook(self._keep_trainable)
         self.resumed_from: Optional[Path] = None
+        self.damaged: list[str] = []  # checkpoints set aside at resume, each with its problem
 
     def _keep_trainable(self, models, weights, output_dir) -> None:
         weights[:] = [OrderedDict((k, v) for k, v in w.items() if k in self.trainable) for w in weights]
@@ -171,9 +107,10 @@ class Checkpointer:
                 if on_partial_save is not None:
                     on_partial_save(tmp)
                 atomic_write_json(tmp / STATE_FILE, {**asdict(state), "fingerprint": self.fingerprint}, indent=None)
+                write_manifest(tmp)  # last: the checksums of everything above (memfit.training.manifest)
                 fsync_tree(tmp)
                 if final.exists():
-                    _discard(final)
+                    discard(final)
                 os.rename(tmp, final)
                 fsync_dir(self.root)
         except Exception as exc:  # noqa: BLE001 - safetensors' SafetensorError on a full disk is no OSError
@@ -189,35 +126,67 @@ class Checkpointer:
         acc.wait_for_everyone()
         if acc.is_main_process:
             for old in list_checkpoints(self.root)[:-self.keep_last]:
-                _discard(old)
+                discard(old)
         return final
 
     def resume(self, mode: bool | str) -> Optional[TrainState]:
-        """Restore the checkpoint `mode` asks for into the prepared objects; None when starting fresh."""
+        """Restore the checkpoint `mode` asks for into the prepared objects; None when starting fresh. A damaged
+        checkpoint (memfit.training.manifest) is named and set aside as `damaged-step-N`, and the newest good one
+        is used; when there are checkpoints but none is good the run refuses, so it never restarts from step 0 over
+        an earlier run's results."""
         if self.acc.is_main_process and self.root.is_dir():  # leftovers of saves or deletions that were killed
             for junk in self.root.glob(".t*-step-*"):
                 shutil.rmtree(junk, ignore_errors=True)
-        latest = self.latest()
+        folders = checkpoint_folders(self.root)
         if mode is False or mode == "never":
-            if latest is not None:
-                raise CheckpointError(f"{self.root} already holds checkpoints up to {latest.name} of an "
+            if folders:
+                raise CheckpointError(f"{self.root} already holds checkpoints up to {folders[-1].name} of an "
                                       f"earlier run and resume is off: use resume='auto' to continue it, or another "
                                       f"output_dir to start over")
             return None
-        folder = latest if mode in (True, "auto") else Path(mode)
+        if mode not in (True, "auto"):
+            folder = Path(mode)
+            if (problem := checkpoint_problem(folder)) is not None:
+                raise CheckpointError(f"checkpoint {folder} is damaged: {problem}; pass an earlier checkpoint or "
+                                      f"resume='auto' (the newest good one)")
+        else:
+            folder = self._newest_good(folders)
         if folder is None:
             if mode is True:
                 raise CheckpointError(f"resume=True but {self.root} holds no complete checkpoint")
             return None
         state = read_state(folder)
-        if state is None:
-            raise CheckpointError(f"{folder} is not a complete memfit checkpoint (no readable {STATE_FILE})")
         self._check_fingerprint(folder, state)
         self._check_weights(folder)
         self.acc.load_state(str(folder), strict=False)  # strict=False: the frozen base is not in the checkpoint
         self.resumed_from = folder
         log.info("resumed from %s (step %d, epoch %d, batch %d)", folder, state.step, state.epoch, state.consumed)
         return state
+
+    def _newest_good(self, folders: list[Path]) -> Optional[Path]:
+        damaged = []
+        for folder in reversed(folders):
+            problem = checkpoint_problem(folder)
+            if problem is None:
+                break
+            damaged.append(f"{folder.name} ({problem})")
+            log.warning("checkpoint %s is damaged: %s; set aside as damaged-%s, trying the one before it", folder,
+                        problem, folder.name)
+        else:
+            folder = None
+        self.damaged += damaged
+        self.acc.wait_for_everyone()  # every rank has checked before the main one renames
+        if self.acc.is_main_process:
+            for bad in folders[len(folders) - len(damaged):]:
+                aside = bad.with_name(f"damaged-{bad.name}")
+                shutil.rmtree(aside, ignore_errors=True)
+                os.rename(bad, aside)
+        self.acc.wait_for_everyone()
+        if folder is None and damaged:
+            raise CheckpointError(f"every checkpoint in {self.root} is damaged: {'; '.join(damaged)}. Nothing was "
+                                  f"overwritten; they are kept as damaged-step-*. To start over, pass another "
+                                  f"output_dir (or delete {self.root})")
+        return folder
 
     def _check_fingerprint(self, folder: Path, state: TrainState) -> None:
         theirs = state.fingerprint

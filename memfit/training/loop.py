@@ -1,13 +1,16 @@
 """The hand-written accelerate training loop (no HF Trainer).
 
-Accumulation windows are exactly `k` micro-batches long and stream across epoch boundaries, so every optimizer
-step sees the same number of sequences and the loss is normalised once per window: the summed token NLL of all
-micro-batches on all processes divided by the window's total predicted-token count.
+Accumulation windows are exactly `k` micro-batches long (k from the stack at the configured micro-batch) and stream
+across epoch boundaries, so every optimizer step sees the same number of sequences. Each window is one call of the
+training step (memfit.core.step.train_step, the one the planner probes and times), which normalises the loss once:
+the summed token NLL of all micro-batches on all processes divided by the window's total predicted-token count.
 
 Reliability (issue 9): with an output_dir the run checkpoints atomically every `checkpoint_every` steps and at the end
-and resumes exactly from the latest checkpoint (memfit.training.checkpoint); a real OOM re-runs the window in smaller
-micro-batches at the same effective batch (memfit.training.backoff); a non-finite loss skips the update, and a persistent one
-stops the run with the last good checkpoint on disk.
+and resumes exactly from the newest good checkpoint (memfit.training.checkpoint); a longer run continues on the
+schedule over its new total (memfit.training.schedule); a real OOM re-runs the window in smaller micro-batches at the
+same effective batch (memfit.training.backoff); a non-finite loss skips the update, and a persistent one stops the run
+with the last good checkpoint on disk; SIGINT/SIGTERM finish the step, save it and stop
+(memfit.training.interrupt).
 """
 
 from __future__ import annotations
@@ -23,12 +26,15 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from .backoff import OOMBackoff
-from .checkpoint import Checkpointer, DataStream, TrainState, ensure_writable
+from .checkpoint import Checkpointer, TrainState, ensure_writable
+from .data_stream import DataStream, check_block_length
+from .interrupt import StopOnSignal, TrainingInterrupted
 from .saving import save_trained
+from .schedule import continue_schedule, lr_scheduler
 from .trackers import finish_trackers, log_evaluation, start_trackers
 from .run_lock import RunLock
-from ..core.loss import count_predicted_tokens
 from ..core.stack import Stack
+from ..core.step import Engine, train_step
 from .telemetry import Meter, memory_stats, reset_peak
 
 log = logging.getLogger(__name__)
@@ -37,7 +43,9 @@ log = logging.getLogger(__name__)
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    micro_batch: int = Field(8, ge=1, description="sequences per forward pass per process")
+    micro_batch: int = Field(8, ge=1, description="sequences per forward pass per process (the planned size)")
+    seq_len: Optional[int] = Field(None, ge=2, description="the block length the plan was made for: training blocks "
+                                                         "of another length are refused (null: not checked)")
     max_steps: Optional[int] = Field(None, ge=1, description="optimizer steps; overrides epochs")
     epochs: float = Field(1.0, gt=0, description="passes over the training data")
     lr: float = Field(2e-4, gt=0, allow_inf_nan=False, description="peak learning rate")
@@ -94,6 +102,7 @@ class TrainResult:
     adapter_dir: Optional[str] = None
     checkpoint_dir: Optional[str] = None  # the latest complete checkpoint
     resumed_from: Optional[str] = None
+    damaged_checkpoints: list[str] = field(default_factory=list)  # set aside at resume, each with its problem
     backoffs: list[dict[str, Any]] = field(default_factory=list)  # OOM back-off trace
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,34 +115,25 @@ class NumericError(RuntimeError):
 
 def make_accelerator(stack: Stack, micro_batch: int, log_with: Optional[str] = None, project_dir=None,
                      data_seed: int = 0, **overrides):
-    """An Accelerator configured by the stack and the launch (DDP kwargs, scheduler stepping), with accumulation
-    windows that ignore epoch boundaries."""
+    """An Accelerator configured by the stack and the launch (DDP kwargs, scheduler stepping). Its accumulation steps
+    (the stack's, at `micro_batch`) only describe the run to the engine (DeepSpeed's batch configuration, the launch
+    checks): the loop's training step owns the accumulation window (memfit.core.step)."""
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, GradientAccumulationPlugin
 
     from ..launch.distributed import accelerator_kwargs as launch_kwargs
-    from ..launch.distributed import partial_state
+    from ..launch.distributed import partial_state, reset_accelerator_state
 
     state = partial_state()  # must be the first PartialState: on a GPU-less launch it builds the gloo group
-    ctx = stack.context(state.device, state.distributed_type, state.num_processes, micro_batch=micro_batch)
-    kwargs = stack.accelerator_kwargs(ctx)
-    steps = kwargs.pop("gradient_accumulation_steps", stack.accumulation_steps(micro_batch, state.num_processes))
-    plugin = GradientAccumulationPlugin(num_steps=steps, sync_with_dataloader=False)
-    _forget_previous_accelerator(kwargs.get("mixed_precision", "no"))
+    kwargs = stack.accelerator_kwargs(stack.context(state.device, state.distributed_type, state.num_processes))
+    plugin = GradientAccumulationPlugin(num_steps=stack.accumulation_steps(micro_batch, state.num_processes),
+                                        sync_with_dataloader=False)
+    reset_accelerator_state(unless_mixed_precision=kwargs.get("mixed_precision", "no"))
     # launch_kwargs sets step_scheduler_with_optimizer=False: accelerate would otherwise step a prepared scheduler
     # once per process at every optimizer step, running the schedule `world` times too fast.
     return Accelerator(gradient_accumulation_plugin=plugin, log_with=log_with, project_dir=project_dir,
                        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=data_seed),
                        **{**kwargs, **launch_kwargs(stack, state), **overrides})
-
-
-def _forget_previous_accelerator(mixed_precision: str) -> None:
-    """accelerate keeps one process-wide AcceleratorState; benchmarks and tests run several stacks (with different
-    precisions) in one process, so drop the old state but keep the process group (PartialState)."""
-    from accelerate.state import AcceleratorState
-
-    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed_precision:
-        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def _collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -145,13 +145,6 @@ def make_loader(data, batch_size: int, seed: int, shuffle: bool = True):
     gen = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=shuffle, collate_fn=_collate,
                                        generator=gen, drop_last=False)
-
-
-def _lr_scheduler(name: str, optimizer, warmup: float, total: int):
-    from transformers import get_scheduler
-
-    warm = int(round(warmup * total)) if warmup < 1 else int(warmup)
-    return get_scheduler(name, optimizer, num_warmup_steps=min(warm, total), num_training_steps=total)
 
 
 def train(model: torch.nn.Module, stack: Stack | str, train_data, config: TrainConfig | None = None, *,
@@ -171,13 +164,18 @@ def _train(model, stack, train_data, cfg, eval_data, acc, tqdm) -> TrainResult:
     from accelerate.utils import set_seed
 
     set_seed(cfg.seed)
-    ctx = stack.context(acc.device, acc.distributed_type, acc.num_processes, micro_batch=cfg.micro_batch)
-    k, world = acc.gradient_accumulation_steps, acc.num_processes
+    if len(train_data):
+        check_block_length(train_data[0]["input_ids"], cfg.seq_len)
+    ctx = stack.context(acc.device, acc.distributed_type, acc.num_processes)
+    # the accumulation comes from the stack at the configured micro-batch: one source, whatever the Accelerator was
+    # built for (the training step owns the window and scales explicitly)
+    world = acc.num_processes
+    k = stack.accumulation_steps(cfg.micro_batch, world)
     loader = make_loader(train_data, cfg.micro_batch, cfg.seed)
     per_epoch = math.ceil(len(loader) / world)
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch / k))
     optimizer = stack.make_optimizer(model, ctx, cfg.lr, cfg.weight_decay)
-    scheduler = _lr_scheduler(cfg.scheduler, optimizer, cfg.warmup, total)
+    scheduler = lr_scheduler(cfg.scheduler, optimizer, cfg.warmup, total)
     model, optimizer, loader, scheduler = acc.prepare(model, optimizer, loader, scheduler)
     # a caller that started the trackers (the recipe, to log its evaluations before and after) also finishes them
     own_trackers = bool(cfg.log_with) and not acc.trackers
@@ -193,7 +191,9 @@ def _train(model, stack, train_data, cfg, eval_data, acc, tqdm) -> TrainResult:
                       max_grad_norm=cfg.max_grad_norm), **cfg.run_identity}
         saver = Checkpointer(acc, model, Path(cfg.output_dir) / "checkpoints", cfg.keep_last, run_id)
     try:
-        result = _run(model, stack, ctx, acc, optimizer, scheduler, loader, total, cfg, saver, eval_data, tqdm)
+        with StopOnSignal() as stop:
+            result = _run(model, stack, ctx, acc, k, optimizer, scheduler, loader, total, cfg, saver, eval_data, tqdm,
+                          stop)
     finally:
         if saver:
             saver.close()
@@ -202,17 +202,21 @@ def _train(model, stack, train_data, cfg, eval_data, acc, tqdm) -> TrainResult:
     return result
 
 
-def _run(model, stack, ctx, acc, optimizer, scheduler, loader, total, cfg, saver, eval_data, tqdm) -> TrainResult:
-    k, world = acc.gradient_accumulation_steps, acc.num_processes
+def _run(model, stack, ctx, acc, k, optimizer, scheduler, loader, total, cfg, saver, eval_data, tqdm,
+         stop: StopOnSignal) -> TrainResult:
+    world, engine = acc.num_processes, Engine(acc)
     state = (saver.resume(cfg.resume) if saver else None) or TrainState(micro_batch=cfg.micro_batch)
+    if state.step:  # resumed: a longer run continues on the schedule over its new total (memfit.training.schedule)
+        continue_schedule(scheduler)
     backoff = OOMBackoff(state.micro_batch, cfg.micro_batch * k, num_processes=world, plan_cache=cfg.plan_cache,
                          trace=state.backoffs)
     result = TrainResult(steps=state.step, tokens=state.tokens, losses=list(state.losses), evals=list(state.evals),
                          skipped_steps=state.skipped_steps, nonfinite_steps=state.nonfinite_steps,
                          num_processes=world, effective_batch=cfg.micro_batch * k * world, backoffs=backoff.trace)
     last = saver.latest() if saver else None
-    result.resumed_from = str(saver.resumed_from) if saver and saver.resumed_from else None
-    stream, meter, bad = DataStream(loader, state.epoch, state.consumed), Meter(), 0
+    if saver:
+        result.resumed_from, result.damaged_checkpoints = saver.resumed_from and str(saver.resumed_from), saver.damaged
+    stream, meter, bad = DataStream(loader, state.epoch, state.consumed, cfg.seq_len), Meter(), 0
     saved_at = time.monotonic()
     reset_peak(acc.device)
     bar = tqdm(total=total, initial=state.step, desc="train", disable=not (cfg.progress and acc.is_main_process),
@@ -220,36 +224,26 @@ def _run(model, stack, ctx, acc, optimizer, scheduler, loader, total, cfg, saver
     model.train()
     for step in range(state.step + 1, total + 1):
         window = stream.take(k)
-        counts = torch.tensor([count_predicted_tokens(b) for b in window], device=acc.device, dtype=torch.float64)
-        window_tokens = acc.reduce(counts.sum(), reduction="sum")
-        step_nll = backoff.run(step, window, lambda pieces: _accumulate(model, acc, stack, ctx, pieces,
-                                                                        window_tokens))
-        step_loss = (acc.reduce(step_nll, reduction="sum") / window_tokens).item()
-        norm = None
-        if math.isfinite(step_loss) and cfg.max_grad_norm and acc.sync_gradients:
-            norm = acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)  # None under DeepSpeed
-            norm = None if norm is None else float(norm)
-        # inf gradients under fp16 are the loss scaler's business (it skips and lowers the scale); anything else
-        # non-finite skips the update so the weights, and the checkpoints, stay good
-        if math.isfinite(step_loss) and (norm is None or math.isfinite(norm) or acc.scaler is not None):
+        out = train_step(model, optimizer, stack, ctx, window, engine=engine, max_grad_norm=cfg.max_grad_norm,
+                         scheduler=scheduler, retry=lambda run: backoff.run(step, window, run))
+        step_loss = out.loss
+        if out.updated:
             bad = 0
-            optimizer.step()
-            scheduler.step()
-            skipped = acc.optimizer_step_was_skipped
-            result.skipped_steps += int(skipped)
-            if skipped:
+            result.skipped_steps += int(out.skipped_by_scaler)
+            if out.skipped_by_scaler:
                 log.warning("step %d: the fp16 loss scaler skipped the update (gradient overflow)", step)
         else:
+            # inf gradients under fp16 are the loss scaler's business; anything else non-finite skipped the update,
+            # so the weights, and the checkpoints, stay good
             bad, result.nonfinite_steps = bad + 1, result.nonfinite_steps + 1
             log.warning("step %d: non-finite loss/gradient (%s), update skipped", step, step_loss)
             if bad >= cfg.max_bad_steps:
                 good = f"; the last good checkpoint is {last}, resume continues from it" if last else ""
                 raise NumericError(f"loss was non-finite for {bad} consecutive steps (last at step {step}); lower "
                                    f"the learning rate, use bf16 instead of fp16, or check the data{good}")
-        optimizer.zero_grad(set_to_none=True)
-        result.steps, result.tokens = step, result.tokens + int(window_tokens.item())
+        result.steps, result.tokens = step, result.tokens + out.tokens
         result.losses.append(step_loss)
-        rate = meter.update(int(window_tokens.item()))
+        rate = meter.update(out.tokens)
         if step % cfg.log_every == 0 or step == total:
             mem = memory_stats(acc.device)
             peak = mem.get("peak_gib", mem.get("peak_rss_gib", 0.0))  # CUDA allocator peak, or the CPU process's RSS
@@ -261,12 +255,16 @@ def _run(model, stack, ctx, acc, optimizer, scheduler, loader, total, cfg, saver
         if eval_data is not None and cfg.eval_every and (step % cfg.eval_every == 0 or step == total):
             result.evals.append({"step": step, **evaluate(model, eval_data, cfg, acc)})
             log_evaluation(acc, result.evals[-1], step)
-        if saver and bad == 0 and (step % cfg.checkpoint_every == 0 or step == total
+        signum = stop.requested(acc)  # SIGINT/SIGTERM: this step is done; save it and stop
+        if saver and bad == 0 and (signum or step % cfg.checkpoint_every == 0 or step == total
                                    or _minutes_passed(acc, saved_at, cfg.checkpoint_minutes)):
             saved_at = time.monotonic()
             last = saver.save(TrainState(step, stream.epoch, stream.consumed, backoff.micro_batch, result.tokens,
                                          result.losses, result.skipped_steps, result.nonfinite_steps, result.evals,
                                          backoff.trace), model)
+        if signum:
+            bar.close()
+            raise TrainingInterrupted(signum, step, last)
     bar.close()
     result.micro_batch, result.grad_accum = backoff.micro_batch, backoff.grad_accum
     result.seconds, result.tokens_per_s = meter.seconds, meter.mean_rate
@@ -282,23 +280,6 @@ def _minutes_passed(acc, since: float, minutes: Optional[float]) -> bool:
         return False
     due = torch.tensor(float(time.monotonic() - since >= 60 * minutes), device=acc.device)
     return acc.reduce(due, reduction="sum").item() > 0
-
-
-def _accumulate(model, acc, stack, ctx, pieces, window_tokens) -> torch.Tensor:
-    """Forward+backward over one window's micro-batches, from zero gradients; returns the summed NLL."""
-    # a window retried after an OOM must not keep the failed attempt's gradients (DeepSpeed's engine takes no args)
-    model.zero_grad() if acc.distributed_type == "DEEPSPEED" else model.zero_grad(set_to_none=True)
-    acc.step, acc.gradient_accumulation_steps = 0, len(pieces)
-    # Each micro-batch contributes nll_sum / window_tokens. accelerate divides by the accumulation steps, DDP averages
-    # over processes: multiply both back so the step's gradient is exactly sum(nll) / sum(tokens).
-    scale = len(pieces) * acc.num_processes / window_tokens.clamp_min(1).float()
-    step_nll = torch.zeros((), device=acc.device, dtype=torch.float64)
-    for batch in pieces:
-        with acc.accumulate(model), stack.step_context(ctx):
-            nll, _ = stack.compute_loss(model, batch, ctx)
-            acc.backward(nll * scale)
-        step_nll += nll.detach().double()
-    return step_nll
 
 
 def evaluate(model, eval_data, cfg: TrainConfig, acc) -> dict[str, Any]:

@@ -229,3 +229,20 @@ def test_deepspeed_two_processes_train_like_one(two, one_process, name, k):
     assert two[0][name]["launch"] == {"type": "DEEPSPEED", "zero_stage": int(name[4]), "processes": 2,
                                       "static_graph": None}
     _assert_trains_like_one_process(two, name, one_process, k)
+
+
+def test_one_helper_resets_accelerates_state_and_keeps_the_process_group():
+    from accelerate import PartialState
+    from accelerate.state import AcceleratorState
+
+    from memfit import Stack
+    from memfit.launch.distributed import reset_accelerator_state
+    from memfit.training.loop import make_accelerator
+
+    make_accelerator(Stack.from_spec("lora"), 1)
+    reset_accelerator_state(unless_mixed_precision="no")  # same precision: kept
+    assert AcceleratorState._shared_state and AcceleratorState().mixed_precision == "no"
+    reset_accelerator_state()
+    assert not AcceleratorState._shared_state and PartialState._shared_state  # the process group stays
+    memfit_files = (REPO / "memfit").rglob("*.py")
+    assert [p.name for p in memfit_files if "_reset_state(" in p.read_text()] == ["distributed.py"]

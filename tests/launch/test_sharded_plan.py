@@ -135,12 +135,13 @@ def test_zero_stand_in_prepare_fixes_the_micro_batch_deepspeed_needs():
                              deepspeed_config={"train_micro_batch_size_per_gpu": "auto"})
     prepared = []
     acc = SimpleNamespace(state=SimpleNamespace(distributed_type="DEEPSPEED", deepspeed_plugin=plugin),
-                          num_processes=2, gradient_accumulation_steps=1, backward=lambda loss: None,
+                          num_processes=2, gradient_accumulation_steps=1,
                           prepare=lambda *objs: prepared.append(plugin.deepspeed_config.copy()) or objs)
-    model, optimizer, backward, around = prepare_for_probes(acc, "model", "optimizer")
+    model, optimizer, engine, around = prepare_for_probes(acc, "model", "optimizer")
     assert prepared == [{"train_micro_batch_size_per_gpu": 1}] and (model, optimizer) == ("model", "optimizer")
     assert plugin.deepspeed_config == {"train_micro_batch_size_per_gpu": "auto"}  # restored for training's prepare
-    assert backward is acc.backward
+    # the probes step through the training step's engine, without collectives inside a probe's step
+    assert engine.accelerator is acc and engine.deepspeed and not engine.agree and engine.world == 1
     with around():  # ZeRO: no no_sync (it gathers inside the forward)
         pass
 

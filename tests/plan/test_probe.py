@@ -36,3 +36,20 @@ def test_time_steps_skips_the_warm_up_and_averages_step_time():
     assert timing.steps == 5 and timing.tokens_per_s == pytest.approx(3 / (1 / 100 + 1 / 200 + 1 / 100))
     oom = time_steps(lambda: Probe(4, False, error="CUDA out of memory"), 4)
     assert oom.tokens_per_s is None and oom.steps == 1 and "out of memory" in oom.error
+
+
+def test_the_cuda_meter_caps_memory_only_inside_its_with_block(monkeypatch):
+    from types import SimpleNamespace
+
+    from memfit.plan.probe import CudaMeter
+
+    fractions = []
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=2**30))
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, device: fractions.append(f))
+    meter = CudaMeter(torch.device("cuda", 0), margin=0.25)
+    assert fractions == [] and meter.budget == 0.75 * 2**30  # constructing it changes nothing in the process
+    with pytest.raises(RuntimeError, match="between"):
+        with meter:
+            assert fractions == [0.75]
+            raise RuntimeError("an error between capping and the search")
+    assert fractions == [0.75, 1.0]  # lifted on the way out, whatever happened inside

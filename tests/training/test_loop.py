@@ -130,3 +130,26 @@ def test_non_finite_loss_stops_the_run():
     cfg = TrainConfig(micro_batch=2, max_steps=10, progress=False, max_bad_steps=2)
     with pytest.raises(memfit.NumericError, match="non-finite for 2 consecutive steps"):
         memfit.train(model, stack, random_blocks(8, 16), cfg)
+
+
+def test_the_loop_refuses_blocks_of_another_length_than_planned():
+    stack = Stack.from_spec("lora")
+    model = stack.apply_model(tiny_model(), stack.context("cpu"))
+    cfg = TrainConfig(micro_batch=2, max_steps=1, progress=False, seq_len=16)
+    with pytest.raises(ValueError, match=r"training blocks have 24 tokens but the plan was made for 16") as info:
+        memfit.train(model, stack, random_blocks(4, 24), cfg)
+    assert "\n" not in str(info.value)
+    assert memfit.train(model, stack, random_blocks(4, 16), cfg).steps == 1
+
+
+def test_the_micro_batch_reaches_the_loop_from_its_config_alone():
+    """An Accelerator built for another micro-batch does not change the window: the stack decides it at the
+    configured micro-batch, and the effective batch is the one asked for."""
+    from memfit.training.loop import make_accelerator
+
+    stack = Stack.from_spec("lora+ga:effective_batch=8")
+    model = stack.apply_model(tiny_model(), stack.context("cpu"))
+    acc = make_accelerator(stack, 4)  # would be 2 accumulation steps
+    res = memfit.train(model, stack, random_blocks(16, 16), TrainConfig(micro_batch=2, max_steps=1, progress=False),
+                       accelerator=acc)
+    assert (res.micro_batch, res.grad_accum, res.effective_batch, res.tokens) == (2, 4, 8, 8 * 15)
