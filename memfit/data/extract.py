@@ -1,7 +1,6 @@
 """PDF folder -> `Corpus` of documents (page texts with provenance) plus a list of the files that could not be used."""
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -9,6 +8,7 @@ from pathlib import Path
 
 from memfit.data.cache import TextCache, file_sha256
 from memfit.data.clean import CleanOptions, clean_document
+from memfit.data.dedupe import Duplicates
 from memfit.data.errors import DataError, FileIssue
 from memfit.data.isolation import WALL_FACTOR, Outcome, run_isolated
 from memfit.data.language import LanguageCheck, check_language
@@ -164,12 +164,12 @@ def _from_cache_or_queue(paths: list[Path], cache: TextCache, max_file_bytes: in
 
 def _screen(documents: list[Document], corpus: Corpus, keep_non_english: bool) -> None:
     """Move documents into `corpus.documents`, or into `corpus.excluded` with an error saying why."""
-    seen_text: dict[str, str] = {}
+    duplicates = Duplicates()
     for doc in sorted(documents, key=lambda d: d.name):
         issue = _quality_issue(doc, keep_non_english)
-        text_hash = hashlib.sha256(doc.raw_text.encode()).hexdigest()
-        if issue is None and text_hash in seen_text:
-            issue = FileIssue(doc.path, "duplicate", f"same text as {seen_text[text_hash]}; skipped")
+        repeated = duplicates.duplicate_of(doc.raw_text) if issue is None else None
+        if repeated is not None:
+            issue = FileIssue(doc.path, "duplicate", repeated)
         if issue is not None and not (issue.kind == "non_english" and keep_non_english):
             corpus.errors.append(issue)
             corpus.excluded.append(doc)
@@ -179,7 +179,7 @@ def _screen(documents: list[Document], corpus: Corpus, keep_non_english: bool) -
         if doc.warnings:
             corpus.warnings.append(FileIssue(doc.path, "pypdf_warning", "extracted, but pypdf reported: "
                                              + "; ".join(doc.warnings) + " - check those pages' text"))
-        seen_text[text_hash] = doc.name
+        duplicates.keep(doc.raw_text, doc.name)
         corpus.documents.append(doc)
 
 

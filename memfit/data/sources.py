@@ -17,7 +17,9 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from memfit.data.dedupe import Duplicates
 from memfit.data.errors import DataError, FileIssue
+from memfit.data.text_files import binary_reason, candidate_files, not_a_regular_file
 
 Format = Literal["text", "chat", "prompt_completion"]
 OnError = Literal["skip", "raise"]
@@ -109,10 +111,11 @@ class _Collector:
     def __init__(self, source: _SourceBase) -> None:
         self.source, self.issues = source, []
 
-    def add(self, path: Any, kind: str, reason: str, line: Optional[int] = None) -> None:
+    def add(self, path: Any, kind: str, reason: str, line: Optional[int] = None, fatal: bool = True) -> None:
+        """`fatal=False`: input skipped by design (a duplicate), reported but never a reason to stop."""
         where = f"line {line}: " if line is not None else ""
         issue = FileIssue(Path(str(path)), kind, f"{where}{reason}")
-        if self.source.on_error == "raise":
+        if fatal and self.source.on_error == "raise":
             raise DataError(f"{issue} (source {self.source.label}; set on_error='skip' to skip such input)")
         self.issues.append(issue)
 
@@ -128,6 +131,10 @@ def _row_record(src: _Columns, row: dict[str, Any], file: str, line: int, issues
         if not isinstance(text, str) or not text.strip():
             issues.add(file, "empty", f"column {src.text_column!r} holds no text", line)
             return None
+        binary = binary_reason(text)
+        if binary is not None:
+            issues.add(file, "binary", f"column {src.text_column!r} {binary}", line)
+            return None
         return Record(src.label, file, line, "text", text=text)
     if src.format == "chat":
         turns = row[src.messages_column]
@@ -135,11 +142,20 @@ def _row_record(src: _Columns, row: dict[str, Any], file: str, line: int, issues
                                                   for t in turns) or not turns:
             issues.add(file, "bad-messages", f"{src.messages_column!r} must be a list of {{role, content}}", line)
             return None
-        messages = tuple({"role": str(t["role"]), "content": str(t["content"])} for t in turns)
+        empty = [i for i, t in enumerate(turns, 1) if not isinstance(t["content"], str) or not t["content"].strip()]
+        if empty:  # str(None) would train the literal "None"
+            issues.add(file, "empty-content", f"turn {empty[0]} of {src.messages_column!r} has no text content "
+                                              f"({turns[empty[0] - 1]['content']!r}); fill it or drop the row", line)
+            return None
+        messages = tuple({"role": str(t["role"]), "content": t["content"]} for t in turns)
         return Record(src.label, file, line, "chat", messages=messages)
     prompt, completion = row[src.prompt_column], row[src.completion_column]
+    if not isinstance(completion, str) or not completion.strip() or not isinstance(prompt, str):
+        issues.add(file, "empty-content", f"{src.prompt_column!r} must be text and {src.completion_column!r} "
+                                          f"non-empty text (got {type(prompt).__name__}, {completion!r:.40})", line)
+        return None
     return Record(src.label, file, line, "prompt_completion",
-                  messages=({"role": "user", "content": str(prompt)}, {"role": "assistant", "content": str(completion)}))
+                  messages=({"role": "user", "content": prompt}, {"role": "assistant", "content": completion}))
 
 
 def _read_jsonl(path: Path, issues: _Collector) -> Iterator[tuple[int, dict]]:
@@ -166,8 +182,12 @@ def _load_table(src: _Columns, issues: _Collector) -> Iterator[Record]:
         rows, file = _saved_rows(src), src.path
     else:
         path, file = Path(src.path), src.path
-        if not path.is_file():
+        if not path.exists() and not path.is_symlink():
             raise DataError(f"{path}: no such file; point the table source at a .jsonl, .csv or .parquet file")
+        problem = not_a_regular_file(path)
+        if problem is not None:
+            issues.add(path, problem.kind, problem.reason)
+            return
         if path.stat().st_size == 0:
             issues.add(path, "empty", "the file is empty")
             return
@@ -214,18 +234,31 @@ def _load_text_files(src: TextSource, issues: _Collector) -> Iterator[Record]:
     root = Path(src.path)
     if not root.exists():
         raise DataError(f"{root}: no such file or folder; point the text source at a .txt/.md file or a folder")
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.suffix in src.suffixes)
+    files = candidate_files(root, src.suffixes) if root.is_dir() else [root]
     if not files:
         raise DataError(f"{root} holds no {'/'.join(src.suffixes)} files")
     for path in files:
+        problem = not_a_regular_file(path)
+        if problem is not None:
+            issues.add(path, problem.kind, problem.reason)
+            continue
         try:
-            text = path.read_bytes().decode("utf-8")
+            data = path.read_bytes()
+        except OSError as exc:  # removed or made unreadable since it was listed
+            issues.add(path, "unreadable", f"cannot be read ({exc.strerror or exc}); fix its permissions")
+            continue
+        try:
+            text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            line = path.read_bytes()[:exc.start].count(b"\n") + 1
+            line = data[:exc.start].count(b"\n") + 1
             issues.add(path, "not-utf8", f"not UTF-8 text (byte {exc.start}); re-save the file as UTF-8", line)
             continue
         if not text.strip():
             issues.add(path, "empty", "the file holds no text")
+            continue
+        binary = binary_reason(text)
+        if binary is not None:
+            issues.add(path, "binary", f"{binary}; remove it from the source or list only text suffixes")
             continue
         yield Record(src.label, str(path.relative_to(root) if root.is_dir() else path.name), None, "text",
                      text=text, clean_as_pdf=src.clean)
@@ -238,20 +271,26 @@ def iter_records(sources: list[Any], text_cache: Optional[str] = None) -> Iterat
     from memfit.data.clean import clean_document
     from memfit.data.extract import extract_pdfs
 
+    duplicates = Duplicates()  # across all sources: a copy in another source is as much a leak
     for src in sources:
         collector = _Collector(src)
         if isinstance(src, PdfSource):
             corpus = extract_pdfs(src.path, text_cache)
             for error in corpus.errors:
                 collector.add(error.path, error.kind, error.reason)
-            yield from (Record(src.label, doc.name, None, "text", text=doc.clean_text()) for doc in corpus.documents)
+            records = (Record(src.label, doc.name, None, "text", text=doc.clean_text()) for doc in corpus.documents)
         elif isinstance(src, TextSource):
-            for record in _load_text_files(src, collector):
-                if record.clean_as_pdf:
-                    record = Record(record.source, record.file, None, "text", text=clean_document([record.text]))
-                yield record
+            records = (Record(r.source, r.file, None, "text", text=clean_document([r.text])) if r.clean_as_pdf else r
+                       for r in _load_text_files(src, collector))
         else:
-            yield from _load_table(src, collector)
+            records = _load_table(src, collector)
+        for record in records:
+            repeated = duplicates.duplicate_of(record.content())
+            if repeated is not None:
+                collector.add(record.file, "duplicate", repeated, record.line, fatal=False)
+                continue
+            duplicates.keep(record.content(), record.name)
+            yield record
         yield from collector.issues
 
 
@@ -262,3 +301,17 @@ def load_records(sources: list[Any], text_cache: Optional[str] = None) -> tuple[
     for item in iter_records(sources, text_cache):
         (issues if isinstance(item, FileIssue) else records).append(item)
     return [r for r in records if r.content().strip()], issues
+
+
+def check_output_outside_sources(output_dir: Any, sources: list[Any]) -> None:
+    """Refuse an output folder inside (or equal to) a source's folder: the run's summaries and exports would be read
+    as training documents by the next run. Raises `DataError` naming both folders."""
+    output = Path(output_dir).expanduser().resolve()
+    for src in sources:
+        path = getattr(src, "path", None)
+        if not path:
+            continue  # a Hub source has no folder to write into
+        root = Path(path).expanduser().resolve()
+        if output == root or root in output.parents:
+            raise DataError(f"the output folder {output} lies inside the data source {root}; its files would become "
+                            "training documents of the next run: choose an output folder outside the data")
