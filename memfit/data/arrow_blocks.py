@@ -18,6 +18,7 @@ import numpy as np
 from datasets import Dataset, Features, List, Value
 
 from memfit.core.loss import IGNORE_INDEX
+from memfit.data.arrow_cache import cached_map
 
 BLOCK_FEATURES = Features({name: List(Value("int32")) for name in ("input_ids", "labels", "position_ids")})
 
@@ -101,7 +102,6 @@ def pack_arrow(tokens: Dataset, order: np.ndarray, chat: bool, block_size: int, 
         kwargs = {"docs": docs, "starts": ends - lengths - 1, "ends": ends, "block_size": block_size, "eos": eos,
                   "pad": pad}
     numbers = Dataset.from_dict({"block": np.arange(n_blocks)})
-    return numbers.map(function, batched=True, batch_size=batch_size, num_proc=num_proc if num_proc > 1 else None,
-                       fn_kwargs=kwargs, remove_columns=["block"], features=BLOCK_FEATURES,
-                       cache_file_name=str(cache_dir / f"blocks-{key}.arrow"), load_from_cache_file=True,
-                       new_fingerprint=f"blocks-{key}", desc="packing")
+    return cached_map(numbers, function, cache_dir, f"blocks-{key}", "packing", batch_size=batch_size,
+                      num_proc=num_proc if num_proc > 1 else None, fn_kwargs=kwargs, remove_columns=["block"],
+                      features=BLOCK_FEATURES)

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 from datasets import Dataset, concatenate_datasets
 
 from memfit.data.arrow_blocks import pack_arrow
+from memfit.data.arrow_cache import build_lock
 from memfit.data.arrow_records import content_hash, default_arrow_dir, file_stamps, record_issues, write_records
 from memfit.data.arrow_tokens import tokenise_records
 from memfit.data.dataset import DataBundle, SplitStats, _load_tokenizer
@@ -98,6 +99,15 @@ def build_arrow_datasets(sources: list[Any], tokenizer: Any, *, block_size: int 
         raise DataError("the tokenizer has no eos_token, which packing needs; set tokenizer.eos_token")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     cache = Path(cache_dir or default_arrow_dir())
+    with build_lock(cache):
+        return _build(sources, tokenizer, cache, block_size, test_fraction, min_test_docs, seed, text_cache,
+                      on_too_long, num_proc)
+
+
+def _build(sources, tokenizer, cache, block_size, test_fraction, min_test_docs, seed, text_cache, on_too_long,
+           num_proc) -> tuple[DataBundle, list[FileIssue]]:
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     records = write_records(sources, text_cache, cache)
     issues = record_issues(records)
     names, chat = _column(records, "name"), _column(records, "chat")

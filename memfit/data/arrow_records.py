@@ -3,24 +3,28 @@ larger than memory never sits in a Python list; what the Arrow path (memfit/data
 
 One row per record (plain text, or chat turns as the JSON `Record.content()` gives) and one row per skipped input
 (`issue_kind` set, no text), in the order `load_records` returns them. The generator's cache is keyed by the sources'
-settings and the size and mtime of every file they read (like make), so a rerun on unchanged files reads no source
-again; the tokens' cache is keyed by the *content* (`content_hash`), which is what decides the tokens.
+settings and the sha256 of every file they read - content, not size and mtime, so a text edited at the same size with
+its mtime restored is read again - and its files are checked against their recorded sha256 (arrow_cache.py); the
+tokens' cache is keyed by the records' content (`content_hash`), which is what decides the tokens.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
 from datasets import Dataset, Features, Value
 
+from memfit.data.arrow_cache import MANIFEST, drop_if_corrupt, file_digest, record_checksums
 from memfit.data.errors import DataError, FileIssue
+from memfit.data.text_files import candidate_files, not_a_regular_file
 from memfit.data.sources import iter_records
 
-RECORDS_VERSION = "1"  # bump when what a record row holds, or how sources are read and cleaned, changes
+RECORDS_VERSION = "2"  # bump when what a record row holds, or how sources are read and cleaned, changes
 RECORD_FEATURES = Features({
     "name": Value("string"), "source": Value("string"), "file": Value("string"), "line": Value("int64"),
     "chat": Value("bool"), "text": Value("string"), "n_chars": Value("int64"), "n_bytes": Value("int64"),
@@ -51,13 +55,20 @@ def file_stamps(path: str) -> list[tuple[str, int, int]]:
     return [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
 
 
+def file_digests(path: str) -> list[tuple[str, str]]:
+    """(file, sha256) of every regular file a source path holds (FIFOs, devices and link loops are not opened)."""
+    root = Path(path)
+    files = [root] if root.is_file() else candidate_files(root, [""]) if root.is_dir() else []
+    return [(str(p), file_digest(p)) for p in files if not_a_regular_file(p) is None]
+
+
 def records_fingerprint(sources: list[Any], text_cache: Optional[str]) -> str:
-    """Changes with any source setting and any file's size or mtime (a Hub source: with its id and split only)."""
+    """Changes with any source setting and any file's content (a Hub source: with its id and split only)."""
     stamp = [RECORDS_VERSION, str(text_cache)]
     for src in sources:
         stamp.append(json.dumps(src.model_dump(), sort_keys=True))
         if getattr(src, "path", None):
-            stamp.append(json.dumps(file_stamps(src.path)))
+            stamp.append(json.dumps(file_digests(src.path)))
     return "records-" + hashlib.sha256("\n".join(stamp).encode()).hexdigest()[:40]
 
 
@@ -66,11 +77,16 @@ def write_records(sources: list[Any], text_cache: Optional[str] = None,
     """The memory-mapped record rows of `sources` (rebuilt only when `records_fingerprint` changes)."""
     from datasets.exceptions import DatasetGenerationError
 
-    cache_dir = Path(cache_dir or default_arrow_dir())
+    folder = Path(cache_dir or default_arrow_dir()) / "records"
+    fingerprint = records_fingerprint(sources, text_cache)
+    manifest = folder / f"{fingerprint}{MANIFEST}"
+    builders = [d for d in folder.rglob(f"*{fingerprint}*") if d.is_dir()] if folder.is_dir() else []
+    drop_if_corrupt("records", [f for d in builders for f in sorted(d.rglob("*.arrow"))], manifest,
+                    lambda: [shutil.rmtree(d, ignore_errors=True) for d in builders])
     try:
-        return Dataset.from_generator(_rows, features=RECORD_FEATURES, cache_dir=str(cache_dir / "records"),
-                                      gen_kwargs={"sources": sources, "text_cache": text_cache},
-                                      fingerprint=records_fingerprint(sources, text_cache))
+        records = Dataset.from_generator(_rows, features=RECORD_FEATURES, cache_dir=str(folder),
+                                         gen_kwargs={"sources": sources, "text_cache": text_cache},
+                                         fingerprint=fingerprint)
     except DatasetGenerationError as exc:  # a source with on_error='raise', a missing file: the user's one line
         cause = exc.__cause__
         while cause is not None and not isinstance(cause, DataError):
@@ -78,6 +94,8 @@ def write_records(sources: list[Any], text_cache: Optional[str] = None,
         if cause is None:
             raise
         raise cause from None
+    record_checksums([Path(f["filename"]) for f in records.cache_files], manifest)
+    return records
 
 
 def content_hash(records: Dataset, batch_size: int = 10_000) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 from datasets import Dataset, Features, List, Value
 
+from memfit.data.arrow_cache import cached_map
 from memfit.data.chat import check_chat_tokenizer, tokenize_chat
 from memfit.data.dataset import tokenize
 from memfit.data.errors import DataError
@@ -68,9 +69,7 @@ def tokenise_records(records: Dataset, tokenizer: Any, records_hash: str, cache_
     if pc.any(records.data.column("chat")).as_py():
         check_chat_tokenizer(tokenizer)  # the tokenizer, not a sample, is wrong: stop before any work
     key = hashlib.sha256(f"{TOKENS_VERSION}\0{records_hash}\0{tokenizer_key(tokenizer)}".encode()).hexdigest()[:40]
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tokens = records.map(_tokenise_batch, batched=True, batch_size=batch_size, num_proc=num_proc if num_proc > 1
-                         else None, fn_kwargs={"tokenizer": tokenizer}, remove_columns=records.column_names,
-                         features=TOKEN_FEATURES, cache_file_name=str(cache_dir / f"tokens-{key}.arrow"),
-                         load_from_cache_file=True, new_fingerprint=f"tokens-{key}", desc="tokenising")
+    tokens = cached_map(records, _tokenise_batch, cache_dir, f"tokens-{key}", "tokenising", batch_size=batch_size,
+                        num_proc=num_proc if num_proc > 1 else None, fn_kwargs={"tokenizer": tokenizer},
+                        remove_columns=records.column_names, features=TOKEN_FEATURES)
     return tokens, key
