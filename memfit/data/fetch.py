@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import quote
 
-from memfit.data.cache import file_sha256
+from memfit.data.pdf.text_cache import file_sha256
 from memfit.data.errors import DataError
 
 ATTEMPTS = 3  # per file and run: each attempt resumes where the last one stopped

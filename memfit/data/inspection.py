@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memfit.data.artifacts import ARTIFACTS, measure_document
-from memfit.data.clean import CleanOptions
-from memfit.data.dataset import CleanDocument, SplitStats, build_datasets, format_split_stats
+from memfit.data.pdf.artifacts import ARTIFACTS, measure_document
+from memfit.data.pdf.clean import CleanOptions
+from memfit.data.bundle import CleanDocument, SplitStats, build_datasets, format_split_stats
 from memfit.data.errors import DataError
 from memfit.data.source_stats import is_pdf_folder, render_source_stats, source_for_path
-from memfit.data.extract import DEFAULT_MAX_PAGES, DEFAULT_TIMEOUT_S, Corpus, Document, extract_pdfs
-from memfit.data.pdf_reader import MIB
+from memfit.data.pdf.extract import DEFAULT_MAX_PAGES, DEFAULT_TIMEOUT_S, Corpus, Document, extract_pdfs
+from memfit.data.pdf.reader import MIB
 from memfit.data.split import SplitPlan, split_documents
 
 

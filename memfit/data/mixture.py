@@ -14,10 +14,11 @@ from typing import Any, Literal, Optional
 from datasets import Dataset, concatenate_datasets
 
 from memfit.data.chat import pack_samples, tokenize_chat
-from memfit.data.dataset import DataBundle, SplitStats, _load_tokenizer, tokenize
+from memfit.data.bundle import DataBundle, SplitStats, _load_tokenizer, tokenize
 from memfit.data.errors import DataError, FileIssue
 from memfit.data.packing import IGNORE_INDEX, pack_documents
-from memfit.data.sources import Record, load_records
+from memfit.data.readers import load_records
+from memfit.data.sources import Record
 from memfit.data.split import split_documents
 
 log = logging.getLogger(__name__)

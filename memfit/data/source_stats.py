@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from memfit.data.sources import SavedSource, TableSource, TextSource, load_records
+from memfit.data.readers import load_records
+from memfit.data.sources import SavedSource, TableSource, TextSource
 
 TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 

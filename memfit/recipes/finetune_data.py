@@ -7,7 +7,7 @@ from dataclasses import asdict
 from typing import Any, Optional
 
 from ..data import DataError, PdfSource, build_datasets, extract_pdfs
-from ..data.arrow_bundle import build_arrow_datasets, default_num_proc, wants_arrow
+from ..data.arrow.bundle import build_arrow_datasets, default_num_proc, wants_arrow
 from ..data.mixture import build_source_datasets, test_split_hashes
 
 

@@ -18,7 +18,7 @@ import torch
 from pydantic import ValidationError
 
 from ..core.stack import Stack
-from ..data.dataset import clean_documents, tokenize
+from ..data import clean_documents, tokenize
 from ..models import load_config, load_model, load_tokenizer
 from ..training.checkpoint import check_adapter, load_adapter
 from .finetune import FinetuneConfig
@@ -73,7 +73,7 @@ def _recorded_texts(run: SavedRun) -> dict[str, tuple[str, Any]]:
     """{name: (text as hashed, record or None)} of every document the run's sources give today."""
     cfg = run.config
     if cfg.sources:
-        from ..data.sources import load_records
+        from ..data import load_records
 
         records, _ = load_records(cfg.sources, cfg.text_cache)
         return {r.name: (r.content(), r) for r in records}

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from memfit.data.arrow_bundle import build_arrow_datasets
+from memfit.data.arrow.bundle import build_arrow_datasets
 from memfit.data.mixture import build_source_datasets
 from memfit.data.sources import TableSource, TextSource
 from pdf_factory import english_page
@@ -63,7 +63,7 @@ def test_arrow_path_gives_the_in_memory_blocks_split_and_issues(sources, chat_to
 
 
 def test_num_proc_2_equals_1_and_a_rerun_reads_the_cache(sources, chat_tokenizer, tmp_path, monkeypatch):
-    import memfit.data.arrow_tokens as arrow_tokens
+    import memfit.data.arrow.tokens as arrow_tokens
 
     memory, memory_issues = build_source_datasets(sources, chat_tokenizer, block_size=BLOCK)
     cache = tmp_path / "cache"
@@ -103,7 +103,7 @@ def test_packing_map_equals_pack_documents_and_pack_samples_at_every_batch_cut(t
     import numpy as np
     from datasets import Dataset
 
-    from memfit.data.arrow_blocks import pack_arrow
+    from memfit.data.arrow.blocks import pack_arrow
     from memfit.data.chat import pack_samples
     from memfit.data.packing import pack_documents
 

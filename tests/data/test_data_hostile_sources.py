@@ -185,7 +185,7 @@ def test_extraction_workers_die_with_a_killed_parent(tmp_path):
     pid_file = tmp_path / "child.pid"
     script = textwrap.dedent(f"""
         import os, time
-        from memfit.data.isolation import run_isolated
+        from memfit.data.pdf.isolation import run_isolated
 
         def hang(_):
             open({str(pid_file)!r}, "w").write(str(os.getpid()))

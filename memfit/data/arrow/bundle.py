@@ -23,11 +23,11 @@ import numpy as np
 import pyarrow.compute as pc
 from datasets import Dataset, concatenate_datasets
 
-from memfit.data.arrow_blocks import pack_arrow
-from memfit.data.arrow_cache import build_lock
-from memfit.data.arrow_records import content_hash, default_arrow_dir, file_stamps, record_issues, write_records
-from memfit.data.arrow_tokens import tokenise_records
-from memfit.data.dataset import DataBundle, SplitStats, _load_tokenizer
+from memfit.data.arrow.blocks import pack_arrow
+from memfit.data.arrow.integrity import build_lock
+from memfit.data.arrow.records import content_hash, default_arrow_dir, file_stamps, record_issues, write_records
+from memfit.data.arrow.tokens import tokenise_records
+from memfit.data.bundle import DataBundle, SplitStats, _load_tokenizer
 from memfit.data.errors import DataError, FileIssue
 from memfit.data.mixture import _weighted
 from memfit.data.packing import IGNORE_INDEX

@@ -9,8 +9,8 @@ from pydantic import TypeAdapter
 
 from memfit.data import DataError
 from memfit.data.mixture import build_source_datasets, test_split_hashes
-from memfit.data.sources import (HubSource, PdfSource, SavedSource, Source, TableSource, TextSource,
-                                 load_records)
+from memfit.data.readers import load_records
+from memfit.data.sources import HubSource, PdfSource, SavedSource, Source, TableSource, TextSource
 
 
 def test_text_markdown_jsonl_csv_parquet_and_saved_folders_load_with_provenance(tmp_path):

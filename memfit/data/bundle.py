@@ -9,9 +9,9 @@ from typing import Any
 
 from datasets import Dataset
 
-from memfit.data.clean import CleanOptions
+from memfit.data.pdf.clean import CleanOptions
 from memfit.data.errors import DataError
-from memfit.data.extract import Corpus, Document
+from memfit.data.pdf.extract import Corpus, Document
 from memfit.data.packing import IGNORE_INDEX, pack_documents
 from memfit.data.split import SplitPlan, split_documents
 

@@ -19,10 +19,10 @@ from typing import Any, Optional
 
 from datasets import Dataset, Features, Value
 
-from memfit.data.arrow_cache import MANIFEST, drop_if_corrupt, file_digest, record_checksums
+from memfit.data.arrow.integrity import MANIFEST, drop_if_corrupt, file_digest, record_checksums
 from memfit.data.errors import DataError, FileIssue
-from memfit.data.text_files import candidate_files, not_a_regular_file
-from memfit.data.sources import iter_records
+from memfit.data.text.hygiene import candidate_files, not_a_regular_file
+from memfit.data.readers import iter_records
 
 RECORDS_VERSION = "2"  # bump when what a record row holds, or how sources are read and cleaned, changes
 RECORD_FEATURES = Features({

@@ -6,13 +6,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from memfit.data.cache import TextCache, file_sha256
-from memfit.data.clean import CleanOptions, clean_document
-from memfit.data.dedupe import Duplicates
+from memfit.data.pdf.text_cache import TextCache, file_sha256
+from memfit.data.pdf.clean import CleanOptions, clean_document
+from memfit.data.text.dedupe import Duplicates
 from memfit.data.errors import DataError, FileIssue
-from memfit.data.isolation import WALL_FACTOR, Outcome, run_isolated
-from memfit.data.language import LanguageCheck, check_language
-from memfit.data.pdf_reader import MIB, PdfProblem, check_file, read_page_texts
+from memfit.data.pdf.isolation import WALL_FACTOR, Outcome, run_isolated
+from memfit.data.text.language import LanguageCheck, check_language
+from memfit.data.pdf.reader import MIB, PdfProblem, check_file, read_page_texts
 
 log = logging.getLogger(__name__)
 

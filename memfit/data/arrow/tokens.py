@@ -16,9 +16,9 @@ from typing import Any
 
 from datasets import Dataset, Features, List, Value
 
-from memfit.data.arrow_cache import cached_map
+from memfit.data.arrow.integrity import cached_map
 from memfit.data.chat import check_chat_tokenizer, tokenize_chat
-from memfit.data.dataset import tokenize
+from memfit.data.bundle import tokenize
 from memfit.data.errors import DataError
 
 TOKENS_VERSION = "1"  # bump when tokenize / tokenize_chat change what they produce
