@@ -14,12 +14,6 @@ from .merge import add_merge_parser
 from .plan import add_commands as add_capacity_commands
 
 
-def cmd_data(args, rest: list[str]) -> int:
-    from ..data import inspect_main
-
-    return inspect_main(rest)
-
-
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from ..runtime import configure_runtime
@@ -34,12 +28,10 @@ def main(argv: list[str] | None = None) -> int:
 
     user_errors = (StackError, ModelError, DataError, ConfigError, CheckpointError, ValueError, FileNotFoundError)
     try:
-        if argv[:2] == ["data", "inspect"]:
-            return cmd_data(None, argv[2:])
-        if argv[:2] == ["data", "fetch"]:
-            from ..data.fetch import fetch_main
+        if argv[:1] == ["data"]:
+            from .data import data_main
 
-            return fetch_main(argv[2:])
+            return data_main(argv[1:])
         if argv[:1] == ["train"]:
             from .train import cmd_train
 

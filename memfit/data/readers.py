@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from itertools import chain
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from memfit.data.errors import DataError, FileIssue
-from memfit.data.sources import HubSource, PdfSource, Record, SavedSource, TextSource, _Columns, _SourceBase
+from memfit.data.sources import (TABLE_SUFFIXES, TEXT_SUFFIXES, HubSource, PdfSource, Record, SavedSource,
+                                 TableSource, TextSource, _Columns, _SourceBase)
 from memfit.data.text.dedupe import Duplicates
 from memfit.data.text.hygiene import binary_reason, candidate_files, not_a_regular_file
 
@@ -35,42 +37,40 @@ class _Collector:
         self.issues.append(issue)
 
 
-def _row_record(src: _Columns, row: dict[str, Any], file: str, line: int, issues: _Collector) -> Optional[Record]:
-    missing = [c for c in src.columns() if c not in row or row[c] is None]
+def _row_record(src: _Columns, data_format: str, row: dict[str, Any], file: str, line: int,
+                issues: _Collector) -> Optional[Record]:
+    missing = [c for c in src.columns(data_format) if c not in row or row[c] is None]
     if missing:
         issues.add(file, "missing-column", f"no column {missing[0]!r} (columns: {sorted(row)}); set "
-                                           f"{src.format}'s column name in the source", line)
+                                           f"{data_format}'s column name (or format) in the source", line)
         return None
-    if src.format == "text":
-        text = row[src.text_column]
-        if not isinstance(text, str) or not text.strip():
-            issues.add(file, "empty", f"column {src.text_column!r} holds no text", line)
-            return None
-        binary = binary_reason(text)
-        if binary is not None:
-            issues.add(file, "binary", f"column {src.text_column!r} {binary}", line)
-            return None
-        return Record(src.label, file, line, "text", text=text)
-    if src.format == "chat":
+    if data_format == "text":
+        record = Record(src.label, file, line, "text", text=row[src.text_column])
+        texts = {src.text_column: row[src.text_column]}
+    elif data_format == "chat":
         turns = row[src.messages_column]
         if not isinstance(turns, list) or not all(isinstance(t, dict) and {"role", "content"} <= set(t)
                                                   for t in turns) or not turns:
             issues.add(file, "bad-messages", f"{src.messages_column!r} must be a list of {{role, content}}", line)
             return None
-        empty = [i for i, t in enumerate(turns, 1) if not isinstance(t["content"], str) or not t["content"].strip()]
-        if empty:  # str(None) would train the literal "None"
-            issues.add(file, "empty-content", f"turn {empty[0]} of {src.messages_column!r} has no text content "
-                                              f"({turns[empty[0] - 1]['content']!r}); fill it or drop the row", line)
+        texts = {f"turn {i} of {src.messages_column!r}": t["content"] for i, t in enumerate(turns, 1)}
+        record = Record(src.label, file, line, "chat",
+                        messages=tuple({"role": str(t["role"]), "content": t["content"]} for t in turns))
+    else:
+        prompt, completion = row[src.prompt_column], row[src.completion_column]
+        texts = {src.prompt_column: prompt, src.completion_column: completion}
+        record = Record(src.label, file, line, "prompt_completion",
+                        messages=({"role": "user", "content": prompt}, {"role": "assistant", "content": completion}))
+    for where, text in texts.items():
+        if not isinstance(text, str) or not text.strip():  # str(None) would train the literal "None"
+            issues.add(file, "empty" if data_format == "text" else "empty-content",
+                       f"{where} holds no text ({text!r:.40}); fill it or drop the row", line)
             return None
-        messages = tuple({"role": str(t["role"]), "content": t["content"]} for t in turns)
-        return Record(src.label, file, line, "chat", messages=messages)
-    prompt, completion = row[src.prompt_column], row[src.completion_column]
-    if not isinstance(completion, str) or not completion.strip() or not isinstance(prompt, str):
-        issues.add(file, "empty-content", f"{src.prompt_column!r} must be text and {src.completion_column!r} "
-                                          f"non-empty text (got {type(prompt).__name__}, {completion!r:.40})", line)
-        return None
-    return Record(src.label, file, line, "prompt_completion",
-                  messages=({"role": "user", "content": prompt}, {"role": "assistant", "content": completion}))
+        binary = binary_reason(text)
+        if binary is not None:
+            issues.add(file, "binary", f"{where} {binary}", line)
+            return None
+    return record
 
 
 def _read_jsonl(path: Path, issues: _Collector) -> Iterator[tuple[int, dict]]:
@@ -114,8 +114,11 @@ def _load_table(src: _Columns, issues: _Collector) -> Iterator[Record]:
             rows = enumerate(load_dataset(path.suffix[1:], data_files=str(path), split="train"), 1)
         else:
             raise DataError(f"{path}: unknown table format {path.suffix!r}; use .jsonl, .json, .csv or .parquet")
+    data_format = None  # 'auto' decides on the first row, then holds for the whole source
     for line, row in rows:
-        record = _row_record(src, dict(row), file, line, issues)
+        row = dict(row)
+        data_format = data_format or src.detect_format(row)
+        record = _row_record(src, data_format, row, file, line, issues)
         if record is not None:
             yield record
 
@@ -179,6 +182,20 @@ def _load_text_files(src: TextSource, issues: _Collector) -> Iterator[Record]:
                      text=text, clean_as_pdf=src.clean)
 
 
+def _other_files(src: PdfSource, not_read: list[FileIssue], issues: _Collector) -> Iterator[Record]:
+    """A mixed folder's text and table files, read as their kind under the PDF source's label and weight when it
+    asks (`read_other_files`); otherwise each is named, with how to include it."""
+    common = {"name": src.label, "weight": src.weight, "on_error": src.on_error}
+    for issue in not_read:
+        suffix = issue.path.suffix.lower()
+        if src.read_other_files and issue.path.is_file() and suffix in TEXT_SUFFIXES:
+            yield from _load_text_files(TextSource(path=str(issue.path), **common), issues)
+        elif src.read_other_files and issue.path.is_file() and suffix in TABLE_SUFFIXES:
+            yield from _load_table(TableSource(path=str(issue.path), **common), issues)
+        else:
+            issues.add(issue.path, issue.kind, issue.reason, fatal=False)
+
+
 def iter_records(sources: list[Any], text_cache: Optional[str] = None) -> Iterator[Union[Record, FileIssue]]:
     """Every record of every source, one at a time, each source's issues after its records: what a corpus larger
     than memory is written to Arrow from (memfit/data/arrow/records.py). PDF text is cleaned here (its cleaning
@@ -193,7 +210,8 @@ def iter_records(sources: list[Any], text_cache: Optional[str] = None) -> Iterat
             corpus = extract_pdfs(src.path, text_cache)
             for error in corpus.errors:
                 collector.add(error.path, error.kind, error.reason)
-            records = (Record(src.label, doc.name, None, "text", text=doc.clean_text()) for doc in corpus.documents)
+            records = chain((Record(src.label, doc.name, None, "text", text=doc.clean_text(), n_pages=doc.n_pages)
+                             for doc in corpus.documents), _other_files(src, corpus.not_read, collector))
         elif isinstance(src, TextSource):
             records = (Record(r.source, r.file, None, "text", text=clean_document([r.text])) if r.clean_as_pdf else r
                        for r in _load_text_files(src, collector))

@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from memfit.data.readers import load_records
-from memfit.data.sources import SavedSource, TableSource, TextSource
-
-TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+from memfit.data.sources import TABLE_SUFFIXES, SavedSource, TableSource, TextSource
 
 
 def is_pdf_folder(path: str) -> bool:

@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from memfit.data.errors import DataError
 
 Format = Literal["text", "chat", "prompt_completion"]
+FormatChoice = Literal["auto", "text", "chat", "prompt_completion"]
+TEXT_SUFFIXES = (".txt", ".md")
+TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 OnError = Literal["skip", "raise"]
 
 
@@ -33,48 +36,79 @@ class _SourceBase(BaseModel):
 
 
 class PdfSource(_SourceBase):
-    kind: Literal["pdf"] = "pdf"
+    kind: Literal["pdf"] = Field("pdf", description="a folder of PDF files")
     path: str = Field(description="folder of PDF files (extracted, cleaned as PDF text)")
+    read_other_files: bool = Field(False, description="also read the folder's .txt/.md files as text and its "
+                                                      ".jsonl/.json/.csv/.parquet files as tables; off: each such "
+                                                      "file is named as not read, with how to include it")
 
 
 class TextSource(_SourceBase):
-    kind: Literal["text"] = "text"
+    kind: Literal["text"] = Field("text", description="plain-text / Markdown files")
     path: str = Field(description="a .txt/.md file or a folder searched recursively for them")
-    suffixes: list[str] = Field([".txt", ".md"], description="file endings read from a folder")
+    suffixes: list[str] = Field(list(TEXT_SUFFIXES), description="file endings read from a folder")
     clean: bool = Field(False, description="apply the PDF cleaning rules to this text too")
 
 
 class _Columns(_SourceBase):
-    format: Format = Field("text", description="'text' (one document per row), 'chat' (a messages column of "
-                                               "role/content turns) or 'prompt_completion'")
+    format: FormatChoice = Field("auto", description="'chat' (a messages column of role/content turns), "
+                                                     "'prompt_completion' (prompt + completion columns), 'text' (one "
+                                                     "document per row), or 'auto': chat when the first row has the "
+                                                     "messages column, prompt_completion when it has both prompt "
+                                                     "columns, else text")
     text_column: str = Field("text", description="column holding the document text (format 'text')")
     messages_column: str = Field("messages", description="column holding the chat turns (format 'chat')")
     prompt_column: str = Field("prompt", description="prompt column (format 'prompt_completion')")
     completion_column: str = Field("completion", description="completion column (format 'prompt_completion')")
 
-    def columns(self) -> list[str]:
+    def columns(self, data_format: Format) -> list[str]:
         return {"text": [self.text_column], "chat": [self.messages_column],
-                "prompt_completion": [self.prompt_column, self.completion_column]}[self.format]
+                "prompt_completion": [self.prompt_column, self.completion_column]}[data_format]
+
+    def detect_format(self, row: dict[str, Any]) -> Format:
+        """The format a row has: this source's `format`, or for 'auto' the columns the row holds."""
+        if self.format != "auto":
+            return self.format
+        if self.messages_column in row:
+            return "chat"
+        return "prompt_completion" if {self.prompt_column, self.completion_column} <= set(row) else "text"
 
 
 class TableSource(_Columns):
-    kind: Literal["table"] = "table"
+    kind: Literal["table"] = Field("table", description="one JSONL/JSON/CSV/Parquet file of rows")
     path: str = Field(description="a .jsonl/.json, .csv or .parquet file")
 
 
 class SavedSource(_Columns):
-    kind: Literal["saved"] = "saved"
+    kind: Literal["saved"] = Field("saved", description="a dataset folder written by save_to_disk")
     path: str = Field(description="a folder written by datasets' save_to_disk")
     split: str = Field("train", description="split to read when the folder holds a DatasetDict")
 
 
 class HubSource(_Columns):
-    kind: Literal["hub"] = "hub"
+    kind: Literal["hub"] = Field("hub", description="a Hugging Face Hub dataset, streamed")
     id: str = Field(description="a Hugging Face Hub dataset id")
     split: str = Field("train", description="split to read")
 
 
 Source = Annotated[Union[PdfSource, TextSource, TableSource, SavedSource, HubSource], Field(discriminator="kind")]
+
+
+SOURCE_KINDS = (PdfSource, TextSource, TableSource, SavedSource, HubSource)
+
+
+def source_keys_help() -> str:
+    """Every source kind with its keys, defaults and descriptions: what `--help` shows for `sources`."""
+    lines = ["sources: a list of {kind: ..., key: value} entries; keys per kind:"]
+    for model in SOURCE_KINDS:
+        fields = model.model_fields
+        lines.append(f"  kind: {fields['kind'].default} - {fields['kind'].description}")
+        for key, info in fields.items():
+            if key == "kind":
+                continue
+            default = "required" if info.is_required() else f"default {info.default!r}"
+            lines.append(f"    {key} ({default}): {info.description}")
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -88,9 +122,13 @@ class Record:
     text: str = ""
     messages: Optional[tuple[dict[str, str], ...]] = None
     clean_as_pdf: bool = False
+    n_pages: int = 1  # PDF pages; one for every other record
+    given_name: Optional[str] = None  # documents handed over directly (no source) keep their own name
 
     @property
     def name(self) -> str:
+        if self.given_name is not None:
+            return self.given_name
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
         return f"{self.source}::{where}"
 

@@ -56,10 +56,11 @@ def test_train_blocks_are_the_train_documents_packed(tiny_tokenizer):
 def test_test_rows_are_whole_documents_with_byte_counts(tiny_tokenizer):
     bundle = _build(tiny_tokenizer)
     test = bundle.test
-    assert test.column_names == ["name", "input_ids", "n_bytes"] and test["name"] == bundle.plan.test
+    assert test.column_names == ["name", "input_ids", "n_bytes", "labels"] and test["name"] == bundle.plan.test
     for row in test:
         text = DOCS[row["name"]]
         assert row["input_ids"] == tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert row["labels"] == row["input_ids"]  # text: training scores every token, so evaluation does too
         assert row["n_bytes"] == len(text.encode("utf-8"))
     assert any(len(DOCS[name].encode()) > len(DOCS[name]) for name in DOCS)  # "°" is two bytes
 
@@ -80,3 +81,49 @@ def test_tokenizer_without_eos_is_rejected(tiny_tokenizer):
     tokenizer = tiny_tokenizer.__class__(tokenizer_object=tiny_tokenizer.backend_tokenizer)
     with pytest.raises(DataError, match="eos_token"):
         _build(tokenizer)
+
+
+CHATML = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<eos>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+def _chat_sources(tmp_path, with_text=False):
+    import json
+
+    from memfit.data import TableSource, TextSource
+
+    rows = [{"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
+                          {"role": "assistant", "content": f"It is {2 * i}."}]} for i in range(6)]
+    (tmp_path / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sources = [TableSource(path=str(tmp_path / "chat.jsonl"))]  # format auto: the messages column means chat
+    if with_text:
+        (tmp_path / "notes").mkdir()
+        for n in range(3):
+            (tmp_path / "notes" / f"n{n}.txt").write_text(english_page(n, lines=2))
+        sources.append(TextSource(path=str(tmp_path / "notes")))
+    return sources
+
+
+@pytest.mark.parametrize("storage", ["memory", "arrow"])
+def test_chat_loss_counts_assistant_tokens_and_evaluation_keeps_the_mask(tmp_path, tiny_tokenizer, storage):
+    import copy
+
+    from memfit.data import IGNORE_INDEX, build_bundle
+
+    tokenizer = copy.deepcopy(tiny_tokenizer)
+    tokenizer.chat_template = CHATML
+    options = {"cache_dir": str(tmp_path / "cache")} if storage == "arrow" else {}
+    bundle, _ = build_bundle(_chat_sources(tmp_path), tokenizer, storage=storage, block_size=64, **options)
+    assert bundle.loss_tokens == "assistant" and "assistant's tokens only" in bundle.format_stats()
+    for row in bundle.test:  # the mask training used: fewer scored tokens than input tokens, all of them answers
+        scored = [t for t in row["labels"] if t != IGNORE_INDEX]
+        assert 0 < len(scored) < len(row["input_ids"])
+        assert "It is" in tokenizer.decode(scored)
+    every, _ = build_bundle(_chat_sources(tmp_path), tokenizer, storage=storage, block_size=64,
+                            train_on_inputs=True, **options)
+    assert every.loss_tokens == "all"
+    assert all(row["labels"] == row["input_ids"] for row in every.test)
+    assert every.stats["train"].target_tokens > bundle.stats["train"].target_tokens
+    mixed, _ = build_bundle(_chat_sources(tmp_path / "m" if (tmp_path / "m").mkdir() is None else None, True),
+                            tokenizer, storage=storage, block_size=64, **options)
+    assert mixed.loss_tokens == "mixed"

@@ -11,7 +11,6 @@ build holds the cache (an advisory lock that dies with its process, so a live bu
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import shutil
@@ -22,17 +21,10 @@ from typing import Any, Optional
 from datasets import Dataset
 
 from memfit.core.files import atomic_write_json
+from memfit.data.text.hygiene import file_sha256
 
 log = logging.getLogger(__name__)
 MANIFEST = ".sha256.json"
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_manifest(manifest: Path) -> Optional[dict[str, str]]:
@@ -50,7 +42,7 @@ def _problem(files: list[Path], manifest: Path) -> Optional[str]:
     for path in files:
         if path.name not in recorded:
             return f"{path.name} has no recorded checksum"
-        if file_digest(path) != recorded[path.name]:
+        if file_sha256(path) != recorded[path.name]:
             return f"{path.name} does not match its recorded sha256 (changed or damaged on disk)"
     return None
 
@@ -72,7 +64,7 @@ def record_checksums(files: list[Path], manifest: Path) -> None:
     recorded = _read_manifest(manifest) or {}
     if sorted(recorded) == sorted(p.name for p in files):
         return
-    atomic_write_json(manifest, {p.name: recorded.get(p.name) or file_digest(p) for p in files})
+    atomic_write_json(manifest, {p.name: recorded.get(p.name) or file_sha256(p) for p in files})
 
 
 def cached_map(data: Dataset, function: Callable[..., Any], cache_dir: Optional[Path], key: str, what: str,

@@ -24,14 +24,6 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("MEMFIT_CACHE", Path.home() / ".cache" / "memfit")).expanduser() / "text"
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _checksum(pages: object, warnings: object) -> str:
     payload = json.dumps([pages, warnings], ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
