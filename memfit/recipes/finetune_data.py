@@ -76,8 +76,10 @@ def sample_documents(test, tokenizer, max_tokens: Optional[int], chunk: int) -> 
     pieces = []
     for doc, s in picked:
         ids = doc["input_ids"][s:s + chunk]
-        pieces.append({"name": f"{doc['name']}@{s}", "input_ids": ids,
-                       "n_bytes": len(tokenizer.decode(ids).encode("utf-8"))})
+        piece = {"name": f"{doc['name']}@{s}", "input_ids": ids, "n_bytes": len(tokenizer.decode(ids).encode("utf-8"))}
+        if "labels" in doc:  # the label mask training scored (assistant tokens of chat samples) travels with the piece
+            piece["labels"] = doc["labels"][s:s + chunk]
+        pieces.append(piece)
     info = {"sampled": True, "test_tokens": total, "pieces": n, "piece_tokens": chunk,
             "note": f"{n} evenly spaced {chunk}-token pieces of the test documents (eval_max_tokens={max_tokens}); "
                     "the same pieces before and after training"}

@@ -4,7 +4,7 @@ larger than memory never sits in a Python list; what the bundle builder tokenise
 One row per record (plain text, or chat turns as the JSON `Record.content()` gives) and one row per skipped input
 (`issue_kind` set, no text), in the order `load_records` returns them. The generator's cache is keyed by the sources'
 settings and the sha256 of every file they read - content, not size and mtime, so a text edited at the same size with
-its mtime restored is read again - and its files are checked against their recorded sha256 (arrow_cache.py); the
+its mtime restored is read again - and its files are checked against their recorded sha256 (integrity.py); the
 tokens' cache is keyed by the records' content (`content_hash`), which is what decides the tokens.
 """
 from __future__ import annotations
