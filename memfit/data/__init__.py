@@ -12,28 +12,41 @@ Layout: pdf/ (reading and cleaning PDFs), text/ (checks on every text: files, bi
 arrow/ (records, tokens and their verified cache files), sources.py + readers.py (what to read and how),
 bundle.py (the builder), packing.py (the one packer), split.py, chat.py (assistant-only labels).
 """
-from memfit.core.loss import IGNORE_INDEX
-from memfit.data.arrow.tokens import tokenize
-from memfit.data.bundle import build_arrow_datasets, build_bundle, build_source_datasets
-from memfit.data.bundle_parts import DataBundle, SplitStats, test_split_hashes
-from memfit.data.chat import tokenize_chat
-from memfit.data.documents import CleanDocument, build_datasets, clean_documents
-from memfit.data.errors import DataError, FileIssue
-from memfit.data.inspection import InspectReport, inspect_corpus
-from memfit.data.packing import pack_documents, pack_samples
-from memfit.data.pdf.clean import CleanOptions, clean_document, clean_pages
-from memfit.data.pdf.extract import Corpus, Document, Page, extract_pdfs
-from memfit.data.readers import iter_records, load_records
-from memfit.data.sources import (HubSource, PdfSource, Record, SavedSource, Source, TableSource, TextSource,
-                                 check_output_outside_sources)
-from memfit.data.split import SplitPlan, split_documents
-from memfit.data.text.language import check_language
+from __future__ import annotations
 
-__all__ = [
-    "IGNORE_INDEX", "CleanDocument", "CleanOptions", "Corpus", "DataBundle", "DataError", "Document", "FileIssue",
-    "HubSource", "InspectReport", "Page", "PdfSource", "Record", "SavedSource", "Source", "SplitPlan", "SplitStats",
-    "TableSource", "TextSource", "build_arrow_datasets", "build_bundle", "build_datasets", "build_source_datasets",
-    "check_language", "check_output_outside_sources", "clean_document", "clean_documents", "clean_pages",
-    "extract_pdfs", "inspect_corpus", "iter_records", "load_records", "pack_documents", "pack_samples",
-    "split_documents", "test_split_hashes", "tokenize", "tokenize_chat",
-]
+import importlib
+from typing import Any
+
+# name -> module: imported on first use (PEP 562), so `memfit.data.sources` (what config parsing and `--help` need)
+# does not pull in datasets, pyarrow, pypdf or torch
+_EXPORTS = {
+    "IGNORE_INDEX": "memfit.core.loss",
+    "tokenize": "memfit.data.arrow.tokens",
+    **dict.fromkeys(["build_arrow_datasets", "build_bundle", "build_source_datasets"], "memfit.data.bundle"),
+    **dict.fromkeys(["DataBundle", "SplitStats", "test_split_hashes"], "memfit.data.bundle_parts"),
+    "tokenize_chat": "memfit.data.chat",
+    **dict.fromkeys(["CleanDocument", "build_datasets", "clean_documents"], "memfit.data.documents"),
+    **dict.fromkeys(["DataError", "FileIssue"], "memfit.data.errors"),
+    **dict.fromkeys(["InspectReport", "inspect_corpus"], "memfit.data.inspection"),
+    **dict.fromkeys(["pack_documents", "pack_samples"], "memfit.data.packing"),
+    **dict.fromkeys(["CleanOptions", "clean_document", "clean_pages"], "memfit.data.pdf.clean"),
+    **dict.fromkeys(["Corpus", "Document", "Page", "extract_pdfs"], "memfit.data.pdf.extract"),
+    **dict.fromkeys(["iter_records", "load_records"], "memfit.data.readers"),
+    **dict.fromkeys(["HubSource", "PdfSource", "Record", "SavedSource", "Source", "TableSource", "TextSource",
+                     "check_output_outside_sources", "source_keys_help"], "memfit.data.sources"),
+    **dict.fromkeys(["SplitPlan", "split_documents"], "memfit.data.split"),
+    "check_language": "memfit.data.text.language",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'memfit.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
