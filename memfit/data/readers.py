@@ -218,11 +218,10 @@ def iter_records(sources: list[Any], text_cache: Optional[str] = None) -> Iterat
         else:
             records = _load_table(src, collector)
         for record in records:
-            repeated = duplicates.duplicate_of(record.content())
+            repeated = duplicates.check(record.content(), record.name)
             if repeated is not None:
                 collector.add(record.file, "duplicate", repeated, record.line, fatal=False)
                 continue
-            duplicates.keep(record.content(), record.name)
             yield record
         yield from collector.issues
 

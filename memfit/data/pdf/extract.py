@@ -191,7 +191,7 @@ def _screen(documents: list[Document], corpus: Corpus, keep_non_english: bool) -
     duplicates = Duplicates()
     for doc in sorted(documents, key=lambda d: d.name):
         issue = _quality_issue(doc, keep_non_english)
-        repeated = duplicates.duplicate_of(doc.raw_text) if issue is None else None
+        repeated = duplicates.check(doc.raw_text, doc.name) if issue is None else None
         if repeated is not None:
             issue = FileIssue(doc.path, "duplicate", repeated)
         if issue is not None and not (issue.kind == "non_english" and keep_non_english):
@@ -203,7 +203,6 @@ def _screen(documents: list[Document], corpus: Corpus, keep_non_english: bool) -
         if doc.warnings:
             corpus.warnings.append(FileIssue(doc.path, "pypdf_warning", "extracted, but pypdf reported: "
                                              + "; ".join(doc.warnings) + " - check those pages' text"))
-        duplicates.keep(doc.raw_text, doc.name)
         corpus.documents.append(doc)
 
 

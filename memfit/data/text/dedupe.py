@@ -3,7 +3,7 @@ memorised text as held-out text. Every source kind (PDF folders, text files, tab
 through the same check, so four identical .txt files give one document, not one test copy and three training ones.
 
 Exact duplicates have the same text; near duplicates differ only in letter case, spacing or punctuation (a file
-re-saved with other line breaks, a table row with trailing spaces). Only digests are held (two per document), so
+re-saved with other line breaks, a table row with trailing spaces). Only digests are held (one entry per document), so
 the check streams over corpora larger than memory. Similar-but-edited texts (MinHash-style) are not detected.
 """
 from __future__ import annotations
@@ -25,23 +25,19 @@ def near_text(text: str) -> str:
 
 
 class Duplicates:
-    """Remembers the documents kept so far; `duplicate_of` says which earlier one a new text repeats."""
+    """The documents kept so far, as one entry per document (a 16-byte digest of its near text -> an 8-byte digest
+    of its exact text and its name): about 200 bytes each, so a corpus of millions of rows can be checked."""
 
     def __init__(self) -> None:
-        self._exact: dict[bytes, str] = {}
-        self._near: dict[bytes, str] = {}
+        self._first: dict[bytes, tuple[bytes, str]] = {}
 
-    def duplicate_of(self, text: str) -> Optional[str]:
-        """The reason to skip `text` (naming the kept document it repeats), or None."""
-        first = self._exact.get(_digest(text))
-        if first is not None:
-            return f"same text as {first}; skipped so no copy lands in both training and test"
-        first = self._near.get(_digest(near_text(text)))
-        if first is not None:
-            return (f"nearly the same text as {first} (differs only in case, spacing or punctuation); skipped so no "
-                    "copy lands in both training and test")
-        return None
-
-    def keep(self, text: str, name: str) -> None:
-        self._exact.setdefault(_digest(text), name)
-        self._near.setdefault(_digest(near_text(text)), name)
+    def check(self, text: str, name: str) -> Optional[str]:
+        """The reason to skip `text` (naming the kept document it repeats), or None - and then it is kept."""
+        exact, near = _digest(text)[:8], _digest(near_text(text))[:16]
+        first = self._first.setdefault(near, (exact, name))
+        if first == (exact, name):
+            return None
+        if first[0] == exact:
+            return f"same text as {first[1]}; skipped so no copy lands in both training and test"
+        return (f"nearly the same text as {first[1]} (differs only in case, spacing or punctuation); skipped so no "
+                "copy lands in both training and test")
