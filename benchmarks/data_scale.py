@@ -50,8 +50,7 @@ def _status_kb(field: str) -> int:
 
 
 def run_case(case: str, corpus: str, tokenizer, cache: str, num_proc: int, block_size: int) -> dict:
-    from memfit.data.arrow_bundle import build_arrow_datasets
-    from memfit.data.mixture import build_source_datasets
+    from memfit.data import build_arrow_datasets, build_source_datasets
     from memfit.data.sources import TableSource
 
     sources = [TableSource(path=corpus)]
@@ -91,7 +90,7 @@ def main() -> None:
     parser.add_argument("--machine", default="", help="what the numbers were measured on (goes into the JSON)")
     args = parser.parse_args()
 
-    import memfit.data.arrow_bundle  # noqa: F401  (the imports every case shares, before forking)
+    import memfit.data.bundle  # noqa: F401  (the imports every case shares, before forking)
     import memfit.training.loop  # noqa: F401
     from memfit.core.files import atomic_write_text
     from memfit.models import load_tokenizer

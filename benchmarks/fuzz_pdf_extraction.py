@@ -1,6 +1,6 @@
 """Byte-level fuzzing of PDF extraction with real corpus PDFs: every mutated file must come back parsed or skipped
 with a reason, within the per-file time limit, and the intact control file in each batch must still be extracted.
-The limit is CPU time (memfit/data/isolation.py), so a saturated machine slows the run but costs no file.
+The limit is CPU time (memfit/data/pdf/isolation.py), so a saturated machine slows the run but costs no file.
 
     python benchmarks/fuzz_pdf_extraction.py --mutations 500 --out benchmarks/results/fuzz_pdf_extraction.json
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import logging
 import sys
 import textwrap
@@ -53,28 +52,8 @@ def top_parser() -> argparse.ArgumentParser:
     return p
 
 
-def data_main(argv: list[str]) -> int:
-    """`memfit data inspect|fetch ...` until memfit/cli/data.py (the data engineer's) takes the command over."""
-    if argv[:1] == ["inspect"]:
-        from ..data import inspect_main
-
-        return inspect_main(argv[1:])
-    if argv[:1] == ["fetch"]:
-        from ..data.fetch import fetch_main
-
-        return fetch_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="memfit data", description=COMMANDS["data"][3])
-    parser.add_argument("action", choices=["inspect", "fetch"], help="`memfit data ACTION --help` for its flags")
-    if argv and not _wants_help(argv):
-        parser.parse_args(argv)  # an unknown action: one usage line, exit 2
-    parser.print_help()  # `memfit data` alone: its help, not a crash
-    return 0
-
-
 def run_command(name: str, argv: list[str]) -> int:
     module_name, style, function, _ = COMMANDS[name]
-    if importlib.util.find_spec(f"{__name__}.{module_name}") is None:
-        return globals()[function](argv)  # data_main above
     module = importlib.import_module(f".{module_name}", __name__)
     if style == "argv":
         return getattr(module, function)(argv)

@@ -90,7 +90,7 @@ def _eval_run(args) -> dict[str, Any]:
 
 
 def _eval_folder(args) -> dict[str, Any]:
-    from ..data.dataset import clean_documents, tokenize
+    from ..data import clean_documents, tokenize
     from ..models import load_model, load_tokenizer
     from ..recipes.finetune_data import load_corpus
 

@@ -6,8 +6,7 @@ for SmolLM2) is its reply, up to and including the end-of-turn token; everything
 header, the newline after the end-of-turn token) gets label -100. Each piece is tokenised separately, so the mask is
 exact at the piece boundaries (templates put special tokens there, so this matches tokenising the whole string).
 
-Samples are packed whole: a block holds as many complete samples as fit, position ids restart at every sample (the
-block-causal mask keeps samples apart), and the loop's loss is normalised by the supervised tokens only
+Samples are packed whole by memfit/data/packing.py, and the loop's loss is normalised by the supervised tokens only
 (`memfit/core/loss.py` counts labels != -100).
 """
 from __future__ import annotations
@@ -16,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from memfit.data.errors import DataError
-from memfit.data.packing import IGNORE_INDEX
+from memfit.core.loss import IGNORE_INDEX
 
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 
@@ -75,33 +74,3 @@ def tokenize_chat(tokenizer: Any, messages: Sequence[dict[str, str]]) -> tuple[l
         ids += piece
         labels += piece if supervised else [IGNORE_INDEX] * len(piece)
     return ids, labels
-
-
-def pack_samples(samples: Sequence[tuple[Sequence[int], Sequence[int]]], block_size: int,
-                 pad_token_id: int) -> dict[str, list[list[int]]]:
-    """Whole samples into blocks of `block_size` (a sample never straddles two blocks), padding at each block's
-    end with label -100; position ids restart at every sample and at the padding. A sample longer than
-    `block_size` is a caller error (they are filtered, and reported, before packing)."""
-    columns: dict[str, list[list[int]]] = {"input_ids": [], "labels": [], "position_ids": []}
-    block: dict[str, list[int]] = {name: [] for name in columns}
-
-    def close() -> None:
-        padding = block_size - len(block["input_ids"])
-        block["input_ids"] += [pad_token_id] * padding
-        block["labels"] += [IGNORE_INDEX] * padding
-        block["position_ids"] += list(range(padding))
-        for name in columns:
-            columns[name].append(block[name])
-            block[name] = []
-
-    for ids, labels in samples:
-        if len(ids) > block_size:
-            raise ValueError(f"a sample of {len(ids)} tokens does not fit a block of {block_size}")
-        if len(block["input_ids"]) + len(ids) > block_size:
-            close()
-        block["input_ids"] += list(ids)
-        block["labels"] += list(labels)
-        block["position_ids"] += list(range(len(ids)))
-    if block["input_ids"]:
-        close()
-    return columns

@@ -1,4 +1,4 @@
-"""`memfit data fetch CORPUS DIR`: download a corpus from its pinned public sources, verified by sha256.
+"""What `memfit data fetch CORPUS DIR` does (the command: memfit/cli/data.py): download a corpus from its pinned public sources, verified by sha256.
 
 The manifest (memfit/data/corpora/<name>.json) pins every file to the repository, path and commit it came from, with
 its size and sha256, so a fetch either reproduces those exact bytes or says which file it could not get and why.
@@ -7,10 +7,8 @@ yet received; one file failing never stops the others.
 """
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
-import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -18,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import quote
 
-from memfit.data.cache import file_sha256
+from memfit.data.text.hygiene import file_sha256
 from memfit.data.errors import DataError
 
 ATTEMPTS = 3  # per file and run: each attempt resumes where the last one stopped
@@ -102,28 +100,3 @@ def fetch_corpus(corpus: str, dest: Path, mirror: str | None = None, timeout: fl
             continue
         (report.fetched if outcome == "fetched" else report.skipped).append(entry["name"])
     return report
-
-
-def fetch_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="memfit data fetch", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("corpus", help="corpus name, e.g. climate")
-    p.add_argument("dir", type=Path, help="folder to download into (created if missing)")
-    p.add_argument("--mirror", help="base address of a server that serves the files by name (default: the pinned "
-                                    "GitHub sources)")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a transfer is retried")
-    args = p.parse_args(argv)
-    try:
-        report = fetch_corpus(args.corpus, args.dir, args.mirror, args.timeout)
-    except DataError as exc:
-        print(f"memfit: {exc}", file=sys.stderr)
-        return 2
-    for name in report.fetched:
-        print(f"fetched  {name}")
-    for name in report.skipped:
-        print(f"ok       {name} (already present, checksum matches)")
-    for name, reason in report.failed.items():
-        print(f"FAILED   {name}: {reason}", file=sys.stderr)
-    total = len(report.fetched) + len(report.skipped) + len(report.failed)
-    print(f"{len(report.fetched) + len(report.skipped)}/{total} files verified in {args.dir}")
-    return 1 if report.failed else 0

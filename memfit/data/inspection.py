@@ -1,19 +1,17 @@
-"""`memfit data inspect DIR`: per-file artefact counts before -> after cleaning, skipped files and split statistics."""
+"""What `memfit data inspect DIR` reports: per-file artefact counts before -> after cleaning, skipped files and split
+statistics (the command itself: memfit/cli/data.py)."""
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memfit.data.artifacts import ARTIFACTS, measure_document
-from memfit.data.clean import CleanOptions
-from memfit.data.dataset import CleanDocument, SplitStats, build_datasets, format_split_stats
+from memfit.data.pdf.artifacts import ARTIFACTS, measure_document
+from memfit.data.pdf.clean import CleanOptions
+from memfit.data.bundle_parts import SplitStats, format_split_stats
+from memfit.data.documents import CleanDocument, build_datasets
 from memfit.data.errors import DataError
-from memfit.data.source_stats import is_pdf_folder, render_source_stats, source_for_path
-from memfit.data.extract import DEFAULT_MAX_PAGES, DEFAULT_TIMEOUT_S, Corpus, Document, extract_pdfs
-from memfit.data.pdf_reader import MIB
+from memfit.data.pdf.extract import Corpus, Document, extract_pdfs
 from memfit.data.split import SplitPlan, split_documents
 
 
@@ -128,6 +126,9 @@ def render_report(report: InspectReport) -> str:
     if report.corpus.errors:
         lines += ["", f"Skipped files ({len(report.corpus.errors)}):"]
         lines += [f"  {issue.path.name} [{issue.kind}]: {issue.reason}" for issue in report.corpus.errors]
+    if report.corpus.not_read:
+        lines += ["", f"Not read ({len(report.corpus.not_read)}):"]
+        lines += [f"  {issue.path.name}: {issue.reason}" for issue in report.corpus.not_read]
     if report.corpus.warnings:
         lines += ["", "Warnings:"] + [f"  {issue.path.name} [{issue.kind}]: {issue.reason}"
                                       for issue in report.corpus.warnings]
@@ -141,55 +142,3 @@ def render_report(report: InspectReport) -> str:
                 lines.append(f"{split} documents: {', '.join(names)}")
     lines += [f"note: {note}" for note in report.notes]
     return "\n".join(lines)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="memfit data inspect", description=__doc__)
-    parser.add_argument("pdf_dir", metavar="PATH", help="folder of PDFs, or a text/table file, text folder or "
-                                                         "save_to_disk folder (per-source statistics)")
-    parser.add_argument("--text-column", default="text", help="table/saved sources: the text column")
-    parser.add_argument("--format", default="text", choices=["text", "chat", "prompt_completion"])
-    parser.add_argument("--tokenizer", metavar="PATH", help="HF tokenizer (folder or hub id) for token/block counts")
-    parser.add_argument("--block-size", type=int, default=512)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--test-fraction", type=float, default=0.2)
-    parser.add_argument("--validation-fraction", type=float, default=0.0)
-    parser.add_argument("--cache-dir", help="text cache (default $MEMFIT_CACHE/text)")
-    parser.add_argument("--drop-references", action="store_true", help="cut bibliography sections")
-    parser.add_argument("--keep-non-english", action="store_true", help="keep documents flagged as not English")
-    parser.add_argument("--max-file-mb", type=float, default=512.0)
-    parser.add_argument("--max-pages", type=int, default=DEFAULT_MAX_PAGES)
-    parser.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S, help="per-file extraction limit")
-    return parser
-
-
-def inspect_main(argv: list[str]) -> int:
-    """Entry point of `memfit data inspect`; returns the exit code (2 when the input as a whole is unusable)."""
-    args = _parser().parse_args(argv)
-    tokenizer = None
-    if args.tokenizer:
-        from transformers import AutoTokenizer
-
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-        except (OSError, ValueError) as exc:
-            print(f"memfit data inspect: cannot load a tokenizer from {args.tokenizer}: {exc}", file=sys.stderr)
-            return 2
-    if not is_pdf_folder(args.pdf_dir):
-        try:
-            print(render_source_stats([source_for_path(args.pdf_dir, args.text_column, args.format)]))
-        except DataError as exc:
-            print(f"memfit data inspect: {exc}", file=sys.stderr)
-            return 2
-        return 0
-    try:
-        report = inspect_corpus(
-            args.pdf_dir, cache_dir=args.cache_dir, tokenizer=tokenizer, block_size=args.block_size, seed=args.seed,
-            test_fraction=args.test_fraction, validation_fraction=args.validation_fraction,
-            options=CleanOptions(drop_references=args.drop_references), keep_non_english=args.keep_non_english,
-            max_file_bytes=int(args.max_file_mb * MIB), max_pages=args.max_pages, timeout_s=args.timeout_s)
-    except DataError as exc:
-        print(f"memfit data inspect: {exc}", file=sys.stderr)
-        return 2
-    print(report.render())
-    return 0

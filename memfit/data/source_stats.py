@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from memfit.data.sources import SavedSource, TableSource, TextSource, load_records
-
-TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+from memfit.data.readers import load_records
+from memfit.data.sources import TABLE_SUFFIXES, SavedSource, TableSource, TextSource
 
 
 def is_pdf_folder(path: str) -> bool:

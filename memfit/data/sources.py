@@ -1,25 +1,24 @@
-"""Where training text comes from: pydantic `Source` models (one per kind of input) and a loader that turns them into
-`Record`s carrying their provenance (source, file, line/row), so every bad input can be named precisely.
+"""Where training text comes from: pydantic `Source` models (one per kind of input, each key described so that
+`--help` can show it) and the `Record` a source's reader (readers.py) turns each document into, carrying its
+provenance (source, file, line/row), so every bad input can be named precisely.
 
     sources = [PdfSource(path="papers/"), TextSource(path="notes/"), TableSource(path="qa.jsonl", format="chat")]
-    records, issues = load_records(sources)
-
-Bad input (a JSONL line that is not JSON, a missing column, an empty or non-UTF-8 file) becomes a `FileIssue`
-naming file and line; `on_error="skip"` keeps going (nothing else is lost), `"raise"` stops with a `DataError`.
 """
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from memfit.data.errors import DataError, FileIssue
+from memfit.data.errors import DataError
 
 Format = Literal["text", "chat", "prompt_completion"]
+FormatChoice = Literal["auto", "text", "chat", "prompt_completion"]
+TEXT_SUFFIXES = (".txt", ".md")
+TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 OnError = Literal["skip", "raise"]
 
 
@@ -37,48 +36,79 @@ class _SourceBase(BaseModel):
 
 
 class PdfSource(_SourceBase):
-    kind: Literal["pdf"] = "pdf"
+    kind: Literal["pdf"] = Field("pdf", description="a folder of PDF files")
     path: str = Field(description="folder of PDF files (extracted, cleaned as PDF text)")
+    read_other_files: bool = Field(False, description="also read the folder's .txt/.md files as text and its "
+                                                      ".jsonl/.json/.csv/.parquet files as tables; off: each such "
+                                                      "file is named as not read, with how to include it")
 
 
 class TextSource(_SourceBase):
-    kind: Literal["text"] = "text"
+    kind: Literal["text"] = Field("text", description="plain-text / Markdown files")
     path: str = Field(description="a .txt/.md file or a folder searched recursively for them")
-    suffixes: list[str] = Field([".txt", ".md"], description="file endings read from a folder")
+    suffixes: list[str] = Field(list(TEXT_SUFFIXES), description="file endings read from a folder")
     clean: bool = Field(False, description="apply the PDF cleaning rules to this text too")
 
 
 class _Columns(_SourceBase):
-    format: Format = Field("text", description="'text' (one document per row), 'chat' (a messages column of "
-                                               "role/content turns) or 'prompt_completion'")
+    format: FormatChoice = Field("auto", description="'chat' (a messages column of role/content turns), "
+                                                     "'prompt_completion' (prompt + completion columns), 'text' (one "
+                                                     "document per row), or 'auto': chat when the first row has the "
+                                                     "messages column, prompt_completion when it has both prompt "
+                                                     "columns, else text")
     text_column: str = Field("text", description="column holding the document text (format 'text')")
     messages_column: str = Field("messages", description="column holding the chat turns (format 'chat')")
     prompt_column: str = Field("prompt", description="prompt column (format 'prompt_completion')")
     completion_column: str = Field("completion", description="completion column (format 'prompt_completion')")
 
-    def columns(self) -> list[str]:
+    def columns(self, data_format: Format) -> list[str]:
         return {"text": [self.text_column], "chat": [self.messages_column],
-                "prompt_completion": [self.prompt_column, self.completion_column]}[self.format]
+                "prompt_completion": [self.prompt_column, self.completion_column]}[data_format]
+
+    def detect_format(self, row: dict[str, Any]) -> Format:
+        """The format a row has: this source's `format`, or for 'auto' the columns the row holds."""
+        if self.format != "auto":
+            return self.format
+        if self.messages_column in row:
+            return "chat"
+        return "prompt_completion" if {self.prompt_column, self.completion_column} <= set(row) else "text"
 
 
 class TableSource(_Columns):
-    kind: Literal["table"] = "table"
+    kind: Literal["table"] = Field("table", description="one JSONL/JSON/CSV/Parquet file of rows")
     path: str = Field(description="a .jsonl/.json, .csv or .parquet file")
 
 
 class SavedSource(_Columns):
-    kind: Literal["saved"] = "saved"
+    kind: Literal["saved"] = Field("saved", description="a dataset folder written by save_to_disk")
     path: str = Field(description="a folder written by datasets' save_to_disk")
     split: str = Field("train", description="split to read when the folder holds a DatasetDict")
 
 
 class HubSource(_Columns):
-    kind: Literal["hub"] = "hub"
+    kind: Literal["hub"] = Field("hub", description="a Hugging Face Hub dataset, streamed")
     id: str = Field(description="a Hugging Face Hub dataset id")
     split: str = Field("train", description="split to read")
 
 
 Source = Annotated[Union[PdfSource, TextSource, TableSource, SavedSource, HubSource], Field(discriminator="kind")]
+
+
+SOURCE_KINDS = (PdfSource, TextSource, TableSource, SavedSource, HubSource)
+
+
+def source_keys_help() -> str:
+    """Every source kind with its keys, defaults and descriptions: what `--help` shows for `sources`."""
+    lines = ["sources: a list of {kind: ..., key: value} entries; keys per kind:"]
+    for model in SOURCE_KINDS:
+        fields = model.model_fields
+        lines.append(f"  kind: {fields['kind'].default} - {fields['kind'].description}")
+        for key, info in fields.items():
+            if key == "kind":
+                continue
+            default = "required" if info.is_required() else f"default {info.default!r}"
+            lines.append(f"    {key} ({default}): {info.description}")
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -92,9 +122,13 @@ class Record:
     text: str = ""
     messages: Optional[tuple[dict[str, str], ...]] = None
     clean_as_pdf: bool = False
+    n_pages: int = 1  # PDF pages; one for every other record
+    given_name: Optional[str] = None  # documents handed over directly (no source) keep their own name
 
     @property
     def name(self) -> str:
+        if self.given_name is not None:
+            return self.given_name
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
         return f"{self.source}::{where}"
 
@@ -103,162 +137,15 @@ class Record:
         return self.text if self.messages is None else json.dumps(list(self.messages), ensure_ascii=False)
 
 
-class _Collector:
-    """Issues of one source: each names file and line; `raise` stops at the first."""
-
-    def __init__(self, source: _SourceBase) -> None:
-        self.source, self.issues = source, []
-
-    def add(self, path: Any, kind: str, reason: str, line: Optional[int] = None) -> None:
-        where = f"line {line}: " if line is not None else ""
-        issue = FileIssue(Path(str(path)), kind, f"{where}{reason}")
-        if self.source.on_error == "raise":
-            raise DataError(f"{issue} (source {self.source.label}; set on_error='skip' to skip such input)")
-        self.issues.append(issue)
-
-
-def _row_record(src: _Columns, row: dict[str, Any], file: str, line: int, issues: _Collector) -> Optional[Record]:
-    missing = [c for c in src.columns() if c not in row or row[c] is None]
-    if missing:
-        issues.add(file, "missing-column", f"no column {missing[0]!r} (columns: {sorted(row)}); set "
-                                           f"{src.format}'s column name in the source", line)
-        return None
-    if src.format == "text":
-        text = row[src.text_column]
-        if not isinstance(text, str) or not text.strip():
-            issues.add(file, "empty", f"column {src.text_column!r} holds no text", line)
-            return None
-        return Record(src.label, file, line, "text", text=text)
-    if src.format == "chat":
-        turns = row[src.messages_column]
-        if not isinstance(turns, list) or not all(isinstance(t, dict) and {"role", "content"} <= set(t)
-                                                  for t in turns) or not turns:
-            issues.add(file, "bad-messages", f"{src.messages_column!r} must be a list of {{role, content}}", line)
-            return None
-        messages = tuple({"role": str(t["role"]), "content": str(t["content"])} for t in turns)
-        return Record(src.label, file, line, "chat", messages=messages)
-    prompt, completion = row[src.prompt_column], row[src.completion_column]
-    return Record(src.label, file, line, "prompt_completion",
-                  messages=({"role": "user", "content": str(prompt)}, {"role": "assistant", "content": str(completion)}))
-
-
-def _read_jsonl(path: Path, issues: _Collector) -> Iterator[tuple[int, dict]]:
-    """Line by line (not datasets' reader) so one broken line is named and skipped instead of failing the file."""
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, 1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                issues.add(path, "bad-json", f"not a JSON object ({exc.__class__.__name__}: {exc})", number)
-                continue
-            if not isinstance(row, dict):
-                issues.add(path, "bad-json", "a JSON value that is not an object", number)
-                continue
-            yield number, row
-
-
-def _load_table(src: _Columns, issues: _Collector) -> Iterator[Record]:
-    if isinstance(src, HubSource):
-        rows, file = _hub_rows(src), src.id
-    elif isinstance(src, SavedSource):
-        rows, file = _saved_rows(src), src.path
-    else:
-        path, file = Path(src.path), src.path
-        if not path.is_file():
-            raise DataError(f"{path}: no such file; point the table source at a .jsonl, .csv or .parquet file")
-        if path.stat().st_size == 0:
-            issues.add(path, "empty", "the file is empty")
-            return
-        if path.suffix in (".jsonl", ".json"):
-            rows = _read_jsonl(path, issues)
-        elif path.suffix in (".csv", ".parquet"):
-            from datasets import load_dataset
-
-            rows = enumerate(load_dataset(path.suffix[1:], data_files=str(path), split="train"), 1)
-        else:
-            raise DataError(f"{path}: unknown table format {path.suffix!r}; use .jsonl, .json, .csv or .parquet")
-    for line, row in rows:
-        record = _row_record(src, dict(row), file, line, issues)
-        if record is not None:
-            yield record
-
-
-def _saved_rows(src: SavedSource) -> Iterator[tuple[int, dict]]:
-    from datasets import DatasetDict, load_from_disk
-
-    try:
-        data = load_from_disk(src.path)
-    except FileNotFoundError as exc:
-        raise DataError(f"{src.path}: not a folder written by save_to_disk ({exc})") from None
-    if isinstance(data, DatasetDict):
-        if src.split not in data:
-            raise DataError(f"{src.path} has splits {list(data)}, not {src.split!r}; set split in the source")
-        data = data[src.split]
-    return enumerate(data, 1)
-
-
-def _hub_rows(src: HubSource) -> Iterator[tuple[int, dict]]:
-    from datasets import load_dataset
-
-    try:  # streaming: a Hub corpus larger than memory or disk is read row by row
-        return enumerate(load_dataset(src.id, split=src.split, streaming=True), 1)
-    except Exception as exc:  # offline, unknown id, gated: one line, not the hub client's traceback
-        raise DataError(f"Hub dataset {src.id!r} could not be fetched ({exc.__class__.__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else ''}); check the id and the network, or "
-                        "download it elsewhere and use a 'saved' or 'table' source") from None
-
-
-def _load_text_files(src: TextSource, issues: _Collector) -> Iterator[Record]:
-    root = Path(src.path)
-    if not root.exists():
-        raise DataError(f"{root}: no such file or folder; point the text source at a .txt/.md file or a folder")
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.suffix in src.suffixes)
-    if not files:
-        raise DataError(f"{root} holds no {'/'.join(src.suffixes)} files")
-    for path in files:
-        try:
-            text = path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line = path.read_bytes()[:exc.start].count(b"\n") + 1
-            issues.add(path, "not-utf8", f"not UTF-8 text (byte {exc.start}); re-save the file as UTF-8", line)
-            continue
-        if not text.strip():
-            issues.add(path, "empty", "the file holds no text")
-            continue
-        yield Record(src.label, str(path.relative_to(root) if root.is_dir() else path.name), None, "text",
-                     text=text, clean_as_pdf=src.clean)
-
-
-def iter_records(sources: list[Any], text_cache: Optional[str] = None) -> Iterator[Union[Record, FileIssue]]:
-    """Every record of every source, one at a time, each source's issues after its records: what a corpus larger
-    than memory is written to Arrow from (memfit/data/arrow_records.py). PDF text is cleaned here (its cleaning
-    rules belong to PDF artefacts); other text is cleaned only when the source asks."""
-    from memfit.data.clean import clean_document
-    from memfit.data.extract import extract_pdfs
-
+def check_output_outside_sources(output_dir: Any, sources: list[Any]) -> None:
+    """Refuse an output folder inside (or equal to) a source's folder: the run's summaries and exports would be read
+    as training documents by the next run. Raises `DataError` naming both folders."""
+    output = Path(output_dir).expanduser().resolve()
     for src in sources:
-        collector = _Collector(src)
-        if isinstance(src, PdfSource):
-            corpus = extract_pdfs(src.path, text_cache)
-            for error in corpus.errors:
-                collector.add(error.path, error.kind, error.reason)
-            yield from (Record(src.label, doc.name, None, "text", text=doc.clean_text()) for doc in corpus.documents)
-        elif isinstance(src, TextSource):
-            for record in _load_text_files(src, collector):
-                if record.clean_as_pdf:
-                    record = Record(record.source, record.file, None, "text", text=clean_document([record.text]))
-                yield record
-        else:
-            yield from _load_table(src, collector)
-        yield from collector.issues
-
-
-def load_records(sources: list[Any], text_cache: Optional[str] = None) -> tuple[list[Record], list[FileIssue]]:
-    """Every usable record of every source, and the issues of the skipped input."""
-    records: list[Record] = []
-    issues: list[FileIssue] = []
-    for item in iter_records(sources, text_cache):
-        (issues if isinstance(item, FileIssue) else records).append(item)
-    return [r for r in records if r.content().strip()], issues
+        path = getattr(src, "path", None)
+        if not path:
+            continue  # a Hub source has no folder to write into
+        root = Path(path).expanduser().resolve()
+        if output == root or root in output.parents:
+            raise DataError(f"the output folder {output} lies inside the data source {root}; its files would become "
+                            "training documents of the next run: choose an output folder outside the data")

@@ -6,9 +6,8 @@ import hashlib
 from dataclasses import asdict
 from typing import Any, Optional
 
-from ..data import DataError, PdfSource, build_datasets, extract_pdfs
-from ..data.arrow_bundle import build_arrow_datasets, default_num_proc, wants_arrow
-from ..data.mixture import build_source_datasets, test_split_hashes
+from ..data import DataError, PdfSource, build_bundle, build_datasets, extract_pdfs, test_split_hashes
+from ..data.bundle_parts import default_num_proc, wants_arrow
 
 
 def load_corpus(pdf_dir: str, cache: Optional[str], keep_non_english: bool = False):
@@ -29,18 +28,16 @@ def finetune_datasets(cfg: Any, tokenizer: Any, state: Any) -> tuple[Any, dict[s
     sources = cfg.sources or ([PdfSource(path=cfg.pdf_dir)] if arrow else [])
     if sources:
         arrow = wants_arrow(sources) if arrow is None else arrow
-        common = dict(block_size=cfg.seq_len, test_fraction=cfg.test_fraction, seed=cfg.seed,
-                      text_cache=cfg.text_cache)
+        num_proc = (getattr(cfg, "num_proc", None) or default_num_proc(state.device.type == "cuda")) if arrow else 1
         with state.main_process_first():  # rank 0 fills the text (and Arrow) caches, the others read them
-            if arrow:
-                num_proc = getattr(cfg, "num_proc", None) or default_num_proc(state.device.type == "cuda")
-                bundle, issues = build_arrow_datasets(sources, tokenizer, num_proc=num_proc, **common)
-            else:
-                bundle, issues = build_source_datasets(sources, tokenizer, **common)
+            bundle, issues = build_bundle(sources, tokenizer, storage="arrow" if arrow else "memory",
+                                          block_size=cfg.seq_len, test_fraction=cfg.test_fraction, seed=cfg.seed,
+                                          text_cache=cfg.text_cache, num_proc=num_proc,
+                                          train_on_inputs=getattr(cfg, "train_on_inputs", False))
         per_source = {}
         for row in bundle.documents.select_columns(["source", "split"]):
             counts = per_source.setdefault(row["source"], {"train": 0, "test": 0})
-            counts[row["split"]] += 1
+            counts[row["split"]] = counts.get(row["split"], 0) + 1
         entries = [f"{row['name']}:{hashlib.sha256(row['text'].encode('utf-8')).hexdigest()}"
                    for row in bundle.documents.select_columns(["name", "text"])]
         data = {"sources": [s.model_dump() for s in sources], "documents": len(bundle.documents), "arrow": arrow,
@@ -60,6 +57,7 @@ def finetune_datasets(cfg: Any, tokenizer: Any, state: Any) -> tuple[Any, dict[s
     # one hash over every document's name and content: a changed, added or removed file changes the run's identity
     data["sha256"] = hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()
     data |= {"split": {k: asdict(v) for k, v in bundle.stats.items()}, "test_documents": list(bundle.plan.test),
+             "loss_tokens": bundle.loss_tokens,  # what the training loss counted: all | assistant | mixed
              "test_sha256": dict(test_split_hashes(bundle))}  # {document name: sha256 of its text}
     return bundle, data, summary
 
@@ -78,8 +76,10 @@ def sample_documents(test, tokenizer, max_tokens: Optional[int], chunk: int) -> 
     pieces = []
     for doc, s in picked:
         ids = doc["input_ids"][s:s + chunk]
-        pieces.append({"name": f"{doc['name']}@{s}", "input_ids": ids,
-                       "n_bytes": len(tokenizer.decode(ids).encode("utf-8"))})
+        piece = {"name": f"{doc['name']}@{s}", "input_ids": ids, "n_bytes": len(tokenizer.decode(ids).encode("utf-8"))}
+        if "labels" in doc:  # the label mask training scored (assistant tokens of chat samples) travels with the piece
+            piece["labels"] = doc["labels"][s:s + chunk]
+        pieces.append(piece)
     info = {"sampled": True, "test_tokens": total, "pieces": n, "piece_tokens": chunk,
             "note": f"{n} evenly spaced {chunk}-token pieces of the test documents (eval_max_tokens={max_tokens}); "
                     "the same pieces before and after training"}

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from ..core.integrity import FINGERPRINT_MEMO, IntegrityError, checksum_problem, folder_fingerprint, verify_manifest
 from ..core.stack import Stack
-from ..data.dataset import clean_documents, tokenize
+from ..data import clean_documents, tokenize
 from ..models import CONFIG_DIR, EMBEDDED, GGUF_FILE, _gguf_folder, cache_root, load_config, load_model, load_tokenizer
 from ..training.checkpoint import check_adapter, load_adapter
 from .finetune_data import load_corpus
@@ -88,7 +88,7 @@ def _recorded_texts(run: SavedRun) -> dict[str, tuple[str, Any]]:
     """{name: (text as hashed, record or None)} of every document the run's sources give today."""
     cfg = run.config
     if cfg.sources:
-        from ..data.sources import load_records
+        from ..data import load_records
 
         records, _ = load_records(cfg.sources, cfg.text_cache)
         return {r.name: (r.content(), r) for r in records}

@@ -1,4 +1,4 @@
-"""The Arrow path (memfit/data/arrow_bundle.py): the same blocks, split and issues as the in-memory path on text +
+"""The Arrow path (storage="arrow" of memfit/data/bundle.py): the same blocks, split and issues as the in-memory path on text +
 chat sources, num_proc=2 equal to 1, a rerun served from the cache without tokenising, and training from it."""
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import json
 
 import pytest
 
-from memfit.data.arrow_bundle import build_arrow_datasets
-from memfit.data.mixture import build_source_datasets
+from memfit.data import build_arrow_datasets, build_source_datasets
 from memfit.data.sources import TableSource, TextSource
 from pdf_factory import english_page
 
@@ -63,7 +62,7 @@ def test_arrow_path_gives_the_in_memory_blocks_split_and_issues(sources, chat_to
 
 
 def test_num_proc_2_equals_1_and_a_rerun_reads_the_cache(sources, chat_tokenizer, tmp_path, monkeypatch):
-    import memfit.data.arrow_tokens as arrow_tokens
+    import memfit.data.arrow.tokens as arrow_tokens
 
     memory, memory_issues = build_source_datasets(sources, chat_tokenizer, block_size=BLOCK)
     cache = tmp_path / "cache"
@@ -103,9 +102,8 @@ def test_packing_map_equals_pack_documents_and_pack_samples_at_every_batch_cut(t
     import numpy as np
     from datasets import Dataset
 
-    from memfit.data.arrow_blocks import pack_arrow
-    from memfit.data.chat import pack_samples
-    from memfit.data.packing import pack_documents
+    from memfit.data.packing import pack_rows
+    from memfit.data.packing import pack_documents, pack_samples
 
     rng = random.Random(batch_size)
     docs = [[rng.randrange(3, 50) for _ in range(rng.randint(1, 20))] for _ in range(30)]
@@ -113,10 +111,10 @@ def test_packing_map_equals_pack_documents_and_pack_samples_at_every_batch_cut(t
     tokens = Dataset.from_dict({"input_ids": docs, "labels": labels, "n_tokens": [len(d) for d in docs]})
     order = np.asarray([rng.randrange(len(docs)) for _ in range(40)])  # repeats, as source weights give
     for block_size in (2, 7, 20):  # documents straddle blocks, and blocks straddle the map's batches
-        text = pack_arrow(tokens, order, False, block_size, 1, 0, tmp_path, f"t{block_size}", batch_size=batch_size)
+        text = pack_rows(tokens, order, False, block_size, 1, 0, tmp_path, f"t{block_size}", batch_size=batch_size)
         assert text.to_dict() == pack_documents([docs[i] for i in order], block_size, 1, 0)
     for block_size in (20, 33):  # whole samples (at most 20 tokens) per block
-        chat = pack_arrow(tokens, order, True, block_size, 1, 0, tmp_path, f"c{block_size}", batch_size=batch_size)
+        chat = pack_rows(tokens, order, True, block_size, 1, 0, tmp_path, f"c{block_size}", batch_size=batch_size)
         assert chat.to_dict() == pack_samples([(docs[i], labels[i]) for i in order], block_size, 0)
 
 

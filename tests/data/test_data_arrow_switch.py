@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from types import SimpleNamespace
 
-from memfit.data.arrow_bundle import wants_arrow
+from memfit.data.bundle_parts import wants_arrow
 from memfit.data.sources import HubSource, TextSource
 from memfit.recipes.finetune import FinetuneConfig
 from memfit.recipes.finetune_data import finetune_datasets

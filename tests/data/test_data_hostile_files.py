@@ -8,7 +8,7 @@ import pytest
 from pdf_factory import english_page, write_text_pdf
 
 from memfit.data import extract_pdfs
-from memfit.data.language import MIN_WORDS, check_language
+from memfit.data.text.language import MIN_WORDS, check_language
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_a_short_chinese_document_is_not_english():
 def test_a_short_chinese_pdf_is_left_out_of_training_through_extraction(pdf_dir, good, tmp_path, monkeypatch):
     # the case end to end: a 348-character Chinese PDF was extracted, screened and trained on. The test PDF
     # writer has no CJK font, so the child process returns that text for the file, as pypdf does for the real one.
-    from memfit.data import extract
+    from memfit.data.pdf import extract
 
     chinese = "气候变化是人类面临的最严峻挑战之一，全球变暖导致极端天气事件频发。" * 10
     real_read = extract.read_page_texts

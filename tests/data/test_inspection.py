@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pdf_factory import english_page, write_text_pdf
 
-from memfit.data import inspect_corpus, inspect_main
+from memfit.cli.data import inspect_main
+from memfit.data import inspect_corpus
 
 
 def _folder(pdf_dir):

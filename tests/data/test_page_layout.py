@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pdf_factory import english_page
 
-from memfit.data.line_numbers import remove_line_numbers
-from memfit.data.page_layout import find_running_lines, remove_running_lines
+from memfit.data.pdf.line_numbers import remove_line_numbers
+from memfit.data.pdf.page_layout import find_running_lines, remove_running_lines
 
 
 def _strip(pages: list[str]) -> list[str]:

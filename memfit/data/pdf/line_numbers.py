@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-from memfit.data.page_layout import MIN_PAGES
+from memfit.data.pdf.page_layout import MIN_PAGES
 
 MIN_NUMBERED_LINES = 5
 # Share of a page's non-empty lines that must carry the consecutive numbers: keeps numbered lists, table rows and

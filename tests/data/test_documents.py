@@ -1,4 +1,4 @@
-"""build_datasets: document-level split, packed train blocks, whole-document test rows, statistics."""
+"""build_datasets (documents.py): document-level split, packed train blocks, whole-document test rows, statistics."""
 from __future__ import annotations
 
 import pytest
@@ -56,10 +56,11 @@ def test_train_blocks_are_the_train_documents_packed(tiny_tokenizer):
 def test_test_rows_are_whole_documents_with_byte_counts(tiny_tokenizer):
     bundle = _build(tiny_tokenizer)
     test = bundle.test
-    assert test.column_names == ["name", "input_ids", "n_bytes"] and test["name"] == bundle.plan.test
+    assert test.column_names == ["name", "input_ids", "n_bytes", "labels"] and test["name"] == bundle.plan.test
     for row in test:
         text = DOCS[row["name"]]
         assert row["input_ids"] == tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert row["labels"] == row["input_ids"]  # text: training scores every token, so evaluation does too
         assert row["n_bytes"] == len(text.encode("utf-8"))
     assert any(len(DOCS[name].encode()) > len(DOCS[name]) for name in DOCS)  # "°" is two bytes
 
@@ -80,3 +81,4 @@ def test_tokenizer_without_eos_is_rejected(tiny_tokenizer):
     tokenizer = tiny_tokenizer.__class__(tokenizer_object=tiny_tokenizer.backend_tokenizer)
     with pytest.raises(DataError, match="eos_token"):
         _build(tokenizer)
+

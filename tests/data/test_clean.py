@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pdf_factory import english_page
 
-from memfit.data.clean import (
+from memfit.data.pdf.clean import (
     CleanOptions, attach_detached_accents, clean_document, drop_reference_section, join_hyphenated_line_breaks,
     normalise_whitespace, remove_dot_leaders, remove_replacement_characters, replace_glyph_name_ligatures,
     replace_unicode_ligatures,

@@ -1,18 +1,20 @@
 """PDF folder -> `Corpus` of documents (page texts with provenance) plus a list of the files that could not be used."""
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from memfit.data.cache import TextCache, file_sha256
-from memfit.data.clean import CleanOptions, clean_document
+from memfit.data.pdf.text_cache import TextCache
+from memfit.data.sources import TABLE_SUFFIXES, TEXT_SUFFIXES
+from memfit.data.text.hygiene import file_sha256
+from memfit.data.pdf.clean import CleanOptions, clean_document
+from memfit.data.text.dedupe import Duplicates
 from memfit.data.errors import DataError, FileIssue
-from memfit.data.isolation import WALL_FACTOR, Outcome, run_isolated
-from memfit.data.language import LanguageCheck, check_language
-from memfit.data.pdf_reader import MIB, PdfProblem, check_file, read_page_texts
+from memfit.data.pdf.isolation import WALL_FACTOR, Outcome, run_isolated
+from memfit.data.text.language import LanguageCheck, check_language
+from memfit.data.pdf.reader import MIB, PdfProblem, check_file, read_page_texts
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,7 @@ class Corpus:
     warnings: list[FileIssue] = field(default_factory=list)  # files kept with a caveat
     excluded: list[Document] = field(default_factory=list)  # extracted, but left out for their content (see errors)
     seconds: dict[str, float] = field(default_factory=dict)  # wall-clock pypdf time of each file read this run
+    not_read: list[FileIssue] = field(default_factory=list)  # other files of the folder, each with how to include it
 
     def summary(self) -> str:
         cached = sum(doc.from_cache for doc in self.documents)
@@ -78,6 +81,7 @@ class Corpus:
                  f"{len(self.errors)} files skipped"]
         lines += [f"  skipped {issue}" for issue in self.errors]
         lines += [f"  warning {issue}" for issue in self.warnings]
+        lines += [f"  not read {issue}" for issue in self.not_read]
         return "\n".join(lines)
 
 
@@ -93,6 +97,26 @@ def list_pdfs(pdf_dir: Path | str) -> list[Path]:
         raise DataError(f"no .pdf files in {directory.resolve()}; point --pdf-dir at a folder that contains PDFs "
                         "(sub-folders are not searched).")
     return paths
+
+
+def other_files(pdf_dir: Path | str) -> list[FileIssue]:
+    """Every entry of a PDF folder that the PDF pipeline does not read (hidden files aside), each with how to
+    include it: a mixed folder never loses a file without a word."""
+    issues = []
+    for path in sorted(Path(pdf_dir).expanduser().iterdir()):
+        suffix = path.suffix.lower()
+        if suffix == ".pdf" or path.name.startswith("."):
+            continue
+        if path.is_dir():
+            how = "a sub-folder (not searched): add a source for it"
+        elif suffix in TEXT_SUFFIXES:
+            how = f"a text file: add a source {{kind: text, path: {path}}} or set read_other_files: true"
+        elif suffix in TABLE_SUFFIXES:
+            how = f"a table: add a source {{kind: table, path: {path}}} or set read_other_files: true"
+        else:
+            how = "neither PDF, text nor table: convert it to PDF or text to train on it"
+        issues.append(FileIssue(path, "not_read", f"not read by the PDF pipeline - {how}"))
+    return issues
 
 
 def _problem_from_outcome(outcome: Outcome, timeout_s: float) -> PdfProblem:
@@ -164,12 +188,12 @@ def _from_cache_or_queue(paths: list[Path], cache: TextCache, max_file_bytes: in
 
 def _screen(documents: list[Document], corpus: Corpus, keep_non_english: bool) -> None:
     """Move documents into `corpus.documents`, or into `corpus.excluded` with an error saying why."""
-    seen_text: dict[str, str] = {}
+    duplicates = Duplicates()
     for doc in sorted(documents, key=lambda d: d.name):
         issue = _quality_issue(doc, keep_non_english)
-        text_hash = hashlib.sha256(doc.raw_text.encode()).hexdigest()
-        if issue is None and text_hash in seen_text:
-            issue = FileIssue(doc.path, "duplicate", f"same text as {seen_text[text_hash]}; skipped")
+        repeated = duplicates.check(doc.raw_text, doc.name) if issue is None else None
+        if repeated is not None:
+            issue = FileIssue(doc.path, "duplicate", repeated)
         if issue is not None and not (issue.kind == "non_english" and keep_non_english):
             corpus.errors.append(issue)
             corpus.excluded.append(doc)
@@ -179,7 +203,6 @@ def _screen(documents: list[Document], corpus: Corpus, keep_non_english: bool) -
         if doc.warnings:
             corpus.warnings.append(FileIssue(doc.path, "pypdf_warning", "extracted, but pypdf reported: "
                                              + "; ".join(doc.warnings) + " - check those pages' text"))
-        seen_text[text_hash] = doc.name
         corpus.documents.append(doc)
 
 
@@ -196,6 +219,7 @@ def extract_pdfs(pdf_dir: Path | str, cache_dir: Path | str | None = None, *,
     corpus = Corpus(Path(pdf_dir), documents=[])
     cache = TextCache(cache_dir)
     documents, to_extract = _from_cache_or_queue(list_pdfs(pdf_dir), cache, max_file_bytes, corpus)
+    corpus.not_read = other_files(pdf_dir)
     if to_extract:
         log.info("extracting %d PDFs with pypdf (%d from the cache)", len(to_extract), len(documents))
     outcomes = run_isolated(read_page_texts, [(path, max_pages) for path, _ in to_extract],

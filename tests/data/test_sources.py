@@ -8,9 +8,9 @@ import pytest
 from pydantic import TypeAdapter
 
 from memfit.data import DataError
-from memfit.data.mixture import build_source_datasets, test_split_hashes
-from memfit.data.sources import (HubSource, PdfSource, SavedSource, Source, TableSource, TextSource,
-                                 load_records)
+from memfit.data import build_source_datasets, test_split_hashes
+from memfit.data.readers import load_records
+from memfit.data.sources import HubSource, PdfSource, SavedSource, Source, TableSource, TextSource
 
 
 def test_text_markdown_jsonl_csv_parquet_and_saved_folders_load_with_provenance(tmp_path):
@@ -125,7 +125,7 @@ def test_pdf_source_keeps_todays_pipeline(pdf_dir, tmp_path):
 def test_inspect_reports_a_table_source_and_a_single_pdf_folder(tmp_path, pdf_dir, capsys):
     from pdf_factory import english_page, write_text_pdf
 
-    from memfit.data import inspect_main
+    from memfit.cli.data import inspect_main
 
     (tmp_path / "rows.jsonl").write_text('{"text": "a row"}\nbroken\n')
     assert inspect_main([str(tmp_path / "rows.jsonl")]) == 0

@@ -12,17 +12,34 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from datasets import Dataset, Features, List, Value
 
+from memfit.data.arrow.integrity import cached_map
 from memfit.data.chat import check_chat_tokenizer, tokenize_chat
-from memfit.data.dataset import tokenize
 from memfit.data.errors import DataError
 
 TOKENS_VERSION = "1"  # bump when tokenize / tokenize_chat change what they produce
 TOKEN_FEATURES = Features({"input_ids": List(Value("int32")), "labels": List(Value("int32")),
                            "n_tokens": Value("int64"), "chat_error": Value("string")})
+
+
+def load_tokenizer(tokenizer: Any) -> Any:
+    """A tokenizer object, or `AutoTokenizer` loaded from a path / Hub id."""
+    if isinstance(tokenizer, str):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(tokenizer)
+    return tokenizer
+
+
+def tokenize(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    """No special tokens (EOS is added by packing); verbose=False silences the longer-than-model-max warning,
+    which does not apply because nothing is fed to the model unpacked."""
+    if not texts:
+        return []
+    return [list(ids) for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]]
 
 
 def tokenizer_key(tokenizer: Any) -> str:
@@ -60,17 +77,15 @@ def _tokenise_batch(batch: dict[str, list], tokenizer: Any) -> dict[str, list]:
     return {"input_ids": ids, "labels": labels, "n_tokens": [len(x) for x in ids], "chat_error": errors}
 
 
-def tokenise_records(records: Dataset, tokenizer: Any, records_hash: str, cache_dir: Path,
+def tokenise_records(records: Dataset, tokenizer: Any, records_hash: str, cache_dir: Optional[Path],
                      num_proc: int = 1, batch_size: int = 256) -> tuple[Dataset, str]:
-    """(memory-mapped token rows, their cache key)."""
+    """(token rows, their cache key): memory-mapped from a verified cache file, or in memory (`cache_dir` None)."""
     import pyarrow.compute as pc
 
     if pc.any(records.data.column("chat")).as_py():
         check_chat_tokenizer(tokenizer)  # the tokenizer, not a sample, is wrong: stop before any work
     key = hashlib.sha256(f"{TOKENS_VERSION}\0{records_hash}\0{tokenizer_key(tokenizer)}".encode()).hexdigest()[:40]
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tokens = records.map(_tokenise_batch, batched=True, batch_size=batch_size, num_proc=num_proc if num_proc > 1
-                         else None, fn_kwargs={"tokenizer": tokenizer}, remove_columns=records.column_names,
-                         features=TOKEN_FEATURES, cache_file_name=str(cache_dir / f"tokens-{key}.arrow"),
-                         load_from_cache_file=True, new_fingerprint=f"tokens-{key}", desc="tokenising")
+    tokens = cached_map(records, _tokenise_batch, cache_dir, f"tokens-{key}", "tokenising", batch_size=batch_size,
+                        num_proc=num_proc if num_proc > 1 else None, fn_kwargs={"tokenizer": tokenizer},
+                        remove_columns=records.column_names, features=TOKEN_FEATURES)
     return tokens, key

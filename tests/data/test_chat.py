@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from memfit.data import DataError, IGNORE_INDEX
-from memfit.data.chat import pack_samples, tokenize_chat
-from memfit.data.mixture import build_source_datasets
+from memfit.data import pack_samples, tokenize_chat
+from memfit.data import build_source_datasets
 from memfit.data.sources import TableSource
 
 CHAT = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there"}]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from memfit.data import isolation
-from memfit.data.isolation import run_isolated
+from memfit.data.pdf import isolation
+from memfit.data.pdf.isolation import run_isolated
 
 linux_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="CPU time is read from /proc")
 

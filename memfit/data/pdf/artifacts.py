@@ -10,12 +10,12 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from memfit.data.clean import (
+from memfit.data.pdf.clean import (
     DOT_LEADER, EOL_HYPHEN, GLYPH_NAME_LIGATURE, HORIZONTAL_SPACE_RUN, REPLACEMENT_CHARACTER, UNICODE_LIGATURES,
     CleanOptions, clean_pages, join_pages,
 )
-from memfit.data.line_numbers import remove_line_numbers
-from memfit.data.page_layout import find_running_lines, normalise_line, remove_running_lines
+from memfit.data.pdf.line_numbers import remove_line_numbers
+from memfit.data.pdf.page_layout import find_running_lines, normalise_line, remove_running_lines
 
 # Header/footer lines the corpus manifest lists (IPCC, UNFCCC, Nature-family), matched on whole normalised lines.
 KNOWN_HEADER_LINE = re.compile("|".join([

@@ -11,8 +11,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from memfit.data.line_numbers import remove_line_numbers
-from memfit.data.page_layout import find_running_lines, remove_running_lines
+from memfit.data.pdf.line_numbers import remove_line_numbers
+from memfit.data.pdf.page_layout import find_running_lines, remove_running_lines
 
 UNICODE_LIGATURES = {
     "\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl", "\ufb05": "st", "\ufb06": "st",

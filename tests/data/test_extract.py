@@ -8,7 +8,7 @@ import pytest
 from pdf_factory import english_page, pdf_bytes, write_blank_pdf, write_encrypted_pdf, write_text_pdf
 
 from memfit.data import DataError, extract_pdfs
-from memfit.data.cache import default_cache_dir
+from memfit.data.pdf.text_cache import default_cache_dir
 
 FRENCH = ("La Conférence des Parties, rappelant sa décision sur l'établissement du groupe de travail spécial de la "
           "plateforme de Durban pour une action renforcée, rappelant également les articles de la Convention, se "
@@ -145,7 +145,7 @@ def test_a_starved_genuine_file_is_kept_and_a_hung_one_is_skipped_without_costin
     # CPU time now. Sleeping stands in for waiting on a busy CPU (wall time passes, hardly any CPU is used).
     import time
 
-    from memfit.data import extract, isolation
+    from memfit.data.pdf import extract, isolation
 
     real_read = extract.read_page_texts
 

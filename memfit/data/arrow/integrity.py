@@ -1,0 +1,120 @@
+"""Integrity of the Arrow caches (records, tokens, blocks): every cache file is checked against the sha256 recorded
+when it was written, and the temporary files of killed builds are removed by the next one.
+
+datasets reuses a cache file by its name alone, so a file damaged on disk (flipped token ids) would be trained on,
+and the run would record the clean data's hash over other tokens. Here a manifest `<key>.sha256.json` beside the
+files lists each file's sha256; a file that is missing from it, or does not match it, is deleted and rebuilt with
+one log line saying so - never reused, never fatal. A build killed mid-write leaves datasets' `tmp*` files and
+`*.incomplete` folders, which datasets never removes under another key: `build_lock` removes them when no other
+build holds the cache (an advisory lock that dies with its process, so a live build's temp files are never touched).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Optional
+
+from datasets import Dataset
+
+from memfit.core.files import atomic_write_json
+from memfit.data.text.hygiene import file_sha256
+
+log = logging.getLogger(__name__)
+MANIFEST = ".sha256.json"
+
+
+def _read_manifest(manifest: Path) -> Optional[dict[str, str]]:
+    try:
+        recorded = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return None
+    return recorded if isinstance(recorded, dict) else None
+
+
+def _problem(files: list[Path], manifest: Path) -> Optional[str]:
+    recorded = _read_manifest(manifest)
+    if recorded is None:
+        return "no checksum was recorded for it (an interrupted build or an older memfit)"
+    for path in files:
+        if path.name not in recorded:
+            return f"{path.name} has no recorded checksum"
+        if file_sha256(path) != recorded[path.name]:
+            return f"{path.name} does not match its recorded sha256 (changed or damaged on disk)"
+    return None
+
+
+def drop_if_corrupt(what: str, files: list[Path], manifest: Path, remove: Callable[[], None]) -> None:
+    """Remove the cache (`remove()`) and its manifest when a file fails its checksum, saying so in one line."""
+    if not files:
+        manifest.unlink(missing_ok=True)
+        return
+    problem = _problem(files, manifest)
+    if problem is not None:
+        log.warning("%s cache in %s not reused: %s; rebuilding it", what, files[0].parent, problem)
+        remove()
+        manifest.unlink(missing_ok=True)
+
+
+def record_checksums(files: list[Path], manifest: Path) -> None:
+    """Record the sha256 of `files` (hashing only the ones not yet recorded)."""
+    recorded = _read_manifest(manifest) or {}
+    if sorted(recorded) == sorted(p.name for p in files):
+        return
+    atomic_write_json(manifest, {p.name: recorded.get(p.name) or file_sha256(p) for p in files})
+
+
+def cached_map(data: Dataset, function: Callable[..., Any], cache_dir: Optional[Path], key: str, what: str,
+               **map_kwargs: Any) -> Dataset:
+    """`data.map(function, batched=True)` into the verified cache file `<cache_dir>/<key>.arrow` (shards
+    `<key>_NNNNN_of_NNNNN.arrow` with num_proc), or in memory when `cache_dir` is None."""
+    if cache_dir is None:
+        return data.map(function, batched=True, keep_in_memory=True, new_fingerprint=key, **map_kwargs)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    manifest = cache_dir / f"{key}{MANIFEST}"
+
+    def files() -> list[Path]:
+        return sorted(cache_dir.glob(f"{key}*.arrow"))
+
+    drop_if_corrupt(what, files(), manifest, lambda: [p.unlink(missing_ok=True) for p in files()])
+    out = data.map(function, batched=True, cache_file_name=str(cache_dir / f"{key}.arrow"),
+                   load_from_cache_file=True, new_fingerprint=key, desc=what, **map_kwargs)
+    record_checksums(files(), manifest)
+    return out
+
+
+def remove_stale_temporaries(cache_dir: Path) -> list[Path]:
+    """datasets' `tmp*` files and `*.incomplete` folders under `cache_dir`: call only while no build runs."""
+    stale = [p for p in cache_dir.rglob("tmp*") if p.is_file()] + \
+        [p for p in cache_dir.rglob("*.incomplete") if p.is_dir()]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    if stale:
+        log.info("removed %d temporary file(s) of an interrupted Arrow build from %s", len(stale), cache_dir)
+    return stale
+
+
+@contextlib.contextmanager
+def build_lock(cache_dir: Path) -> Iterator[None]:
+    """Held (shared) while this process builds in `cache_dir`. The first to hold it alone first removes what killed
+    builds left; a build already running elsewhere keeps its temporary files."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks, so nothing is removed
+        yield
+        return
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(cache_dir / ".build.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            remove_stale_temporaries(cache_dir)
+        except BlockingIOError:
+            pass  # another build is running: its temporary files are live
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
