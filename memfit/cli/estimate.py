@@ -11,26 +11,6 @@ from typing import Any
 DEFAULT_SEQ_LEN = 512
 
 
-def config_without_weights(model: str):
-    """(transformers config, note) for `model`, never touching its weights. A Hub id whose name is a shipped
-    architecture (meta-llama/Llama-3.2-3B) reads the shipped config: the same architecture, no download or login."""
-    from transformers import AutoConfig
-
-    from ..models import EMBEDDED, GGUF_FILE, _gguf_folder, cache_root, load_config, shipped_configs
-
-    if model.lower() == EMBEDDED:
-        cached = cache_root() / "models" / EMBEDDED
-        if (cached / "config.json").is_file():
-            return AutoConfig.from_pretrained(cached), ""
-        # not converted yet: the GGUF header holds the config (load_config would convert the weights first)
-        return AutoConfig.from_pretrained(_gguf_folder(), gguf_file=GGUF_FILE), ""
-    name = Path(model).name.lower()
-    if not Path(model).exists() and name in shipped_configs():
-        note = "" if name == model.lower() else f"architecture from the shipped config {name}"
-        return load_config(name), note
-    return load_config(model), ""
-
-
 def _recipe_settings(args, device: str) -> dict[str, Any]:
     """model, stack, seq_len, effective batch and budget of a run recipe, as the run would resolve them here."""
     if not args.config:
@@ -74,6 +54,7 @@ def estimate_from_args(args) -> int:
     from ..plan.memory import GiB, estimate
     from ..plan.planner import check_seq_lens, training_size
     from ..plan.report import format_estimate
+    from ..recipes.preflight import model_config_without_weights
     from ..recipes.stack_choice import with_accumulation
     from .plan import DEFAULT_STACK, dump_json
 
@@ -87,7 +68,7 @@ def estimate_from_args(args) -> int:
     stack = with_accumulation(spec, target) if recipe and not given.get("stack") else Stack.coerce(spec)
     margin = given["margin"] if "margin" in given else recipe.get("margin", 0.03)
     budget_gib, budget_from = _budget_gib(given, recipe, device, margin)
-    config, note = config_without_weights(model)
+    config, note = model_config_without_weights(model)
     check_seq_lens([seq_len], getattr(config, "max_position_embeddings", None))
     # an explicit device index: Stack.context would ask CUDA for the current device, and there may be none here
     ctx = stack.context(torch.device("cuda", 0) if device == "cuda" else "cpu", num_processes=args.num_processes)

@@ -13,9 +13,42 @@ import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 
-# what yaml.safe_load raises besides YAMLError: ValueError for impossible dates (2001-13-01), RecursionError for
+# what yaml loading raises besides YAMLError: ValueError for impossible dates (2001-13-01), RecursionError for
 # thousands of nested brackets
 YAML_ERRORS = (yaml.YAMLError, ValueError, RecursionError)
+
+
+class StrictLoader(yaml.SafeLoader):
+    """yaml's SafeLoader, refusing what makes a run config mean something else than it reads: a key given twice (the
+    safe loader silently keeps the last `lr`) and aliases (`*name`: a few lines of anchors expand to gigabytes - the
+    "billion laughs" - and a run config never needs them). Both fail while composing, before anything expands."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.peek_event()
+            raise yaml.constructor.ConstructorError(None, None, f"alias *{event.anchor} is not allowed in a run "
+                                                    "config: write the value out", event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: SafeLoader reports it itself
+                    continue
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice: keep one",
+                                                            key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def strict_yaml(text: str) -> Any:
+    """The YAML value of `text` (StrictLoader: no duplicate keys, no aliases)."""
+    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 class ConfigError(ValueError):
@@ -27,6 +60,29 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: {message} (`{self.prog} --help` lists every setting)\n")
+
+
+def bounded(kind: type, low: float | None = None, high: float | None = None, *, high_open: bool = False):
+    """An argparse type: `kind` (int or float), finite, within [low, high] (or [low, high) with high_open) and a count
+    no larger than limits.MAX_COUNT, so every numeric flag of the capacity commands is refused at parse time."""
+    from ..recipes.limits import number_problem
+
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
+        problem = number_problem(value)
+        if problem is None and low is not None and value < low:
+            problem = f"{value} is below {low}"
+        if problem is None and high is not None and (value >= high if high_open else value > high):
+            problem = f"{value} must be {'below' if high_open else 'at most'} {high}"
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    convert.__name__ = kind.__name__
+    return convert
 
 
 def flag(name: str) -> str:
@@ -54,7 +110,7 @@ def _converter(name: str, annotation: Any):
 
     def convert(text: str):
         try:
-            parsed = yaml.safe_load(text) if text.strip() else text
+            parsed = strict_yaml(text) if text.strip() else text
         except YAML_ERRORS:  # not YAML at all ("[", "2001-13-01"): only the plain string remains
             parsed = text
         for candidate in (parsed, text):
@@ -84,7 +140,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist: pass a YAML file (see recipes/*.yaml)")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = strict_yaml(path.read_text()) or {}
     except YAML_ERRORS as exc:
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise ConfigError(f"{path} is not valid YAML ({first}): fix the file") from None

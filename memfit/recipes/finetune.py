@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..data.sources import Source
 from ..launch.distributed import check_launch, partial_state
@@ -34,7 +34,7 @@ from ..core.files import atomic_write_json, atomic_write_text
 from ..training.loop import TrainConfig, make_accelerator, train
 from ..training.trackers import finish_trackers, log_evaluation, start_trackers
 from ..training.run_lock import RunLock
-from .preflight import check_data_fits, preflight
+from .preflight import ConfigError, check_data_fits, preflight
 from ..models import load_model, load_tokenizer
 from .finetune_data import finetune_datasets, sample_documents
 from .stack_choice import auto_stack, with_accumulation
@@ -44,6 +44,8 @@ from ..plan.probe import SimulatedMeter
 from ..core.stack import Stack
 from .quality import original_result, quality_fields, warn_if_regressed
 from .curves import CURVES_FILE, write_curves
+from .held_out import fitted_context, sample_chunk
+from .limits import CPU_BUDGET_GIB, MARGIN, MAX_EPOCHS, MAX_LR, MAX_SEED, number_problem
 from .summary import summary_markdown
 from ..runtime import configure_runtime
 
@@ -98,9 +100,9 @@ class FinetuneConfig(BaseModel):
     target_effective_batch: Optional[int] = Field(None, ge=1, description="sequences per optimizer step, all "
                                                                           "processes")
     max_steps: Optional[int] = Field(None, ge=1, description="optimizer steps; overrides epochs")
-    epochs: Optional[float] = Field(None, gt=0, description="passes over the training documents")
-    lr: Optional[float] = Field(None, gt=0, allow_inf_nan=False, description="peak learning rate")
-    warmup: float = Field(0.1, ge=0, description="warm-up: fraction of steps if < 1, else a step count")
+    epochs: Optional[float] = Field(None, gt=0, le=MAX_EPOCHS, allow_inf_nan=False, description="passes over the training documents")
+    lr: Optional[float] = Field(None, gt=0, le=MAX_LR, allow_inf_nan=False, description="peak learning rate (at most 1.0)")
+    warmup: float = Field(0.1, ge=0, allow_inf_nan=False, description="warm-up: fraction of steps if < 1, else a step count")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="fraction of documents held out for evaluation")
     eval_context: Optional[int] = Field(None, ge=2, description="evaluation window in tokens")
     eval_stride: Optional[int] = Field(None, ge=1, description="sliding-window stride; default the window")
@@ -109,12 +111,12 @@ class FinetuneConfig(BaseModel):
                                                                    "tokens; 0 = all")
     output_dir: str = Field("results", description="parent folder of run directories")
     run_name: Optional[str] = Field(None, description="run directory name; default <model>-<device>-<fingerprint>")
-    seed: int = Field(0, description="seed of the document split, LoRA init and data order")
-    margin: float = Field(0.03, ge=0, lt=1, description="fraction of device memory the planner keeps free")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the document split, LoRA init and data order")
+    margin: float = Field(0.03, ge=MARGIN[0], lt=MARGIN[1], allow_inf_nan=False, description="fraction of device memory the planner keeps free")
     fresh: bool = Field(False, description="re-probe instead of reusing the planner cache")
     plan_cache: Optional[str] = Field(None, description="planner cache folder; default $MEMFIT_CACHE/plans")
-    cpu_budget_gib: float = Field(4.0, gt=0, description="CPU only: the simulated device memory the planner "
-                                                          "searches against")
+    cpu_budget_gib: float = Field(4.0, ge=CPU_BUDGET_GIB[0], le=CPU_BUDGET_GIB[1], allow_inf_nan=False,
+                                  description="CPU only: the simulated device memory the planner searches against")
     max_micro_batch: Optional[int] = Field(None, ge=1, description="planner search limit (on CPU it bounds probe "
                                                                    "time)")
     # the training loop's own settings, with TrainConfig's defaults, checks and help
@@ -130,6 +132,15 @@ class FinetuneConfig(BaseModel):
     resume: Union[bool, str] = TrainConfig.model_fields["resume"]
     progress: bool = Field(True, description="progress bars")
     keep_non_english: bool = Field(False, description="train on documents the language check flags as not English")
+
+    @field_validator("*")
+    @classmethod
+    def _finite_and_bounded(cls, value: Any) -> Any:
+        """Every number finite and every count within limits.MAX_COUNT (see memfit/recipes/limits.py)."""
+        problem = number_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     def resolved(self, device_type: str) -> "FinetuneConfig":
         """A copy with every None setting replaced by the device default (what results.json records)."""
@@ -209,6 +220,8 @@ def _run(cfg: FinetuneConfig, state, run_dir: Path, info) -> dict[str, Any]:
 
     model = load()
     t = phase("load_s", t)
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    cfg = cfg.model_copy(update={"eval_context": fitted_context(cfg.eval_context, limit, info)})
 
     meter = SimulatedMeter(cfg.cpu_budget_gib * 2**30) if state.device.type != "cuda" else None
     # under DDP/ZeRO/FSDP2 the probes step a copy prepared by that engine (memfit.recipes.engine_plan)
@@ -217,7 +230,7 @@ def _run(cfg: FinetuneConfig, state, run_dir: Path, info) -> dict[str, Any]:
                        cache_dir=cfg.plan_cache, fresh=cfg.fresh, target_effective_batch=target,
                        packed=True)  # training blocks are packed documents: probe the same attention path
     if planned.max_micro_batch < 1:
-        raise RuntimeError(f"not even one sequence of {cfg.seq_len} tokens fits with stack {stack.spec} "
+        raise ConfigError(f"not even one sequence of {cfg.seq_len} tokens fits with stack {stack.spec} "
                            f"({planned.budget_gib:.1f} GiB): lower --seq-len, add 'gc'/'q4', or use a larger device")
     capped = planned.max_micro_batch >= cfg.max_micro_batch
     info(f"planned micro-batch {planned.micro_batch} (max {planned.max_micro_batch}"
@@ -226,7 +239,8 @@ def _run(cfg: FinetuneConfig, state, run_dir: Path, info) -> dict[str, Any]:
     t = phase("plan_s", t)
 
     acc = make_accelerator(stack, planned.micro_batch, cfg.log_with, project_dir=str(run_dir), data_seed=cfg.seed)
-    eval_docs, eval_info = sample_documents(bundle.test, tokenizer, cfg.eval_max_tokens, cfg.eval_context)
+    eval_docs, eval_info = sample_documents(bundle.test, tokenizer, cfg.eval_max_tokens,
+                                           sample_chunk(cfg.eval_context, cfg.eval_max_tokens))
 
     def evaluate(label: str, scored=None):
         res = perplexity(model if scored is None else scored, eval_docs, context_length=cfg.eval_context,

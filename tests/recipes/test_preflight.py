@@ -104,3 +104,22 @@ def test_any_run_config_parses_or_raises_validation_error(data):
         return
     assert cfg.lr is None or (math.isfinite(cfg.lr) and cfg.lr > 0)
     assert FinetuneConfig.model_validate(cfg.model_dump()) == cfg  # a loaded config round-trips
+
+
+def test_a_plan_cache_that_is_a_file_is_refused(tmp_path, arch):
+    with pytest.raises(ConfigError, match=r"--plan-cache /dev/null is not a folder"):
+        preflight(_cfg(tmp_path, arch, plan_cache="/dev/null"))
+
+
+def test_a_run_folder_inside_a_data_source_is_refused(tmp_path, arch):
+    data = tmp_path / "papers"
+    data.mkdir()
+    with pytest.raises(ConfigError, match=r"lies inside the data source"):
+        preflight(_cfg(tmp_path, arch, pdf_dir=str(data), output_dir=str(data / "results")))
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    from memfit.data.sources import TextSource
+
+    sources = [TextSource(path=str(notes))]
+    with pytest.raises(ConfigError, match=r"lies inside the data source"):
+        preflight(_cfg(tmp_path, arch, sources=sources, output_dir=str(notes)))
