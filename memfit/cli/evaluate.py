@@ -82,13 +82,13 @@ def _eval_run(args) -> dict[str, Any]:
     from ..recipes.saved_run import load_base, load_trained, read_run, run_tokenizer, test_documents
 
     run = read_run(args.run_dir)
-    settings = _settings(args, run.config)
+    settings = _settings(args, run.config.eval)
     tokenizer = run_tokenizer(run)
     documents = test_documents(run, tokenizer)  # a missing or changed document is refused before the slow load
     label = "base" if args.base else "merged" if args.merge else "adapter"
     model = load_base(run) if args.base else merged_model(run) if args.merge else load_trained(run)
     result = _score(model, documents, tokenizer, settings, label)
-    return {**result, "run": str(run.path), "model": run.config.model, "stack": run.stack,
+    return {**result, "run": str(run.path), "model": run.config.model.name, "stack": run.stack,
             "test_documents": [d["name"] for d in documents]}
 
 

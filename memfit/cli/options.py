@@ -124,15 +124,16 @@ def _converter(name: str, annotation: Any):
     return convert
 
 
-def add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel], values: dict[str, Any]) -> None:
-    """One `--field-name` per field. Defaults stay SUPPRESS so only flags the user typed override the file; the help
-    shows the value the run will use (the file's, else the model's default)."""
-    for name, info in model.model_fields.items():
-        shown = values.get(name, info.default)
-        kwargs: dict[str, Any] = dict(default=argparse.SUPPRESS, dest=name, metavar=type_name(info.annotation).upper(),
-                                      help=f"{info.description or ''} (default: {shown!r})".strip(),
-                                      type=_converter(name, info.annotation))
-        parser.add_argument(flag(name), **kwargs)
+def add_flags(parser: argparse.ArgumentParser, fields, shown: dict[str, Any]) -> None:
+    """One `--name` (plus `--alias`es) per (name, aliases, FieldInfo) of `fields`. Defaults stay SUPPRESS so only
+    flags the user typed override the file; the help shows `shown[name]`, the value the run will use."""
+    for name, aliases, info in fields:
+        value = shown.get(name, info.default)
+        if isinstance(value, list) and value and isinstance(value[0], BaseModel):  # e.g. sources: as YAML has them
+            value = [item.model_dump(exclude_defaults=True) for item in value]
+        parser.add_argument(flag(name), *map(flag, aliases), default=argparse.SUPPRESS, dest=name,
+                            metavar=type_name(info.annotation).upper(), type=_converter(name, info.annotation),
+                            help=f"{info.description or ''} (default: {value!r})".strip())
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -149,16 +150,21 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def validate(model: type[BaseModel], values: dict[str, Any], source: str):
-    """The model built from `values`, or one ConfigError line per problem naming the setting (as a flag and a key)."""
+def validate(model: type[BaseModel], values: dict[str, Any], source: str, name_of=None):
+    """The model built from `values`, or one ConfigError line per problem naming the setting (as a flag and a key);
+    `name_of(loc)` names a nested setting by its flag (default: the dotted path)."""
+    name_of = name_of or (lambda loc: ".".join(map(str, loc)))
     try:
         return model(**values)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            key = ".".join(map(str, err["loc"]))
+            key = name_of(err["loc"])
+            message = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 lines.append(f"{source}: unknown setting '{key}'; `memfit train --help` lists the valid ones")
+            elif isinstance(err.get("input"), dict):  # a whole section's check: its message names the setting
+                lines.append(f"{source}: {message}")
             else:
-                lines.append(f"{source}: {key} ({flag(key)}) = {err.get('input')!r}: {err['msg']}")
+                lines.append(f"{source}: {key} ({flag(key)}) = {err.get('input')!r}: {message}")
         raise ConfigError("; ".join(lines)) from None

@@ -28,7 +28,7 @@ BUDGET = bounded(float, 0.0, CPU_BUDGET_GIB[1])
 def _model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--model", default="smollm2-135m", help="the embedded default, a local dir or a Hub id")
-    g.add_argument("--model-config", help="a shipped architecture (llama-3.2-1b/3b, llama-3.1-8b) or a config JSON; "
+    g.add_argument("--model-config", "--architecture", dest="model_config", help="a shipped architecture (llama-3.2-1b/3b, llama-3.1-8b) or a config JSON; "
                                           "implies --random-init")
     p.add_argument("--random-init", action="store_true", help="random weights (memory/speed do not depend on them)")
 
@@ -84,7 +84,7 @@ def add_commands(sub) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--model", **recipe_default, help="the embedded default, a local dir or a Hub id (default: the "
                                                      "recipe's, else smollm2-135m)")
-    g.add_argument("--model-config", **recipe_default, help="a shipped architecture or a config JSON (default: the "
+    g.add_argument("--model-config", "--architecture", dest="model_config", **recipe_default, help="a shipped architecture or a config JSON (default: the "
                                                             "recipe's architecture)")
     p.add_argument("--config", help="a run recipe (recipes/*.yaml or a name): its model, stack, seq_len, effective "
                                     "batch and CPU budget; the flags below override it")
@@ -160,10 +160,21 @@ def cmd_plan(args) -> int:
     print(f"plan: {res.stack} at seq {res.seq_len}: max micro-batch {res.max_micro_batch}{capped}; trains at "
           f"{res.micro_batch} x accumulation {res.grad_accum} x {res.num_processes} processes = effective batch "
           f"{res.effective_batch} "
-          f"(peak {res.peak_gib or 0:.3g} GiB of {res.budget_gib:.3g} GiB; analytic prediction {res.predicted_max})")
+          f"(peak {res.peak_gib or 0:.3g} GiB of {res.budget_gib:.3g} GiB; analytic prediction {res.predicted_max}"
+          f"{prediction_error(res, bool(capped))})")
     if args.json and (launched is None or launched.is_main_process):
         dump_json(args.json, res.to_dict())
     return 0 if res.max_micro_batch else 1
+
+
+def prediction_error(res, capped: bool) -> str:
+    """The analytic prediction's error against the maximum the probes found; none when the search stopped at the
+    --max-micro-batch cap (the true maximum is unknown there)."""
+    if capped:
+        return ", its error unknown: the search stopped at the cap"
+    if res.predicted_error_pct is None:
+        return ""
+    return f", {res.predicted_error_pct:+.0f} % against the found maximum"
 
 
 def _cmd_choose(args, model: str, random_init: bool) -> int:

@@ -19,9 +19,10 @@ from pydantic import ValidationError
 
 from ..core.stack import Stack
 from ..data.dataset import clean_documents, tokenize
-from ..models import load_config, load_model, load_tokenizer
+from ..models import load_config, load_model
 from ..training.checkpoint import check_adapter, load_adapter
-from .finetune import FinetuneConfig
+from .preflight import run_tokenizer as preflight_tokenizer
+from .run_config import FinetuneConfig
 from .finetune_data import load_corpus
 
 
@@ -63,7 +64,7 @@ def read_run(run_dir: str | Path) -> SavedRun:
                        f"written by an older memfit or by hand; train the run again with `memfit train`") from None
     if not isinstance(recorded, dict) or not recorded:
         raise RunError(f"{file} records no test documents with content hashes: train the run again with this memfit")
-    if config.random_init or config.architecture:
+    if config.model.random:
         raise RunError(f"run {path} trained randomly initialised weights (a capacity/throughput run): its base "
                        f"weights were never saved, so there is nothing to evaluate or merge")
     return SavedRun(path, results, config, results.get("stack") or config.stack)
@@ -71,7 +72,7 @@ def read_run(run_dir: str | Path) -> SavedRun:
 
 def _recorded_texts(run: SavedRun) -> dict[str, tuple[str, Any]]:
     """{name: (text as hashed, record or None)} of every document the run's sources give today."""
-    cfg = run.config
+    cfg = run.config.data
     if cfg.sources:
         from ..data.sources import load_records
 
@@ -85,7 +86,8 @@ def test_documents(run: SavedRun, tokenizer) -> list[dict[str, Any]]:
     """The run's test documents as {name, input_ids, n_bytes} rows, sorted by name as the run scored them; refuses
     with one line when a document is gone or its text changed."""
     found = _recorded_texts(run)
-    where = ", ".join(s.label for s in run.config.sources) if run.config.sources else run.config.pdf_dir
+    data = run.config.data
+    where = ", ".join(s.label for s in data.sources) if data.sources else data.pdf_dir
     rows = []
     for name, want in sorted(run.test_sha256.items()):
         if name not in found:
@@ -110,7 +112,7 @@ test_documents.__test__ = False  # its name starts with "test": keep pytest from
 
 
 def run_tokenizer(run: SavedRun):
-    return load_tokenizer(run.config.model)
+    return preflight_tokenizer(run.config.model)
 
 
 def load_base(run: SavedRun, *, as_trained: bool = True, device: torch.device | None = None,
@@ -121,7 +123,7 @@ def load_base(run: SavedRun, *, as_trained: bool = True, device: torch.device | 
     stack = Stack.coerce(run.stack) if as_trained else Stack()
     ctx = stack.context(device)
     # only the stack's loading settings: its model transforms would wrap a fresh LoRA the saved adapter then fights
-    return load_model(source or run.config.model, Stack(), ctx, extra_kwargs=stack.model_kwargs(ctx), seed=None)
+    return load_model(source or run.config.model.name, Stack(), ctx, extra_kwargs=stack.model_kwargs(ctx), seed=None)
 
 
 def check_run_adapter(run: SavedRun) -> None:
@@ -130,7 +132,7 @@ def check_run_adapter(run: SavedRun) -> None:
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
-        skeleton = AutoModelForCausalLM.from_config(load_config(run.config.model))
+        skeleton = AutoModelForCausalLM.from_config(load_config(run.config.model.name))
     check_adapter(skeleton, run.adapter_dir)
 
 

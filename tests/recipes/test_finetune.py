@@ -125,7 +125,7 @@ def test_example_end_to_end_writes_every_result_and_reuses_caches(tmp_path, monk
     assert ev["scored_bytes"] > 0 and "note" in ev
     assert set(saved["seconds"]) == {"data_s", "load_s", "plan_s", "base_eval_s", "train_s", "final_eval_s",
                                      "total_s"}
-    assert saved["config"]["seq_len"] == 32 and saved["config"]["run_name"] == "first"
+    assert saved["config"]["data"]["seq_len"] == 32 and saved["config"]["run_name"] == "first"
     assert saved["random_init"] is False and saved["model"] == str(tiny_model_dir)
 
     # the adapter and the Markdown summary
@@ -204,4 +204,4 @@ def test_sources_field_trains_on_text_files_and_records_the_split(tmp_path, monk
     assert data["documents"] == 3 and data["per_source"] == {"notes": {"train": 2, "test": 1}}
     assert sorted(data["test_sha256"]) == sorted(data["test_documents"])
     assert len(data["test_documents"]) == 1 and data["test_documents"][0].startswith("notes::note")
-    assert results["train"]["steps"] == 2 and results["config"]["sources"][0]["kind"] == "text"
+    assert results["train"]["steps"] == 2 and results["config"]["data"]["sources"][0]["kind"] == "text"
