@@ -79,6 +79,7 @@ def cmd_eval(args) -> int:
 
 def _eval_run(args) -> dict[str, Any]:
     from ..recipes.merge import merged_model
+    from ..recipes.held_out import fitted_context
     from ..recipes.saved_run import load_base, load_trained, read_run, run_tokenizer, test_documents
 
     run = read_run(args.run_dir)
@@ -87,6 +88,8 @@ def _eval_run(args) -> dict[str, Any]:
     documents = test_documents(run, tokenizer)  # a missing or changed document is refused before the slow load
     label = "base" if args.base else "merged" if args.merge else "adapter"
     model = load_base(run) if args.base else merged_model(run) if args.merge else load_trained(run)
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    settings["context"] = fitted_context(settings["context"], limit, log.info)  # never past what the model saw
     result = _score(model, documents, tokenizer, settings, label)
     return {**result, "run": str(run.path), "model": run.config.model.name, "stack": run.stack,
             "test_documents": [d["name"] for d in documents]}

@@ -37,7 +37,7 @@ from .planning import check_blocks, plan_training
 from .preflight import check_data_fits, preflight, run_tokenizer, validated
 from .quality import original_result
 from .results import results_record, write_report
-from .run_config import DEVICE_DEFAULTS, SEED_STACK, FinetuneConfig  # noqa: F401 - public here since 0.1
+from .run_config import DEVICE_DEFAULTS, PLANNED_LENGTH, SEED_STACK, FinetuneConfig  # noqa: F401 - public here since 0.1
 from .stack_choice import auto_stack, with_accumulation
 
 log = logging.getLogger(__name__)
@@ -131,8 +131,22 @@ class FinetuneRecipe:
         self.clock.lap("plan_s")
         return planned
 
-    def run(self) -> dict[str, Any]:
+    def train_config(self, planned, data: DataPhase):
+        """The loop's settings: the train section as given, plus what the job decides (from the plan: the
+        micro-batch and the block length; the run folder, the seed and the eval section)."""
         cfg = self.cfg
+        return cfg.train.model_copy(update=dict(
+            **{name: planned.seq_len for name in PLANNED_LENGTH if name in type(cfg.train).model_fields},
+            micro_batch=planned.micro_batch, output_dir=str(self.run_dir), plan_cache=planned.cache_path,
+            seed=cfg.seed, run_identity={**cfg.identity(), "data_sha256": data.info["sha256"]},
+            **cfg.eval.model_dump(exclude={"eval_max_tokens"})))
+
+    def train(self, loaded: ModelPhase, stack: Stack, data: DataPhase, tcfg, held_out: HeldOut, acc):
+        trained = train(loaded.model, stack, data.bundle.train, tcfg, eval_data=held_out.pieces, accelerator=acc)
+        self.clock.lap("train_s")
+        return trained
+
+    def run(self) -> dict[str, Any]:
         data = self.setup_data()
         stack = self.setup_stack(len(data.bundle.train))
         loaded = self.setup_model(stack)
@@ -142,21 +156,17 @@ class FinetuneRecipe:
         acc = make_accelerator(stack, planned.micro_batch, cfg.train.log_with, project_dir=str(self.run_dir),
                                data_seed=cfg.seed)
         held_out = HeldOut(data.bundle.test, data.tokenizer, cfg.eval, acc, cfg.train.progress, self.say)
-        tcfg = cfg.train.model_copy(update=dict(
-            micro_batch=planned.micro_batch, output_dir=str(self.run_dir), plan_cache=planned.cache_path,
-            seed=cfg.seed, run_identity={**cfg.identity(), "data_sha256": data.info["sha256"]},
-            **cfg.eval.model_dump(exclude={"eval_max_tokens"})))
+        tcfg = self.train_config(planned, data)
         if tcfg.log_with:  # started here, not in train(): the evaluations before and after training are logged too
             start_trackers(acc, stack, tcfg)
         base, original = self.evaluate_before(loaded, stack, held_out, acc)
-        trained = train(loaded.model, stack, data.bundle.train, tcfg, eval_data=held_out.pieces, accelerator=acc)
-        self.clock.lap("train_s")
+        trained = self.train(loaded, stack, data, tcfg, held_out, acc)
         final = held_out.score(loaded.model, "final")
         log_evaluation(acc, final.to_dict(), trained.steps, "final")
         finish_trackers(acc)
         self.clock.lap("final_eval_s")
-        return self.report(loaded.model, stack, planned, trained, held_out.record(original, base, final), original, base, final,
-                           data, acc.num_processes)
+        return self.report(loaded.model, stack, planned, trained, held_out.record(original, base, final), original,
+                           base, final, data, acc.num_processes)
 
     def evaluate_before(self, loaded: ModelPhase, stack: Stack, held_out: HeldOut, acc):
         """The base as trained and, when the stack changes its weights, the original at full precision."""

@@ -162,7 +162,11 @@ def preflight(cfg: "FinetuneConfig") -> Path:
     cfg = validated(cfg)
     run_dir = run_dir_of(cfg)
     if str(cfg.stack).strip().lower() != "auto":  # 'auto' is chosen by the planner's probes, later
-        check_launch(Stack.coerce(cfg.stack))  # StackError names the bad part of the spec
+        stack = Stack.coerce(cfg.stack)  # StackError names the bad part of the spec
+        if not list(stack):  # '+++' parsed to nothing: it would train a full fine-tune nobody asked for
+            raise ConfigError(f"--stack {cfg.stack!r} names no strategy: pass a spec such as lora+ga8 (`memfit "
+                              f"stacks` lists them), or bf16:weights=fp32 for a full fine-tune")
+        check_launch(stack)
     check_supported(cfg)
     if cfg.model.chat_template:
         read_chat_template(cfg.model.chat_template)

@@ -43,8 +43,10 @@ DEVICE_DEFAULTS: dict[str, dict[str, Any]] = {
                  eval_max_tokens=None, max_micro_batch=8192),
 }
 # TrainConfig fields the recipe decides (from the plan, the run folder, the eval section): not settings of the job
+# the loop's field for the planned block length, under whichever of these names it has one: set from the plan too
+PLANNED_LENGTH = ("block_size", "seq_len")
 RECIPE_SETS = frozenset({"micro_batch", "output_dir", "plan_cache", "run_identity", "save_adapter", "seed",
-                         "eval_batch_size", "eval_context", "eval_stride"})
+                         "eval_batch_size", "eval_context", "eval_stride", *PLANNED_LENGTH})
 # the job's defaults where they differ from the library loop's (a report-writing job logs to tensorboard)
 TRAIN_DEFAULTS = {"warmup": 0.1, "log_with": "tensorboard"}
 # what decides the result besides the data: the run fingerprint and default name. Flat names, so a run's hash (and

@@ -44,7 +44,7 @@ def test_train_refuses_bad_numbers_at_parse_time(flag, value, says, capsys):
     ("plan", "--cpu-budget-gib", "inf"), ("plan", "--seq-len", "4"), ("plan", "--max-micro-batch", str(2**40)),
     ("bench", "--seq-len", "0"), ("bench", "--margin", "-0.1"), ("estimate", "--budget-gib", "inf"),
     ("estimate", "--micro-batch", "0"), ("estimate", "--num-processes", "0"), ("estimate", "--margin", "1"),
-    ("eval", "--context", "1"), ("eval", "--max-tokens", "-1"), ("eval", "--batch-size", "0"),
+    ("eval", "--context", "1"), ("eval", "--context", "0"), ("eval", "--max-tokens", "-1"), ("eval", "--batch-size", "0"),
 ])
 def test_capacity_and_eval_commands_refuse_bad_numbers_at_parse_time(command, flag, value, capsys):
     line = _refused([command, *(["--model", "/nonexistent"] if command != "eval" else ["run"]), flag, value], capsys)

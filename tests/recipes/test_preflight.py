@@ -41,6 +41,7 @@ def _cfg(tmp_path, arch, **overrides):
     (dict(run_name="../up"), r"must be a plain folder name"),
     (dict(architecture=None, model="/no/such/model-folder"), r"model '/no/such/model-folder' does not exist"),
     (dict(architecture=None, model="./relative-missing"), r"does not exist"),
+    (dict(stack="+++"), r"--stack '\+\+\+' names no strategy"),
 ])
 def test_bad_settings_are_refused_before_any_slow_work(tmp_path, arch, overrides, needle):
     cfg = _cfg(tmp_path, arch, **overrides)
