@@ -11,47 +11,46 @@ from typing import Any
 DEFAULT_SEQ_LEN = 512
 
 
-def config_without_weights(model: str):
-    """(transformers config, note) for `model`, never touching its weights. A Hub id whose name is a shipped
-    architecture (meta-llama/Llama-3.2-3B) reads the shipped config: the same architecture, no download or login."""
-    from transformers import AutoConfig
-
-    from ..models import EMBEDDED, GGUF_FILE, _gguf_folder, cache_root, load_config, shipped_configs
-
-    if model.lower() == EMBEDDED:
-        cached = cache_root() / "models" / EMBEDDED
-        if (cached / "config.json").is_file():
-            return AutoConfig.from_pretrained(cached), ""
-        # not converted yet: the GGUF header holds the config (load_config would convert the weights first)
-        return AutoConfig.from_pretrained(_gguf_folder(), gguf_file=GGUF_FILE), ""
-    name = Path(model).name.lower()
-    if not Path(model).exists() and name in shipped_configs():
-        note = "" if name == model.lower() else f"architecture from the shipped config {name}"
-        return load_config(name), note
-    return load_config(model), ""
-
-
 def _recipe_settings(args, device: str) -> dict[str, Any]:
     """model, stack, seq_len, effective batch and budget of a run recipe, as the run would resolve them here."""
     if not args.config:
         return {}
-    from ..recipes.finetune import FinetuneConfig
     from ..recipes.stack_choice import AUTO_BASE
-    from .options import load_yaml, validate
-    from .train import recipe_path
+    from .train import parse_config
 
-    path = recipe_path(args.config)
-    values = load_yaml(path)
-    if isinstance(values.get("config"), dict):  # a run's results.json: its resolved config
-        values = values["config"]
-    cfg = validate(FinetuneConfig, values, str(path)).resolved(device)
+    cfg = parse_config([str(args.config)], prog="memfit estimate --config").resolved(device)
     stack, notes = cfg.stack, []
     if str(stack).strip().lower() == "auto":  # chosen by probes at run time: the analytic model sees its base
         stack = AUTO_BASE[device]
         notes.append(f"stack 'auto' is chosen by the planner at run time; this estimates its base {stack}")
-    return dict(model=cfg.architecture or cfg.model, stack=stack, seq_len=cfg.seq_len,
-                target_effective_batch=cfg.target_effective_batch, margin=cfg.margin,
-                cpu_budget_gib=cfg.cpu_budget_gib if device == "cpu" else None, notes=notes)
+    return dict(model=cfg.model.source, stack=stack, seq_len=cfg.data.seq_len,
+                target_effective_batch=cfg.plan.target_effective_batch, margin=cfg.plan.margin,
+                cpu_budget_gib=cfg.plan.cpu_budget_gib if device == "cpu" else None, notes=notes)
+
+
+def dominating_term(stack, config, seq_len: int, ctx, est, micro: int) -> tuple[str, float, str]:
+    """(the largest device term at `micro`, its GiB, which registered strategy added to the stack lowers it most).
+    Every strategy the registry holds is tried on the analytic model, so plugins take part and no name is assumed."""
+    from .. import available_strategies
+    from ..core.stack import Stack, StackError
+    from ..plan.memory import estimate
+
+    device_terms = {k: v for k, v in est.breakdown(micro).items() if k != "total" and not k.startswith("host:")}
+    term = max(device_terms, key=device_terms.get)
+    best = None
+    for name in available_strategies():
+        if stack.get(name) is not None:
+            continue
+        try:
+            trial = Stack([*stack.strategies, *Stack.from_dict([{"name": name}]).strategies])
+            lowered = estimate(trial, config, seq_len, ctx).breakdown(micro).get(term, 0.0)
+        except (StackError, ValueError, TypeError, KeyError):  # cannot join this stack (or needs arguments)
+            continue
+        if lowered < device_terms[term] * 0.99 and (best is None or lowered < best[1]):
+            best = (name, lowered)
+    remedy = (f"adding '{best[0]}' lowers it to {best[1]:.2f} GiB" if best else
+              "no strategy added to this stack lowers it")
+    return term, device_terms[term], remedy
 
 
 def _budget_gib(given: dict[str, Any], recipe: dict[str, Any], device: str, margin: float):
@@ -74,6 +73,7 @@ def estimate_from_args(args) -> int:
     from ..plan.memory import GiB, estimate
     from ..plan.planner import check_seq_lens, training_size
     from ..plan.report import format_estimate
+    from ..recipes.preflight import model_config_without_weights
     from ..recipes.stack_choice import with_accumulation
     from .plan import DEFAULT_STACK, dump_json
 
@@ -87,7 +87,7 @@ def estimate_from_args(args) -> int:
     stack = with_accumulation(spec, target) if recipe and not given.get("stack") else Stack.coerce(spec)
     margin = given["margin"] if "margin" in given else recipe.get("margin", 0.03)
     budget_gib, budget_from = _budget_gib(given, recipe, device, margin)
-    config, note = config_without_weights(model)
+    config, note = model_config_without_weights(model)
     check_seq_lens([seq_len], getattr(config, "max_position_embeddings", None))
     # an explicit device index: Stack.context would ask CUDA for the current device, and there may be none here
     ctx = stack.context(torch.device("cuda", 0) if device == "cuda" else "cpu", num_processes=args.num_processes)
@@ -99,8 +99,12 @@ def estimate_from_args(args) -> int:
         if line:
             print(f"note: {line}")
     print(format_estimate(est, micro))
+    term, gib, remedy = dominating_term(stack, config, seq_len, ctx, est, micro)
+    print(f"dominated by {term} ({gib:.2f} GiB of {est.breakdown(micro)['total']:.2f} GiB on {device} at micro-batch "
+          f"{micro}); {remedy}")
     out: dict[str, Any] = {"model": model, "stack": stack.spec, "seq_len": seq_len, "device": device,
-                           "micro_batch": micro, "breakdown_gib": est.breakdown(micro), "estimate": est.to_dict()}
+                           "micro_batch": micro, "breakdown_gib": est.breakdown(micro), "estimate": est.to_dict(),
+                           "dominating_term": term, "remedy": remedy}
     if budget_gib:
         # the size a run would train at: for a target, the fewest steps and the smallest micro-batch reaching it
         train_micro, accum = training_size(stack, max(predicted, 1), args.num_processes, target)

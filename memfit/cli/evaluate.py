@@ -16,7 +16,11 @@ import sys
 from types import SimpleNamespace
 from typing import Any
 
+from ..recipes.limits import MAX_COUNT
+from .options import bounded
+
 log = logging.getLogger(__name__)
+COUNT = bounded(int, 1, MAX_COUNT)
 # `--data DIR` has no run to take settings from: the library's defaults, every token scored
 FOLDER_DEFAULTS = SimpleNamespace(eval_context=512, eval_stride=None, eval_batch_size=8, eval_max_tokens=None)
 
@@ -29,10 +33,11 @@ def add_eval_parser(sub) -> None:
     which.add_argument("--base", action="store_true", help="score the base model as trained, without the adapter")
     which.add_argument("--merge", action="store_true", help="score the adapter merged into the full-precision base "
                                                             "(what `memfit merge` exports)")
-    p.add_argument("--context", type=int, help="evaluation window in tokens (default: the run's eval_context)")
-    p.add_argument("--stride", type=int, help="sliding-window stride (default: the run's eval_stride)")
-    p.add_argument("--batch-size", type=int, help="windows per forward pass (default: the run's eval_batch_size)")
-    p.add_argument("--max-tokens", type=int, help="score an evenly spaced sample of this many test tokens, 0 = all "
+    p.add_argument("--context", type=bounded(int, 2, MAX_COUNT), help="evaluation window in tokens (default: the "
+                                                                        "run's eval_context)")
+    p.add_argument("--stride", type=COUNT, help="sliding-window stride (default: the run's eval_stride)")
+    p.add_argument("--batch-size", type=COUNT, help="windows per forward pass (default: the run's eval_batch_size)")
+    p.add_argument("--max-tokens", type=bounded(int, 0, MAX_COUNT), help="score an evenly spaced sample of this many test tokens, 0 = all "
                                                   "(default: the run's eval_max_tokens)")
     p.add_argument("--data", help="without RUN_DIR: a folder of PDFs whose every document is scored (window 512, "
                                   "batch 8, every token)")
@@ -41,10 +46,7 @@ def add_eval_parser(sub) -> None:
 
 
 def _settings(args, cfg) -> dict[str, Any]:
-    for flag in ("context", "stride", "batch_size", "max_tokens"):
-        value = getattr(args, flag)
-        if value is not None and value < (0 if flag == "max_tokens" else 1):
-            raise ValueError(f"--{flag.replace('_', '-')} {value} must be {'>= 0' if flag == 'max_tokens' else '>= 1'}")
+    """The run's evaluation settings with the flags typed over them (the flags' ranges are checked at parse time)."""
     max_tokens = cfg.eval_max_tokens if args.max_tokens is None else args.max_tokens
     return dict(context=args.context or cfg.eval_context,
                 stride=cfg.eval_stride if args.stride is None else args.stride,
@@ -54,8 +56,9 @@ def _settings(args, cfg) -> dict[str, Any]:
 def _score(model, documents, tokenizer, s: dict[str, Any], label: str) -> dict[str, Any]:
     from ..evaluation import perplexity
     from ..recipes.finetune_data import sample_documents
+    from ..recipes.held_out import sample_chunk
 
-    pieces, sample = sample_documents(documents, tokenizer, s["max_tokens"], s["context"])
+    pieces, sample = sample_documents(documents, tokenizer, s["max_tokens"], sample_chunk(s["context"], s["max_tokens"]))
     res = perplexity(model, pieces, context_length=s["context"], stride=s["stride"], batch_size=s["batch_size"],
                      progress=True, pad_token_id=tokenizer.pad_token_id)
     log.info(f"{label} perplexity {res.perplexity:.3f} ({res.bits_per_byte or math.nan:.4f} bits/byte, "
@@ -76,16 +79,19 @@ def cmd_eval(args) -> int:
 
 def _eval_run(args) -> dict[str, Any]:
     from ..recipes.merge import merged_model
+    from ..recipes.held_out import fitted_context
     from ..recipes.saved_run import load_base, load_trained, read_run, run_tokenizer, test_documents
 
     run = read_run(args.run_dir)
-    settings = _settings(args, run.config)
+    settings = _settings(args, run.config.eval)
     tokenizer = run_tokenizer(run)
     documents = test_documents(run, tokenizer)  # a missing or changed document is refused before the slow load
     label = "base" if args.base else "merged" if args.merge else "adapter"
     model = load_base(run) if args.base else merged_model(run) if args.merge else load_trained(run)
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    settings["context"] = fitted_context(settings["context"], limit, log.info)  # never past what the model saw
     result = _score(model, documents, tokenizer, settings, label)
-    return {**result, "run": str(run.path), "model": run.config.model, "stack": run.stack,
+    return {**result, "run": str(run.path), "model": run.config.model.name, "stack": run.stack,
             "test_documents": [d["name"] for d in documents]}
 
 

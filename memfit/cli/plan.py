@@ -11,11 +11,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import type_name
+from ..recipes.limits import CPU_BUDGET_GIB, MARGIN, MAX_COUNT
+from .options import bounded, type_name
 
 HELP = argparse.ArgumentDefaultsHelpFormatter  # every subparser shows each option's default
 DEFAULT_STACK = "lora+q4+bf16+gc+ga8+adam8"
 DEFAULT_BENCH_STACKS = ["lora+bf16", "lora+bf16+gc", "lora+bf16+gc+cce", DEFAULT_STACK]
+# every numeric flag is checked at parse time, before any model is loaded (bounds: memfit/recipes/limits.py)
+COUNT = bounded(int, 1, MAX_COUNT)
+SEQ_LEN = bounded(int, 8, MAX_COUNT)
+FRACTION = bounded(float, *MARGIN, high_open=True)
+GIB = bounded(float, *CPU_BUDGET_GIB)
+BUDGET = bounded(float, 0.0, CPU_BUDGET_GIB[1])
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -30,14 +37,15 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 def _search_args(p: argparse.ArgumentParser) -> None:
     """What plan and bench share: the probe search and its report."""
     _model_args(p)
-    p.add_argument("--margin", type=float, default=0.03, help="fraction of device memory kept free")
-    p.add_argument("--target-effective-batch", type=int, help="sequences per optimizer step; sets the accumulation "
+    p.add_argument("--margin", type=FRACTION, default=0.03, help="fraction of device memory kept free, in [0, 1)")
+    p.add_argument("--target-effective-batch", type=COUNT, help="sequences per optimizer step; sets the accumulation "
                                                                "(default: the stack's own 'ga')")
-    p.add_argument("--eval-batch-size", type=int, default=0, help="also fit an evaluation forward of this many "
-                                                                  "sequences (0: none)")
-    p.add_argument("--max-micro-batch", type=int, default=8192, help="search limit (on CPU it bounds probe time)")
+    p.add_argument("--eval-batch-size", type=COUNT, help="also fit an evaluation forward of this many sequences "
+                                                         "(default: none)")
+    p.add_argument("--max-micro-batch", type=COUNT, default=8192, help="search limit (on CPU it bounds probe time)")
     p.add_argument("--fresh", action="store_true", help="ignore cached plans and probe again")
-    p.add_argument("--cpu-budget-gib", type=float, help="CPU only (required there): simulated device memory")
+    p.add_argument("--cpu-budget-gib", type=GIB, help=f"CPU only (required there): simulated device memory, "
+                                                     f"1 MiB..{CPU_BUDGET_GIB[1]:g} GiB")
     p.add_argument("--out", help="directory for the JSON/Markdown/PNG report")
 
 
@@ -49,15 +57,15 @@ def add_commands(sub) -> None:
     _search_args(p)
     p.add_argument("--stack", default=DEFAULT_STACK, help="memory strategies: a spec or a stack YAML file "
                                                           "(--auto: the base the search builds on)")
-    p.add_argument("--seq-len", type=int, default=512, help="training sequence length")
+    p.add_argument("--seq-len", type=SEQ_LEN, default=512, help="training sequence length")
     p.add_argument("--name", default="plan", help="report file name under --out")
     p.add_argument("--json", help="write the machine-readable result here")
     g = p.add_argument_group("choosing the stack or the context (memfit.plan.auto, memfit.plan.seq_len)")
     g.add_argument("--auto", action="store_true", help="choose the fastest exact-first stack on top of --stack "
                                                        "(the base, e.g. lora+bf16) for --target-effective-batch")
-    g.add_argument("--probe-budget", type=int, default=60, help="--auto: probes over all stacks")
+    g.add_argument("--probe-budget", type=COUNT, default=60, help="--auto: probes over all stacks")
     g.add_argument("--max-seq-len", action="store_true", help="the longest sequence --stack trains")
-    g.add_argument("--micro-batch", type=int, default=1, help="--max-seq-len: at this micro-batch")
+    g.add_argument("--micro-batch", type=COUNT, default=1, help="--max-seq-len: at this micro-batch")
     g.add_argument("--rope-scaling", metavar="TYPE:factor=F", help="--max-seq-len: search past the model's "
                    "max_position_embeddings with this RoPE scaling, as transformers configures it (yarn:factor=4, "
                    "llama3:factor=32, linear:factor=2, or a rope_parameters JSON object); without it the search "
@@ -69,7 +77,7 @@ def add_commands(sub) -> None:
                                    "stack: max micro-batch, peak memory and tokens/s per stack.")
     _search_args(p)
     p.add_argument("--stack", nargs="+", default=DEFAULT_BENCH_STACKS, help="the stacks to compare")
-    p.add_argument("--seq-len", type=int, nargs="+", default=[512], help="sequence lengths, each planned per stack")
+    p.add_argument("--seq-len", type=SEQ_LEN, nargs="+", default=[512], help="sequence lengths, each planned per stack")
     p.add_argument("--name", default="bench", help="report file name under --out")
     p.set_defaults(func=cmd_bench)
 
@@ -88,17 +96,17 @@ def add_commands(sub) -> None:
                                     "batch and CPU budget; the flags below override it")
     p.add_argument("--stack", **recipe_default, help=f"memory strategies (default: the recipe's, else "
                                                      f"{DEFAULT_STACK})")
-    p.add_argument("--seq-len", **recipe_default, type=int, help="sequence length (default: the recipe's, else 512)")
-    p.add_argument("--micro-batch", **recipe_default, type=int, help="micro-batch of the breakdown (default: the "
+    p.add_argument("--seq-len", **recipe_default, type=SEQ_LEN, help="sequence length (default: the recipe's, else 512)")
+    p.add_argument("--micro-batch", **recipe_default, type=COUNT, help="micro-batch of the breakdown (default: the "
                                                                      "predicted max with a budget, else 1)")
-    p.add_argument("--budget-gib", **recipe_default, type=float, help="device memory to predict the max micro-batch "
+    p.add_argument("--budget-gib", **recipe_default, type=BUDGET, help="device memory to predict the max micro-batch "
                                                                       "for (default: this GPU less --margin; on CPU "
                                                                       "the recipe's cpu_budget_gib)")
-    p.add_argument("--margin", **recipe_default, type=float, help="fraction of a GPU's memory kept free (default: "
+    p.add_argument("--margin", **recipe_default, type=FRACTION, help="fraction of a GPU's memory kept free (default: "
                                                                   "the recipe's, else 0.03)")
-    p.add_argument("--target-effective-batch", **recipe_default, type=int, help="sets the accumulation (default: "
+    p.add_argument("--target-effective-batch", **recipe_default, type=COUNT, help="sets the accumulation (default: "
                                                                                 "the recipe's, else the stack's 'ga')")
-    p.add_argument("--num-processes", type=int, default=1, help="data-parallel processes (for the accumulation)")
+    p.add_argument("--num-processes", type=COUNT, default=1, help="data-parallel processes (for the accumulation)")
     p.add_argument("--device", **recipe_default, choices=["cpu", "cuda"], help="the device the stack is estimated "
                                                                                "for (default: cuda with a GPU)")
     p.add_argument("--json", help="also write the estimate as JSON here")
@@ -147,7 +155,7 @@ def cmd_plan(args) -> int:
     if args.auto or args.max_seq_len:
         return _cmd_choose(args, model, random_init)
     [res] = bench(model, [args.stack], [args.seq_len], random_init=random_init, margin=args.margin,
-                  eval_batch_size=args.eval_batch_size, target_effective_batch=args.target_effective_batch,
+                  eval_batch_size=args.eval_batch_size or 0, target_effective_batch=args.target_effective_batch,
                   fresh=args.fresh, cpu_budget_gib=args.cpu_budget_gib, limit=args.max_micro_batch,
                   out_dir=args.out, name=args.name, title=f"memfit plan: {model}, {args.stack} at seq {args.seq_len}",
                   accelerator_for=_launch_accelerator if launched else None)
@@ -155,16 +163,27 @@ def cmd_plan(args) -> int:
     print(f"plan: {res.stack} at seq {res.seq_len}: max micro-batch {res.max_micro_batch}{capped}; trains at "
           f"{res.micro_batch} x accumulation {res.grad_accum} x {res.num_processes} processes = effective batch "
           f"{res.effective_batch} "
-          f"(peak {res.peak_gib or 0:.3g} GiB of {res.budget_gib:.3g} GiB; analytic prediction {res.predicted_max})")
+          f"(peak {res.peak_gib or 0:.3g} GiB of {res.budget_gib:.3g} GiB; analytic prediction {res.predicted_max}"
+          f"{prediction_error(res, bool(capped))})")
     if args.json and (launched is None or launched.is_main_process):
         dump_json(args.json, res.to_dict())
     return 0 if res.max_micro_batch else 1
 
 
+def prediction_error(res, capped: bool) -> str:
+    """The analytic prediction's error against the maximum the probes found; none when the search stopped at the
+    --max-micro-batch cap (the true maximum is unknown there)."""
+    if capped:
+        return ", its error unknown: the search stopped at the cap"
+    if res.predicted_error_pct is None:
+        return ""
+    return f", {res.predicted_error_pct:+.0f} % against the found maximum"
+
+
 def _cmd_choose(args, model: str, random_init: bool) -> int:
     from ..plan.choose import choose_stack, longest_context
 
-    common = dict(random_init=random_init, margin=args.margin, eval_batch_size=args.eval_batch_size,
+    common = dict(random_init=random_init, margin=args.margin, eval_batch_size=args.eval_batch_size or 0,
                   cpu_budget_gib=args.cpu_budget_gib, fresh=args.fresh)
     if args.max_seq_len:
         longest_context(model, [args.stack], micro_batch=args.micro_batch, json_path=args.json,
@@ -194,7 +213,7 @@ def cmd_bench(args) -> int:
     _check_inputs(args, args.stack, args.seq_len)
     model, random_init = _model(args)
     rows = bench(model, args.stack, args.seq_len, random_init=random_init, margin=args.margin,
-                 eval_batch_size=args.eval_batch_size, target_effective_batch=args.target_effective_batch,
+                 eval_batch_size=args.eval_batch_size or 0, target_effective_batch=args.target_effective_batch,
                  fresh=args.fresh, cpu_budget_gib=args.cpu_budget_gib, limit=args.max_micro_batch,
                  out_dir=args.out, name=args.name, title=f"memfit bench: {model}, {len(args.stack)} stacks")
     return 0 if rows else 1
@@ -232,13 +251,13 @@ def cmd_stacks(args) -> int:
 
 def _recipe_stack(path: str):
     """A run recipe (a YAML mapping with a `stack:` spec rather than `strategies:`) names its stack: resolve that."""
-    import yaml
+    from .options import YAML_ERRORS, strict_yaml
 
     if not path.endswith((".yaml", ".yml")) or not Path(path).is_file():
         return None
     try:
-        data = yaml.safe_load(Path(path).read_text())
-    except yaml.YAMLError:
+        data = strict_yaml(Path(path).read_text())
+    except YAML_ERRORS:
         return None  # Stack.from_yaml reports it, naming the file
     if isinstance(data, dict) and "strategies" not in data and isinstance(data.get("stack"), str):
         return data["stack"]

@@ -273,6 +273,8 @@ def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Opt
         optimizer.state.clear()  # the planner's optimizer state must not outlive the plan
     result = _result(stack, seq_len, best, probes, est, meter, target_effective_batch, world, predicted, device)
     result.search_seconds, result.engine = time.perf_counter() - start, engine
+    if best >= limit:  # the search stopped at the cap, not at the maximum: the prediction's error is unknown
+        result.predicted_error_pct = None
     result.cache_path = str(path)
     if rank_and_world()[0] == 0:
         write_plan_cache(path, result.to_dict())

@@ -10,12 +10,13 @@ from pydantic import ValidationError
 
 from ..core.stack import Stack
 from ..launch.distributed import check_launch
-from ..models import EMBEDDED, CONFIG_DIR, load_config
+from ..models import EMBEDDED, CONFIG_DIR, load_config, load_tokenizer
 from ..plan.planner import check_seq_lens
-from ..training.checkpoint import ensure_writable
+from ..training.checkpoint import CheckpointError, ensure_writable
 
 if TYPE_CHECKING:
-    from .finetune import FinetuneConfig
+    from .run_config import FinetuneConfig
+    from .sections import ModelSection
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -33,42 +34,145 @@ def run_dir_of(cfg: "FinetuneConfig") -> Path:
     return Path(cfg.output_dir) / name
 
 
-def _validated(cfg: "FinetuneConfig") -> "FinetuneConfig":
-    """Overrides merged with model_copy(update=...) skip pydantic: validate the merged settings once more."""
+def validated(cfg: "FinetuneConfig", **overrides) -> "FinetuneConfig":
+    """`cfg` with flat `overrides`, validated once more (a config changed in code may skip pydantic); one
+    ConfigError line naming the setting by its flag otherwise."""
+    from .run_config import flag_of
+
     try:
-        return type(cfg).model_validate(cfg.model_dump())
-    except ValidationError as exc:
+        return cfg.updated(**overrides) if overrides else type(cfg).model_validate(cfg.model_dump())
+    except (ValidationError, ValueError) as exc:
+        if not isinstance(exc, ValidationError):
+            raise ConfigError(str(exc)) from None
         err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"setting {field}={err.get('input')!r}: {err['msg']}; pass a valid value "
-                          f"(memfit finetune --help lists them)") from None
+        raise ConfigError(f"setting {flag_of(err['loc'])}={err.get('input')!r}: {err['msg']}; pass a valid value "
+                          f"(memfit train --help lists them)") from None
+
+
+def model_config_without_weights(source: str):
+    """(transformers config, note) for `source`, never touching its weights. A Hub id whose name is a shipped
+    architecture (meta-llama/Llama-3.2-3B) reads the shipped config: the same architecture, no download or login.
+    The embedded model's config comes from its converted copy or, before the one-time conversion, its GGUF header."""
+    from transformers import AutoConfig
+
+    from ..models import GGUF_FILE, _gguf_folder, cache_root, shipped_configs
+
+    if source.lower() == EMBEDDED:
+        cached = cache_root() / "models" / EMBEDDED
+        if (cached / "config.json").is_file():
+            return AutoConfig.from_pretrained(cached), ""
+        return AutoConfig.from_pretrained(_gguf_folder(), gguf_file=GGUF_FILE), ""
+    name = Path(source).name.lower()
+    if not Path(source).exists() and name in shipped_configs():
+        note = "" if name == source.lower() else f"architecture from the shipped config {name}"
+        return load_config(name), note
+    return load_config(source), ""
 
 
 def _check_model(cfg: "FinetuneConfig") -> None:
-    source = cfg.architecture or cfg.model
+    """Refuses a model that does not exist, or a sequence length beyond it when its config can be read without the
+    weights (a Hub id's is checked right after loading)."""
+    source = cfg.model.source
     shipped = (CONFIG_DIR / f"{source.lower()}.json").exists() or source.lower() == EMBEDDED
     path = Path(source).expanduser()
     if not shipped and not path.exists() and not (_HUB_ID.match(source) and not source.startswith(".")):
         raise ConfigError(f"model {source!r} does not exist: pass an existing model folder, a shipped config "
                           f"(--architecture llama-3.2-1b) or a Hub id like HuggingFaceTB/SmolLM2-135M")
-    if source.lower() == EMBEDDED or not (shipped or path.exists()):
-        # a Hub id only the loader can reach; the embedded model's config needs its one-time GGUF conversion.
-        # For both, plan() checks the sequence length right after loading, still before any training.
-        return
-    max_positions = getattr(load_config(source), "max_position_embeddings", None)
+    if not (shipped or path.exists()):
+        return  # a Hub id only the loader can reach: plan() checks the sequence length right after loading
+    max_positions = getattr(model_config_without_weights(source)[0], "max_position_embeddings", None)
     try:
-        check_seq_lens([cfg.seq_len], max_positions)
+        check_seq_lens([cfg.data.seq_len], max_positions)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
 
+def _check_plan_cache(cfg: "FinetuneConfig") -> None:
+    """A plan cache that is a file (`--plan-cache /dev/null`) would fail only after the probes ran: refuse it now."""
+    cache = cfg.plan.plan_cache
+    if cache is None:
+        return
+    path = Path(cache).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--plan-cache {cache} is not a folder: pass a folder for the planner's cache "
+                          f"(default $MEMFIT_CACHE/plans)")
+    try:
+        ensure_writable(path)
+    except CheckpointError:
+        raise ConfigError(f"--plan-cache {cache} is not a writable folder: pass one you can write to") \
+            from None
+
+
+def source_folders(cfg: "FinetuneConfig") -> list[Path]:
+    """The local paths the run reads training data from (Hub ids have none)."""
+    data = cfg.data
+    paths = [s.path for s in data.sources if s.kind != "hub"] if data.sources else [data.pdf_dir]
+    return [Path(p).expanduser() for p in paths]
+
+
+def check_output_outside_sources(run_dir: Path, cfg: "FinetuneConfig") -> None:
+    """A run folder inside a data folder: its summary, results and adapter would be read back as training documents
+    by the next run over that folder."""
+    out = run_dir.expanduser().resolve()
+    for source in source_folders(cfg):
+        folder = source.resolve()
+        if folder.is_dir() and out.is_relative_to(folder):
+            raise ConfigError(f"the run folder {run_dir} lies inside the data source {source}: its files would "
+                              f"become training documents of the next run; pass an --output-dir outside {source}")
+
+
+def check_supported(cfg: "FinetuneConfig") -> None:
+    """Settings the job has a field for but this data pipeline cannot honour yet: refused by name, never ignored.
+    (Each goes when memfit.data takes it: packing off, assistant-only masking off, a validation split.)"""
+    data = cfg.data
+    if not data.packing:
+        raise ConfigError("packing: false (one document per block) is not supported by the data pipeline yet: "
+                          "leave packing on (documents are packed with position ids restarting per document)")
+    if data.train_on_inputs:
+        raise ConfigError("train_on_inputs: true is not supported by the data pipeline yet: chat and "
+                          "prompt/completion data train on the assistant's tokens only; give the data as format "
+                          "'text' to train on every token")
+    if data.validation_fraction:
+        raise ConfigError(f"validation_fraction {data.validation_fraction} is not supported by the data pipeline "
+                          f"yet: eval_every evaluates on the held-out test documents; leave it at 0")
+
+
+def read_chat_template(value: str) -> str:
+    """`model.chat_template`: a file holding the Jinja template, or the template text itself."""
+    path = Path(value).expanduser()
+    if "{" not in value and len(value) < 4096 and path.is_file():
+        return path.read_text(encoding="utf-8")
+    if "{" not in value:
+        raise ConfigError(f"chat_template {value!r} is neither a file nor a Jinja template: pass a template file "
+                          f"or its text ({{% for message in messages %}}...)")
+    return value
+
+
+def run_tokenizer(model: "ModelSection"):
+    """The run's tokenizer: `model.tokenizer` or the model's own, with `model.chat_template` in place of its
+    template (the chat data are rendered with it)."""
+    tokenizer = load_tokenizer(model.tokenizer or (None if model.config else model.name))
+    if model.chat_template:
+        tokenizer.chat_template = read_chat_template(model.chat_template)
+    return tokenizer
+
+
 def preflight(cfg: "FinetuneConfig") -> Path:
     """Validate the resolved config, the stack, the model source and the output folder; returns the run folder."""
-    cfg = _validated(cfg)
+    cfg = validated(cfg)
     run_dir = run_dir_of(cfg)
     if str(cfg.stack).strip().lower() != "auto":  # 'auto' is chosen by the planner's probes, later
-        check_launch(Stack.coerce(cfg.stack))  # StackError names the bad part of the spec
+        stack = Stack.coerce(cfg.stack)  # StackError names the bad part of the spec
+        if not list(stack):  # '+++' parsed to nothing: it would train a full fine-tune nobody asked for
+            raise ConfigError(f"--stack {cfg.stack!r} names no strategy: pass a spec such as lora+ga8 (`memfit "
+                              f"stacks` lists them), or bf16:weights=fp32 for a full fine-tune")
+        check_launch(stack)
+    check_supported(cfg)
+    if cfg.model.chat_template:
+        read_chat_template(cfg.model.chat_template)
     _check_model(cfg)
+    _check_plan_cache(cfg)
+    check_output_outside_sources(run_dir, cfg)
     ensure_writable(run_dir)
     return run_dir
 

@@ -17,7 +17,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import torch
 from pydantic import ValidationError
@@ -25,12 +25,11 @@ from pydantic import ValidationError
 from ..core.integrity import FINGERPRINT_MEMO, IntegrityError, checksum_problem, folder_fingerprint, verify_manifest
 from ..core.stack import Stack
 from ..data import clean_documents, tokenize
-from ..models import CONFIG_DIR, EMBEDDED, GGUF_FILE, _gguf_folder, cache_root, load_config, load_model, load_tokenizer
+from ..models import CONFIG_DIR, EMBEDDED, GGUF_FILE, _gguf_folder, cache_root, load_config, load_model
 from ..training.checkpoint import check_adapter, load_adapter
+from .preflight import run_tokenizer as preflight_tokenizer
+from .run_config import FinetuneConfig
 from .finetune_data import load_corpus
-
-if TYPE_CHECKING:
-    from .finetune import FinetuneConfig
 
 BASE_FINGERPRINT = "base_fingerprint"  # results.json key holding base_fingerprint(config.model) at training time
 
@@ -78,7 +77,7 @@ def read_run(run_dir: str | Path) -> SavedRun:
                        f"settings and test-document hashes decide what eval and merge do")
     if not isinstance(recorded, dict) or not recorded:
         raise RunError(f"{file} records no test documents with content hashes: train the run again with this memfit")
-    if config.random_init or config.architecture:
+    if config.model.random:
         raise RunError(f"run {path} trained randomly initialised weights (a capacity/throughput run): its base "
                        f"weights were never saved, so there is nothing to evaluate or merge")
     return SavedRun(path, results, config, results.get("stack") or config.stack)
@@ -86,7 +85,7 @@ def read_run(run_dir: str | Path) -> SavedRun:
 
 def _recorded_texts(run: SavedRun) -> dict[str, tuple[str, Any]]:
     """{name: (text as hashed, record or None)} of every document the run's sources give today."""
-    cfg = run.config
+    cfg = run.config.data
     if cfg.sources:
         from ..data import load_records
 
@@ -100,7 +99,8 @@ def test_documents(run: SavedRun, tokenizer) -> list[dict[str, Any]]:
     """The run's test documents as {name, input_ids, n_bytes} rows, sorted by name as the run scored them; refuses
     with one line when a document is gone or its text changed."""
     found = _recorded_texts(run)
-    where = ", ".join(s.label for s in run.config.sources) if run.config.sources else run.config.pdf_dir
+    data = run.config.data
+    where = ", ".join(s.label for s in data.sources) if data.sources else data.pdf_dir
     rows = []
     for name, want in sorted(run.test_sha256.items()):
         if name not in found:
@@ -125,7 +125,7 @@ test_documents.__test__ = False  # its name starts with "test": keep pytest from
 
 
 def run_tokenizer(run: SavedRun):
-    return load_tokenizer(run.config.model)
+    return preflight_tokenizer(run.config.model)
 
 
 def base_fingerprint(model_source: str) -> Optional[str]:
@@ -159,12 +159,12 @@ def check_base(run: SavedRun, *, required: bool) -> bool:
     recorded = run.results.get(BASE_FINGERPRINT)
     if not recorded:
         return True
-    now = base_fingerprint(run.config.model)
+    now = base_fingerprint(run.config.model.name)
     if now is None and not required:
         return False
     if now != recorded:
         found = f"{now[:19]}... now" if now else "no weights to fingerprint now"
-        raise RunError(f"base model {run.config.model} is not the one run {run.path} trained on (weights "
+        raise RunError(f"base model {run.config.model.name} is not the one run {run.path} trained on (weights "
                        f"{recorded[:19]}... recorded, {found}): restore the original weights there, or train a new "
                        f"run on this base")
     return True
@@ -179,7 +179,7 @@ def load_base(run: SavedRun, *, as_trained: bool = True, device: torch.device | 
     ctx = stack.context(device)
     checked = source is not None or check_base(run, required=False)  # `source` is checked by its own manifest
     # only the stack's loading settings: its model transforms would wrap a fresh LoRA the saved adapter then fights
-    model = load_model(source or run.config.model, Stack(), ctx, extra_kwargs=stack.model_kwargs(ctx), seed=None)
+    model = load_model(source or run.config.model.name, Stack(), ctx, extra_kwargs=stack.model_kwargs(ctx), seed=None)
     if not checked:  # a Hub id is on disk only now
         check_base(run, required=True)
     return model
@@ -191,7 +191,7 @@ def check_run_adapter(run: SavedRun) -> None:
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
-        skeleton = AutoModelForCausalLM.from_config(load_config(run.config.model))
+        skeleton = AutoModelForCausalLM.from_config(load_config(run.config.model.name))
     check_adapter(skeleton, run.adapter_dir)
 
 

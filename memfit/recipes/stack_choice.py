@@ -3,13 +3,18 @@ AUTO_BASE; any stack without its own accumulation strategy gets a 'ga' reaching 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..core.stack import Stack
+
+if TYPE_CHECKING:
+    from .run_config import FinetuneConfig
 
 # the base the auto search adds strategies to: bf16 LoRA on CUDA, fp32 LoRA on CPU
 AUTO_BASE = {"cuda": "lora+bf16", "cpu": "lora"}
 
 
-def auto_stack(cfg, state) -> str:
+def auto_stack(cfg: "FinetuneConfig", state) -> str:
     """`stack: auto`: the planner's fastest exact-first stack for this run's sequence length and effective batch."""
     from ..plan.choose import choose_stack
 
@@ -17,11 +22,12 @@ def auto_stack(cfg, state) -> str:
         raise ValueError("stack: auto runs in one process for now: run `memfit plan --auto` on one GPU and pass "
                          "its winner as the stack")
     device = "cuda" if state.device.type == "cuda" else "cpu"
-    chosen = choose_stack(cfg.architecture or cfg.model, AUTO_BASE[device], seq_len=cfg.seq_len,
-                          target_effective_batch=cfg.target_effective_batch, margin=cfg.margin,
-                          random_init=cfg.random_init or bool(cfg.architecture), eval_batch_size=cfg.eval_batch_size,
-                          cpu_budget_gib=None if device == "cuda" else cfg.cpu_budget_gib, fresh=cfg.fresh,
-                          packed=True)  # as plan() below: the run trains on packed blocks
+    plan = cfg.plan
+    chosen = choose_stack(cfg.model.source, AUTO_BASE[device], seq_len=cfg.data.seq_len,
+                          target_effective_batch=plan.target_effective_batch, margin=plan.margin,
+                          random_init=cfg.model.random, eval_batch_size=cfg.eval.eval_batch_size,
+                          cpu_budget_gib=None if device == "cuda" else plan.cpu_budget_gib, fresh=plan.fresh,
+                          packed=cfg.data.packing)  # as the plan phase: the run trains on packed blocks
     if chosen.winner is None:
         raise ValueError(f"stack: auto found nothing that trains: {chosen.why}")
     return chosen.winner

@@ -14,13 +14,15 @@ from hypothesis import strategies as st
 from memfit.cli.options import ConfigError
 from memfit.cli.train import parse_config
 from memfit.recipes.finetune import FinetuneConfig
+from memfit.recipes.run_config import FLAT, SECTIONS
 
-FIELDS = sorted(FinetuneConfig.model_fields)
+FIELDS = sorted(FLAT)  # every flat name: the YAML keys and the flags
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10**9, 10**9), st.floats(), st.text(max_size=10),
                     st.dates(), st.datetimes(min_value=datetime.datetime(1900, 1, 1)))
 VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
                                                                                           max_size=3), max_leaves=6)
-KEYS = st.one_of(st.sampled_from(FIELDS + ["bogus", "config"]), st.integers(), st.none(), st.text(max_size=8))
+KEYS = st.one_of(st.sampled_from(FIELDS + sorted(SECTIONS) + ["bogus", "config"]), st.integers(), st.none(),
+                 st.text(max_size=8))  # flat names and whole sections (train: {...})
 MAPPINGS = st.dictionaries(KEYS, VALUES, max_size=5).map(lambda d: yaml.safe_dump(d, allow_unicode=True))
 YAML_ISH = st.text(alphabet="abcdlrsqe_:-[]{}!&*?|>'\"#%@`,.0123456789 \n\t", max_size=60)
 TRICKY = st.sampled_from(["lr: 2001-13-01\n", "? [1, 2]\n: 3\n", "1: 2\nnull: 3\n", "!!set {a, b}\n",
@@ -63,5 +65,5 @@ def test_nesting_deeper_than_the_parser_recurses_is_a_config_error(tmp_path):
 
 def test_time_based_checkpoints_are_set_from_the_command_line_and_the_example():
     cfg = parse_config(["--checkpoint-minutes", "2.5", "--checkpoint-every", "null"])
-    assert cfg.checkpoint_minutes == 2.5 and cfg.checkpoint_every is None
-    assert parse_config([]).checkpoint_minutes == 10.0  # on by default: a read-only folder mid-run loses <= 10 min
+    assert cfg.train.checkpoint_minutes == 2.5 and cfg.train.checkpoint_every is None
+    assert parse_config([]).train.checkpoint_minutes == 10.0  # on by default: a read-only folder mid-run loses <= 10 min

@@ -52,7 +52,7 @@ def test_an_added_file_does_not_change_the_test_set(run):
 
     root, run_dir = run
     recorded = results(run_dir)
-    pdfs = Path(recorded["config"]["pdf_dir"])
+    pdfs = Path(recorded["config"]["data"]["pdf_dir"])
     names = sorted(p.name for p in pdfs.glob("*.pdf"))
     # a name for which re-splitting the folder (what `memfit eval --data` did) picks another test document
     added = next(name for name in ("a-added.pdf", "m-added.pdf", "z-added.pdf")
@@ -105,7 +105,7 @@ def _eval_error(*argv: str) -> str:
 def test_a_missing_test_document_is_refused(run, monkeypatch):
     root, run_dir = run
     monkeypatch.setenv("MEMFIT_CACHE", run_env(root)["MEMFIT_CACHE"])
-    pdfs = Path(results(run_dir)["config"]["pdf_dir"])
+    pdfs = Path(results(run_dir)["config"]["data"]["pdf_dir"])
     name = results(run_dir)["data"]["test_documents"][0]
     (pdfs / name).rename(pdfs.parent / name)
     try:
@@ -118,7 +118,7 @@ def test_a_missing_test_document_is_refused(run, monkeypatch):
 @pytest.mark.parametrize("args, says", [
     (["{missing}"], "is not a memfit run directory (no results.json)"),
     ([], "needs a run directory"),
-    (["{run}", "--context", "0"], "--context 0 must be >= 1"),
+    # a bad --context is refused by the parser now (tests/cli/test_validation.py)
 ])
 def test_user_errors_are_one_line(run, tmp_path, args, says):
     _, run_dir = run
@@ -129,7 +129,7 @@ def test_data_folder_form_scores_every_document_of_the_folder(run, monkeypatch, 
     root, run_dir = run
     monkeypatch.setenv("MEMFIT_CACHE", run_env(root)["MEMFIT_CACHE"])
     config = results(run_dir)["config"]
-    args = _parse("--data", config["pdf_dir"], "--model", config["model"], "--context", "32")
+    args = _parse("--data", config["data"]["pdf_dir"], "--model", config["model"]["name"], "--context", "32")
     assert args.func(args) == 0
     scored = json.loads(capsys.readouterr().out)
     assert scored["documents"] == ["land.pdf", "ocean.pdf"] and scored["scored"] == "model"

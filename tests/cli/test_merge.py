@@ -51,9 +51,9 @@ def test_adapter_config_names_the_model_as_the_user_gave_it(run, tmp_path, monke
     _, run_dir = run
     recorded = results(run_dir)
     saved = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
-    assert saved["base_model_name_or_path"] == recorded["config"]["model"]  # the folder the recipe was given
+    assert saved["base_model_name_or_path"] == recorded["config"]["model"]["name"]  # the folder the recipe was given
     # the embedded default used to be recorded as the cache folder its weights are converted into
-    monkeypatch.setattr(models, "embedded_model_dir", lambda: models.Path(recorded["config"]["model"]))
+    monkeypatch.setattr(models, "embedded_model_dir", lambda: models.Path(recorded["config"]["model"]["name"]))
     model = load_model("smollm2-135m", "lora")
     model.save_pretrained(tmp_path / "adapter")
     written = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())

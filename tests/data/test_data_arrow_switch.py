@@ -29,7 +29,7 @@ def test_both_paths_give_the_job_the_same_data_record(tmp_path, monkeypatch, tin
     records = {}
     for arrow in (False, True):
         cfg = FinetuneConfig.model_validate({"sources": source, "seq_len": 32, "arrow_cache": arrow})
-        bundle, data, summary = finetune_datasets(cfg, tiny_tokenizer, STATE)
+        bundle, data, summary = finetune_datasets(cfg.data_request(), tiny_tokenizer, STATE)
         assert data.pop("arrow") is arrow and ("Arrow cache" in summary) is arrow
         records[arrow] = data
     assert records[True] == records[False]

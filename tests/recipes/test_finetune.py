@@ -125,7 +125,7 @@ def test_example_end_to_end_writes_every_result_and_reuses_caches(tmp_path, monk
     assert ev["scored_bytes"] > 0 and "note" in ev
     assert set(saved["seconds"]) == {"data_s", "load_s", "plan_s", "base_eval_s", "train_s", "final_eval_s",
                                      "total_s"}
-    assert saved["config"]["seq_len"] == 32 and saved["config"]["run_name"] == "first"
+    assert saved["config"]["data"]["seq_len"] == 32 and saved["config"]["run_name"] == "first"
     assert saved["random_init"] is False and saved["model"] == str(tiny_model_dir)
 
     # the adapter and the Markdown summary
@@ -204,4 +204,27 @@ def test_sources_field_trains_on_text_files_and_records_the_split(tmp_path, monk
     assert data["documents"] == 3 and data["per_source"] == {"notes": {"train": 2, "test": 1}}
     assert sorted(data["test_sha256"]) == sorted(data["test_documents"])
     assert len(data["test_documents"]) == 1 and data["test_documents"][0].startswith("notes::note")
-    assert results["train"]["steps"] == 2 and results["config"]["sources"][0]["kind"] == "text"
+    assert results["train"]["steps"] == 2 and results["config"]["data"]["sources"][0]["kind"] == "text"
+
+
+def test_a_fixed_micro_batch_skips_the_planner_and_the_report_says_what_it_trained_on(tmp_path, monkeypatch,
+                                                                                        tiny_model_dir):
+    """The phases end to end with the knobs: plan.micro_batch reaches the loop without a probe; a 1-step run has no
+    rate to report ("n/a", not 0 tokens/s); the summary names text files, not PDFs, and the model's class."""
+    from memfit.recipes.finetune import FinetuneConfig, run_finetune
+
+    monkeypatch.setenv("MEMFIT_CACHE", str(tmp_path / "cache"))
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for i in range(3):
+        (notes / f"note{i}.md").write_text("\n".join(english_page(seed=i) for _ in range(2)))
+    cfg = FinetuneConfig.model_validate({"data": {"sources": [{"kind": "text", "path": str(notes), "name": "notes"}],
+                                                  "seq_len": 32},
+                                         "plan": {"micro_batch": 2}, "train": {"max_steps": 1, "progress": False}})
+    results = run_finetune(cfg, model=str(tiny_model_dir), output_dir=str(tmp_path / "out"), run_name="fixed",
+                           target_effective_batch=4, eval_context=32, eval_max_tokens=64, log_with=None)
+    assert results["plan"]["probes"] == [] and results["train"]["micro_batch"] == 2
+    assert results["gradient_accumulation_steps"] == 2 and results["tokens_per_s"] is None
+    assert results["model_class"] == "LlamaForCausalLM" and results["model_family"] == "llama"
+    summary = (tmp_path / "out" / "fixed" / "summary.md").read_text()
+    assert "on 3 text files (notes)" in summary and "tokens/s n/a" in summary and "planner skipped" in summary

@@ -31,10 +31,10 @@ def test_auto_stack_asks_the_planner_with_the_run_settings(monkeypatch):
         return AutoResult("lora+cce", "why", kw["seq_len"], kw["target_effective_batch"])
 
     monkeypatch.setattr("memfit.plan.choose.choose_stack", fake_choose)
-    cfg = FinetuneConfig(stack="auto").resolved("cpu").model_copy(update={"stack": "auto"})
+    cfg = FinetuneConfig(stack="auto").resolved("cpu").updated(stack="auto")
     state = SimpleNamespace(num_processes=1, device=torch.device("cpu"))
     assert auto_stack(cfg, state) == "lora+cce"
-    assert seen["base"] == "lora" and seen["seq_len"] == cfg.seq_len and seen["cpu_budget_gib"] == cfg.cpu_budget_gib
+    assert seen["base"] == "lora" and seen["seq_len"] == cfg.data.seq_len and seen["cpu_budget_gib"] == cfg.plan.cpu_budget_gib
 
 
 def test_auto_stack_under_several_processes_is_a_clear_error():

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from memfit.recipes.finetune import FinetuneConfig, run_finetune
+from memfit.recipes.run_config import FLAT
 from memfit.recipes.preflight import ConfigError, check_data_fits, preflight
 from memfit.training.run_lock import LOCK_FILE
 from _models import tiny_config
@@ -23,7 +24,11 @@ def arch(tmp_path):
 def _cfg(tmp_path, arch, **overrides):
     base = dict(pdf_dir=str(tmp_path / "no-pdfs-here"), architecture=str(arch), output_dir=str(tmp_path / "out"),
                 run_name="run", seq_len=64, stack="lora+ga2")
-    return FinetuneConfig(**base).model_copy(update=overrides).resolved("cpu")
+    cfg = FinetuneConfig(**base).resolved("cpu")
+    for key, value in overrides.items():  # unvalidated, as a config changed in code may be: preflight checks it
+        section, field = FLAT[key]
+        setattr(cfg if section is None else getattr(cfg, section), field, value)
+    return cfg
 
 
 @pytest.mark.parametrize("overrides, needle", [
@@ -36,6 +41,7 @@ def _cfg(tmp_path, arch, **overrides):
     (dict(run_name="../up"), r"must be a plain folder name"),
     (dict(architecture=None, model="/no/such/model-folder"), r"model '/no/such/model-folder' does not exist"),
     (dict(architecture=None, model="./relative-missing"), r"does not exist"),
+    (dict(stack="+++"), r"--stack '\+\+\+' names no strategy"),
 ])
 def test_bad_settings_are_refused_before_any_slow_work(tmp_path, arch, overrides, needle):
     cfg = _cfg(tmp_path, arch, **overrides)
@@ -96,11 +102,49 @@ VALUES = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floa
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.sampled_from(sorted(FinetuneConfig.model_fields) + ["bogus"]), VALUES, max_size=6))
+@given(st.dictionaries(st.sampled_from(sorted(FLAT) + ["bogus"]), VALUES, max_size=6))
 def test_any_run_config_parses_or_raises_validation_error(data):
     try:
         cfg = FinetuneConfig.model_validate(data)
     except ValidationError:
         return
-    assert cfg.lr is None or (math.isfinite(cfg.lr) and cfg.lr > 0)
+    assert math.isfinite(cfg.train.lr) and 0 < cfg.train.lr <= 1
     assert FinetuneConfig.model_validate(cfg.model_dump()) == cfg  # a loaded config round-trips
+
+
+def test_a_plan_cache_that_is_a_file_is_refused(tmp_path, arch):
+    with pytest.raises(ConfigError, match=r"--plan-cache /dev/null is not a folder"):
+        preflight(_cfg(tmp_path, arch, plan_cache="/dev/null"))
+
+
+def test_a_run_folder_inside_a_data_source_is_refused(tmp_path, arch):
+    data = tmp_path / "papers"
+    data.mkdir()
+    with pytest.raises(ConfigError, match=r"lies inside the data source"):
+        preflight(_cfg(tmp_path, arch, pdf_dir=str(data), output_dir=str(data / "results")))
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    from memfit.data.sources import TextSource
+
+    sources = [TextSource(path=str(notes))]
+    with pytest.raises(ConfigError, match=r"lies inside the data source"):
+        preflight(_cfg(tmp_path, arch, sources=sources, output_dir=str(notes)))
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (dict(packing=False), r"packing: false .* not supported"),
+    (dict(train_on_inputs=True), r"train_on_inputs: true .* not supported"),
+    (dict(validation_fraction=0.1), r"validation_fraction 0.1 is not supported"),
+    (dict(chat_template="no-such-template-file"), r"neither a file nor a Jinja template"),
+])
+def test_settings_the_data_pipeline_cannot_honour_yet_are_refused(tmp_path, arch, overrides, needle):
+    with pytest.raises(ConfigError, match=needle):
+        preflight(_cfg(tmp_path, arch, **overrides))
+
+
+def test_a_chat_template_is_read_from_its_file(tmp_path):
+    from memfit.recipes.preflight import read_chat_template
+
+    template = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
+    (tmp_path / "chat.jinja").write_text(template)
+    assert read_chat_template(str(tmp_path / "chat.jinja")) == template == read_chat_template(template)

@@ -1,0 +1,56 @@
+"""The job's evaluation phase: one held-out sample, scored with one set of settings before and after training (and
+for the original model), so the numbers of a run compare like with like."""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Callable, Optional
+
+from ..evaluation import perplexity
+from .finetune_data import sample_documents
+from .sections import EvalSection
+
+log = logging.getLogger(__name__)
+
+
+def sample_chunk(context: int, max_tokens: Optional[int]) -> int:
+    """Tokens per sampled piece of the test documents: the window, but never more than the token sample itself, so
+    `eval_max_tokens` bounds what is scored even when the window is longer (one 21,976-token piece was scored for a
+    4,096-token sample before)."""
+    return min(context, max_tokens) if max_tokens else context
+
+
+def fitted_context(context: int, max_positions: Optional[int], say) -> int:
+    """The evaluation window, clamped to what the model can attend to (with a line saying so): a window beyond
+    max_position_embeddings would score positions the model never learned."""
+    if max_positions and context > max_positions:
+        say(f"note: eval_context {context} exceeds the model's max_position_embeddings ({max_positions}): "
+            f"evaluating with {max_positions}-token windows")
+        return max_positions
+    return context
+
+
+class HeldOut:
+    """The test documents (or an evenly spaced sample of them) and the scorer every evaluation of the run uses."""
+
+    def __init__(self, test, tokenizer, settings: EvalSection, accelerator, progress: bool,
+                 say: Callable[[str], None]):
+        self.settings, self.accelerator, self.progress, self.say = settings, accelerator, progress, say
+        self.pad_token_id = tokenizer.pad_token_id
+        chunk = sample_chunk(settings.eval_context, settings.eval_max_tokens)
+        self.pieces, self.info = sample_documents(test, tokenizer, settings.eval_max_tokens, chunk)
+
+    def score(self, model, label: str):
+        s = self.settings
+        res = perplexity(model, self.pieces, context_length=s.eval_context, stride=s.eval_stride,
+                         batch_size=s.eval_batch_size, accelerator=self.accelerator, progress=self.progress,
+                         pad_token_id=self.pad_token_id)
+        self.say(f"{label} perplexity {res.perplexity:.3f} ({res.bits_per_byte or math.nan:.4f} bits/byte, "
+                 f"{res.tokens:,} tokens)")
+        return res
+
+    def record(self, original, base, final) -> dict[str, Any]:
+        """results.json's "evaluation" entry."""
+        return {**self.info, "context_length": final.context_length, "stride": final.stride,
+                "scored_tokens": final.tokens, "scored_bytes": final.bytes, "original": original.to_dict(),
+                "base": base.to_dict(), "final": final.to_dict()}

@@ -1,0 +1,44 @@
+"""`memfit train --help` answers: every setting with the value the run will use on this device, the keys of each
+data source, the knobs (fixed micro-batch, packing, validation split, tokenizer and chat template, assistant-only
+loss, log interval), `--model-config` with `--architecture` as its alias. In-process: no subprocess start-up."""
+import re
+
+import torch
+
+from memfit.cli.train import build_parser, parse_config
+
+ON_CPU = not torch.cuda.is_available()
+
+
+def _help(nested=None) -> str:
+    return re.sub(r"\s+", " ", build_parser(nested or {}).format_help())
+
+
+def test_every_option_shows_the_value_the_run_uses():
+    text = _help()
+    assert "PydanticUndefined" not in text
+    if ON_CPU:  # the CPU device defaults, not None
+        for flag, value in [("--lr", "0.003"), ("--seq-len", "256"), ("--eval-context", "256"),
+                            ("--max-steps", "6"), ("--target-effective-batch", "8"), ("--sources", "[]")]:
+            assert re.search(re.escape(flag) + r" \S+ .*?\(default: " + re.escape(value) + r"\)", text), flag
+    assert "(default: 'tensorboard')" in text and "--warmup FLOAT warm-up" in text
+
+
+def test_a_recipes_values_are_shown():
+    assert "(default: 1e-05)" in _help({"train": {"lr": 1e-5}})
+
+
+def test_the_keys_of_every_source_kind_are_listed():
+    text = _help()
+    for line in ("pdf path", "text path, suffixes, clean", "hub format", "every name, on_error, weight"):
+        assert line in text
+
+
+def test_the_knobs_are_settings():
+    text = _help()
+    for flag in ("--micro-batch", "--packing", "--validation-fraction", "--tokenizer", "--chat-template",
+                 "--train-on-inputs", "--log-every"):
+        assert flag in text
+    cfg = parse_config(["--micro-batch", "2", "--log-every", "5", "--tokenizer", "tok", "--architecture", "a"])
+    assert cfg.plan.micro_batch == 2 and cfg.train.log_every == 5 and cfg.model.tokenizer == "tok"
+    assert cfg.model.config == "a" == parse_config(["--model-config", "a"]).model.config

@@ -1,0 +1,79 @@
+"""memfit.recipes.run_config: one nested config, one definition per field, flat names for flags and old files."""
+import pytest
+from pydantic import ValidationError
+
+from memfit.recipes.run_config import FLAT, RECIPE_SETS, FinetuneConfig, nest
+from memfit.training.loop import TrainConfig
+
+
+def test_flat_and_nested_forms_are_the_same_config():
+    flat = FinetuneConfig(model="m", lr=1e-3, seq_len=64, micro_batch=2, eval_context=32, seed=3)
+    nested = FinetuneConfig(model={"name": "m"}, train={"lr": 1e-3}, data={"seq_len": 64}, plan={"micro_batch": 2},
+                            eval={"eval_context": 32}, seed=3)
+    assert flat == nested
+    assert isinstance(flat.train, TrainConfig) and flat.train.lr == 1e-3 and flat.data.seq_len == 64
+
+
+def test_a_setting_given_flat_and_nested_is_refused():
+    with pytest.raises(ValidationError, match="given twice"):
+        FinetuneConfig.model_validate({"lr": 1e-3, "train": {"lr": 2e-3}})
+    with pytest.raises(ValidationError, match="given twice"):
+        FinetuneConfig.model_validate({"model_config": "a", "architecture": "b"})
+
+
+def test_the_loop_settings_the_job_decides_are_no_settings():
+    assert not RECIPE_SETS & {key for key, (section, _) in FLAT.items() if section == "train"}
+    assert FLAT["micro_batch"] == ("plan", "micro_batch") and FLAT["seed"] == (None, "seed")
+    with pytest.raises(ValidationError, match="train.micro_batch is decided by the job"):
+        FinetuneConfig.model_validate({"train": {"micro_batch": 4}})
+    assert not RECIPE_SETS & set(FinetuneConfig().model_dump()["train"])
+
+
+def test_model_config_is_the_name_and_architecture_its_alias():
+    assert FLAT["model_config"] == FLAT["architecture"] == ("model", "config")
+    cfg = FinetuneConfig(architecture="llama-3.2-1b")
+    assert cfg.model.source == "llama-3.2-1b" and cfg.model.random and "model_config" in cfg.flat()
+
+
+def test_device_defaults_fill_only_what_is_unset():
+    cpu = FinetuneConfig().resolved("cpu")
+    assert cpu.train.lr == 3e-3 and cpu.train.max_steps == 6 and cpu.data.seq_len == 256
+    assert cpu.train.warmup == 0.1 and cpu.train.log_with == "tensorboard"  # the job's defaults, not the loop's
+    mine = FinetuneConfig(lr=1e-4, epochs=2.0).resolved("cpu")
+    assert mine.train.lr == 1e-4 and mine.train.epochs == 2.0 and mine.train.max_steps is None
+    assert FinetuneConfig().resolved("cuda").train.epochs == 1.0
+    assert FinetuneConfig(eval_max_tokens=0).resolved("cpu").eval.eval_max_tokens is None  # 0: every token
+
+
+def test_run_names_and_fingerprints_are_those_of_earlier_versions():
+    # computed by the flat FinetuneConfig before the sections: a rerun finds its old run folder
+    assert FinetuneConfig().resolved("cpu").run_name == "smollm2-135m-cpu-67f33b32"
+    assert FinetuneConfig().resolved("cuda").run_name == "smollm2-135m-cuda-5ebdb3a3"
+    assert FinetuneConfig(pdf_dir="x", model="m", lr=1e-3, architecture="a").resolved("cpu").run_name == \
+        "a-random-cpu-0eeb3bca"
+
+
+def test_a_flat_results_config_of_an_earlier_version_loads():
+    old = {"pdf_dir": "papers", "sources": [], "model": "smollm2-135m", "architecture": None, "random_init": False,
+           "stack": "lora", "seq_len": 256, "target_effective_batch": 8, "max_steps": 6, "epochs": None, "lr": 3e-3,
+           "warmup": 0.1, "test_fraction": 0.2, "eval_context": 256, "eval_stride": None, "eval_batch_size": 4,
+           "eval_max_tokens": 4096, "output_dir": "results", "run_name": "r", "seed": 0, "margin": 0.03,
+           "fresh": False, "plan_cache": None, "cpu_budget_gib": 4.0, "max_micro_batch": 4, "weight_decay": 0.0,
+           "scheduler": "cosine", "max_grad_norm": 1.0, "eval_every": None, "checkpoint_every": 100,
+           "checkpoint_minutes": 10.0, "keep_last": 2, "log_with": "tensorboard", "resume": "auto", "progress": True,
+           "keep_non_english": False, "text_cache": None, "arrow_cache": None, "num_proc": None}
+    cfg = FinetuneConfig.model_validate(old)
+    assert cfg.train.epochs == 1.0 and cfg.train.max_steps == 6 and cfg.data.pdf_dir == "papers"
+    assert FinetuneConfig.model_validate(cfg.model_dump()) == cfg  # and its nested record round-trips
+
+
+def test_updated_keeps_unset_settings_unset():
+    cfg = FinetuneConfig(model="m").updated(seq_len=64)
+    assert "lr" not in cfg.train.model_fields_set and cfg.resolved("cpu").train.lr == 3e-3
+    assert nest({"lr": None, "checkpoint_every": None}) == {"train": {"checkpoint_every": None}}
+
+
+def test_the_job_bounds_the_loops_settings():
+    for bad in ({"lr": 1e308}, {"epochs": float("inf")}, {"warmup": float("inf")}, {"max_steps": 2**40}):
+        with pytest.raises(ValidationError):
+            FinetuneConfig.model_validate(bad)

@@ -1,0 +1,29 @@
+"""memfit.recipes.sections: every number finite and bounded; the model section names its source."""
+import math
+
+import pytest
+from pydantic import ValidationError
+
+from memfit.recipes.limits import CPU_BUDGET_GIB, MAX_COUNT
+from memfit.recipes.sections import DataSection, EvalSection, ModelSection, PlanSection
+
+
+@pytest.mark.parametrize("section, values", [
+    (DataSection, {"seq_len": MAX_COUNT + 1}), (DataSection, {"test_fraction": math.nan}),
+    (PlanSection, {"margin": 5}), (PlanSection, {"margin": math.nan}), (PlanSection, {"cpu_budget_gib": 1e-9}),
+    (PlanSection, {"cpu_budget_gib": math.inf}), (PlanSection, {"target_effective_batch": -1}),
+    (PlanSection, {"micro_batch": 0}), (EvalSection, {"eval_batch_size": 0}), (EvalSection, {"eval_context": 1}),
+])
+def test_out_of_range_numbers_are_refused(section, values):
+    with pytest.raises(ValidationError):
+        section(**values)
+
+
+def test_the_bounds_admit_what_runs_use():
+    assert PlanSection(cpu_budget_gib=CPU_BUDGET_GIB[0], margin=0.0).cpu_budget_gib == CPU_BUDGET_GIB[0]
+    assert DataSection(seq_len=8).seq_len == 8 and EvalSection(eval_max_tokens=0).eval_max_tokens == 0
+
+
+def test_the_model_source_is_the_config_when_given():
+    assert ModelSection().source == "smollm2-135m" and not ModelSection().random
+    assert ModelSection(config="llama-3.2-1b").source == "llama-3.2-1b" and ModelSection(config="x").random
