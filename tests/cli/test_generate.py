@@ -64,6 +64,7 @@ def test_generate_on_a_finished_run(tmp_path_factory, tiny_tokenizer, capsys):  
     # endswith: a library imported earlier in this pytest process may hold a stale handle on the captured stdout
     assert said and said.endswith(answer(model, tiny_tokenizer, "the ocean", max_new_tokens=6))
 
+    capsys.readouterr()  # the loading bar of the comparison above
     assert main(["generate", str(run_dir), "hello", "--chat"]) == 2  # the tiny tokenizer has no template
     assert main(["generate", str(run_dir), "hello", "--temperature", "nan"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

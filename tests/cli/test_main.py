@@ -14,6 +14,7 @@ import pytest
 import memfit.cli as cli
 from memfit.cli import main
 from memfit.cli.errors import MEMFIT_ROOT
+from test_train_command import tiny_tokenizer  # noqa: F401 (the session fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -144,3 +145,21 @@ def test_every_command_is_listed_and_an_unknown_one_refused(capsys):
     with pytest.raises(SystemExit) as stop:
         main(["trian"])
     assert stop.value.code == 2 and "invalid choice: 'trian'" in capsys.readouterr().err
+
+
+
+def test_a_failed_run_leaves_no_empty_run_folder(tmp_path, capsys, tiny_tokenizer):  # noqa: F811
+    from transformers import LlamaForCausalLM
+
+    from _models import tiny_config
+    from test_train_command import _recipe
+
+    model_dir = tmp_path / "tiny-llama"
+    LlamaForCausalLM(tiny_config(vocab_size=len(tiny_tokenizer))).save_pretrained(model_dir)
+    tiny_tokenizer.save_pretrained(model_dir)
+    empty = tmp_path / "no-pdfs"  # exists, holds nothing: found out after the run folder is made
+    empty.mkdir()
+    assert main(["train", str(_recipe(tmp_path, empty, model_dir))]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("memfit: ") and "no-pdfs" in last
+    assert list((tmp_path / "runs").glob("*")) == []
