@@ -5,7 +5,7 @@ Only configs are read: no weights are loaded, no model is built, nothing is prob
 
 from __future__ import annotations
 
-from pathlib import Path
+
 from typing import Any
 
 DEFAULT_SEQ_LEN = 512

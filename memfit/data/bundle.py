@@ -24,7 +24,7 @@ from typing import Any, Literal, NamedTuple, Optional
 import numpy as np
 from datasets import Dataset, concatenate_datasets
 
-from memfit.data.arrow.integrity import build_lock
+from memfit.data.arrow.cache_files import build_lock
 from memfit.data.arrow.records import content_hash, default_arrow_dir, memory_records, record_issues, write_records
 from memfit.data.arrow.tokens import load_tokenizer, tokenise_records
 from memfit.data.bundle_parts import DataBundle, LossTokens, SplitStats, column, eval_set, sample_issues, \

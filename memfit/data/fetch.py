@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import quote
 
-from memfit.data.text.hygiene import file_sha256
+from memfit.core.integrity import file_sha256
 from memfit.data.errors import DataError
 
 ATTEMPTS = 3  # per file and run: each attempt resumes where the last one stopped

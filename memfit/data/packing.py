@@ -32,7 +32,7 @@ import numpy as np
 from datasets import Dataset, Features, List, Value
 
 from memfit.core.loss import IGNORE_INDEX
-from memfit.data.arrow.integrity import cached_map
+from memfit.data.arrow.cache_files import cached_map
 
 BLOCK_FEATURES = Features({name: List(Value("int32")) for name in ("input_ids", "labels", "position_ids")})
 Columns = dict[str, list[list[int]]]

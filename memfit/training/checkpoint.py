@@ -6,7 +6,7 @@ plus `trainer_state.json` (step, data position, loss history, token counts, micr
 It is written into a hidden `.tmp-` folder, every file fsync'ed, then renamed into place and the parent fsync'ed, so a
 folder with a final name is always complete: a kill or a full disk during saving leaves the previous checkpoint as the
 one resume picks. Checkpoints are taken after optimizer steps, so resume always starts at an accumulation-window start.
-A manifest of checksums is written last (memfit.training.manifest); resume verifies it, names a damaged checkpoint,
+A manifest of checksums is written last (memfit.core.integrity); resume verifies it, names a damaged checkpoint,
 sets it aside and takes the one before it, or refuses when none is good (memfit.training.checkpoint_folders).
 """
 
@@ -25,11 +25,10 @@ from typing import Any, Callable, Optional
 import torch
 
 from ..core.files import atomic_write_json, fsync_dir, fsync_tree
-from ..core.integrity import manifest_problem
+from ..core.integrity import manifest_problem, write_manifest
 from ..core.wrapping import unwrap_peft
 from .checkpoint_folders import (STATE_FILE, TrainState, checkpoint_folders, checkpoint_problem, discard,
                                  list_checkpoints, read_state)
-from .manifest import write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +106,7 @@ class Checkpointer:
                 if on_partial_save is not None:
                     on_partial_save(tmp)
                 atomic_write_json(tmp / STATE_FILE, {**asdict(state), "fingerprint": self.fingerprint}, indent=None)
-                write_manifest(tmp)  # last: the checksums of everything above (memfit.training.manifest)
+                write_manifest(tmp)  # last: the checksums of everything above (memfit.core.integrity)
                 fsync_tree(tmp)
                 if final.exists():
                     discard(final)
@@ -131,7 +130,7 @@ class Checkpointer:
 
     def resume(self, mode: bool | str) -> Optional[TrainState]:
         """Restore the checkpoint `mode` asks for into the prepared objects; None when starting fresh. A damaged
-        checkpoint (memfit.training.manifest) is named and set aside as `damaged-step-N`, and the newest good one
+        checkpoint (memfit.core.integrity) is named and set aside as `damaged-step-N`, and the newest good one
         is used; when there are checkpoints but none is good the run refuses, so it never restarts from step 0 over
         an earlier run's results."""
         if self.acc.is_main_process and self.root.is_dir():  # leftovers of saves or deletions that were killed

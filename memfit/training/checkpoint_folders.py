@@ -2,7 +2,7 @@
 
 Only final names (`step-00000012`) are checkpoints; `.tmp-` (a save in progress) and `.trash-` (a deletion in
 progress) folders are leftovers of killed runs, removed by the next run. A final-named folder is complete when it is
-written, and its manifest (memfit.training.manifest) tells whether it still is.
+written, and its manifest (memfit.core.integrity) tells whether it still is.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .manifest import manifest_problem
+from ..core.integrity import MANIFEST, manifest_problem
 
 STATE_FILE = "trainer_state.json"
 _NAME = re.compile(r"^step-(\d+)$")
@@ -69,12 +69,12 @@ def list_checkpoints(root: str | Path) -> list[Path]:
 def checkpoint_problem(folder: Path) -> Optional[str]:
     """Why `folder` cannot be resumed from, naming the file; None when its files match their checksums (or, for a
     checkpoint of a memfit without checksums, when its state and weights can be read)."""
-    problem = manifest_problem(folder)
-    if problem is not None and problem != "no manifest":
+    sealed = (folder / MANIFEST).exists()
+    if sealed and (problem := manifest_problem(folder)):
         return problem
     if read_state(folder) is None:
         return f"{STATE_FILE} is missing or unreadable"
-    if problem == "no manifest":
+    if not sealed:
         from safetensors import safe_open
 
         try:

@@ -37,7 +37,8 @@ def test_a_damaged_newest_checkpoint_is_named_and_the_previous_one_is_used(tmp_p
         res = _train(tmp_path, max_steps=6)
     assert res.resumed_from.endswith("step-00000002") and res.steps == 6 and len(res.losses) == 6
     assert any("step-00000004" in r.message and damaged_file in r.message for r in caplog.records)
-    assert len(res.damaged_checkpoints) == 1 and res.damaged_checkpoints[0].startswith(f"step-00000004 ({damaged_file}")
+    assert len(res.damaged_checkpoints) == 1 and res.damaged_checkpoints[0].startswith("step-00000004 (")
+    assert damaged_file in res.damaged_checkpoints[0]
     assert (ckpts / "damaged-step-00000004").is_dir()  # kept for inspection, no longer a checkpoint
     assert [p.name for p in list_checkpoints(ckpts)] == ["step-00000004", "step-00000006"]  # written anew
 
@@ -47,7 +48,7 @@ def test_when_every_checkpoint_is_damaged_the_run_refuses(tmp_path):
     ckpts = tmp_path / "checkpoints"
     for step in (2, 4):
         _truncate(ckpts / f"step-0000000{step}" / STATE_FILE, 0.3)
-    with pytest.raises(CheckpointError, match=r"every checkpoint in .* is damaged: step-00000004 \(trainer_state.json "
+    with pytest.raises(CheckpointError, match=r"every checkpoint in .* is damaged: step-00000004 \(.*trainer_state.json "
                                               r".*\); step-00000002 .*Nothing was overwritten") as info:
         _train(tmp_path, max_steps=6)
     assert "\n" not in str(info.value)
@@ -59,7 +60,7 @@ def test_an_edited_file_of_the_same_size_fails_its_checksum(tmp_path):
     state = tmp_path / "checkpoints" / "step-00000004" / STATE_FILE
     text = state.read_text()
     state.write_text(text.replace('"step": 4', '"step": 3'))
-    assert "does not match its checksum" in checkpoint_problem(state.parent)
+    assert "trainer_state.json does not match its recorded sha256" in checkpoint_problem(state.parent)
 
 
 def test_leftovers_of_killed_saves_are_removed_by_the_next_run(tmp_path):

@@ -18,7 +18,7 @@ import memfit
 from memfit import Stack, TrainConfig
 from memfit.training import checkpoint
 from memfit.training.checkpoint import STATE_FILE, CheckpointError, list_checkpoints
-from memfit.training.manifest import MANIFEST
+from memfit.core.integrity import MANIFEST
 from _models import random_blocks, tiny_model
 
 
@@ -66,7 +66,7 @@ def test_a_checkpoint_without_the_model_shape_still_names_the_mismatch_instead_o
         state = json.loads((folder / STATE_FILE).read_text())
         state["fingerprint"] = {k: v for k, v in state["fingerprint"].items() if not k.startswith("model ")}
         (folder / STATE_FILE).write_text(json.dumps(state))
-        (folder / MANIFEST).unlink()  # nor checksums (memfit.training.manifest)
+        (folder / MANIFEST).unlink()  # nor checksums (memfit.core.integrity)
     with pytest.raises(CheckpointError, match=r"written for a model of another shape \(.*q_proj.lora_A.* \[8, 64\] "
                                               r"there, \[8, 96\] here\): load its base model, or pass another "
                                               r"run_name/output_dir"):

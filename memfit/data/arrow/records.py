@@ -19,9 +19,10 @@ from typing import Any, Optional, Union
 
 from datasets import Dataset, Features, Value
 
-from memfit.data.arrow.integrity import MANIFEST, drop_if_corrupt, record_checksums
+from memfit.data.arrow.cache_files import MANIFEST, drop_if_corrupt, record_checksums
 from memfit.data.errors import DataError, FileIssue
-from memfit.data.text.hygiene import candidate_files, file_sha256, not_a_regular_file
+from memfit.core.integrity import file_sha256
+from memfit.data.text.hygiene import candidate_files, not_a_regular_file
 from memfit.data.readers import iter_records
 from memfit.data.sources import Record
 

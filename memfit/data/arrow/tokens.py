@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from datasets import Dataset, Features, List, Value
 
-from memfit.data.arrow.integrity import cached_map
+from memfit.data.arrow.cache_files import cached_map
 from memfit.data.chat import check_chat_tokenizer, tokenize_chat
 from memfit.data.errors import DataError
 

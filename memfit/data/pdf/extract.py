@@ -8,7 +8,7 @@ from pathlib import Path
 
 from memfit.data.pdf.text_cache import TextCache
 from memfit.data.sources import TABLE_SUFFIXES, TEXT_SUFFIXES
-from memfit.data.text.hygiene import file_sha256
+from memfit.core.integrity import file_sha256
 from memfit.data.pdf.clean import CleanOptions, clean_document
 from memfit.data.text.dedupe import Duplicates
 from memfit.data.errors import DataError, FileIssue

@@ -8,7 +8,6 @@ noise, so it is refused per file like bytes that are not UTF-8.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import re
 import stat
@@ -20,15 +19,6 @@ from memfit.data.errors import FileIssue
 
 MAX_CONTROL_SHARE = 0.01  # control characters (other than tab, newlines, form feed) in real text: ~0
 CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")  # C0 and C1 controls, less \t \n \v \f \r
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, read in chunks: the content key of every cache and download check."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def not_a_regular_file(path: Path) -> Optional[FileIssue]:

@@ -5,7 +5,7 @@ import logging
 
 from datasets import Dataset
 
-from memfit.data.arrow.integrity import build_lock, cached_map
+from memfit.data.arrow.cache_files import build_lock, cached_map
 
 
 def _double(batch):

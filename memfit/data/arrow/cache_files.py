@@ -21,7 +21,7 @@ from typing import Any, Optional
 from datasets import Dataset
 
 from memfit.core.files import atomic_write_json
-from memfit.data.text.hygiene import file_sha256
+from memfit.core.integrity import file_sha256
 
 log = logging.getLogger(__name__)
 MANIFEST = ".sha256.json"
