@@ -38,6 +38,7 @@ from .planning import check_blocks, plan_training
 from .preflight import check_data_fits, preflight, run_tokenizer, validated
 from .quality import original_result
 from .results import results_record, write_report
+from .saved_run import BASE_FINGERPRINT, base_fingerprint
 from .run_config import DEVICE_DEFAULTS, SEED_STACK, FinetuneConfig  # noqa: F401 - public here since 0.1
 from .stack_choice import auto_stack, with_accumulation
 
@@ -75,6 +76,8 @@ class ModelPhase:
 
 class FinetuneRecipe:
     """One run of the job: `cfg` resolved for this device, the run folder checked and locked by run_finetune."""
+
+    base_fingerprint: str | None = None  # set by setup_model: the base weights' content (None: random weights)
 
     def __init__(self, cfg: FinetuneConfig, state, run_dir: Path):
         self.cfg, self.state, self.run_dir, self.clock = cfg, state, run_dir, Clock()
@@ -118,6 +121,8 @@ class FinetuneRecipe:
             return load_model(model_cfg.source, stack, ctx, random_init=model_cfg.random, seed=self.cfg.seed)
 
         model = load()
+        # the weights' content, not their folder name: eval, merge and resume refuse a base that changed since
+        self.base_fingerprint = None if model_cfg.random else base_fingerprint(model_cfg.name)
         limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
         context = fitted_context(self.cfg.eval.eval_context, limit, self.say)
         self.cfg = self.cfg.updated(eval_context=context)
@@ -138,7 +143,8 @@ class FinetuneRecipe:
         cfg = self.cfg
         return cfg.train.model_copy(update=dict(
             seq_len=planned.seq_len, micro_batch=planned.micro_batch, output_dir=str(self.run_dir), plan_cache=planned.cache_path,
-            seed=cfg.seed, run_identity={**cfg.identity(), "data_sha256": data.info["sha256"]},
+            seed=cfg.seed, run_identity={**cfg.identity(), "data_sha256": data.info["sha256"],
+                                         **({"model weights": self.base_fingerprint} if self.base_fingerprint else {})},
             **cfg.eval.model_dump(exclude={"eval_max_tokens"})))
 
     def train(self, loaded: ModelPhase, stack: Stack, data: DataPhase, tcfg, held_out: HeldOut, acc):
@@ -186,6 +192,7 @@ class FinetuneRecipe:
         results = results_record(self.cfg, model=model, stack=stack, planned=planned, trained=trained, evaluation=evaluation,
                                  original=original, base=base, final=final, data_info=data.info,
                                  num_processes=num_processes, clock=self.clock.total())
+        results[BASE_FINGERPRINT] = self.base_fingerprint
         write_report(self.run_dir, results, data.bundle.format_stats(), self.state.is_main_process, self.say)
         self.state.wait_for_everyone()
         return results

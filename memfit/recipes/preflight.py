@@ -12,7 +12,7 @@ from ..core.stack import Stack
 from ..launch.distributed import check_launch
 from ..models import EMBEDDED, CONFIG_DIR, load_config, load_tokenizer
 from ..plan.planner import check_seq_lens
-from ..training.checkpoint import CheckpointError, ensure_writable
+from ..training.checkpoint import ensure_writable
 
 if TYPE_CHECKING:
     from .run_config import FinetuneConfig
@@ -87,38 +87,31 @@ def _check_model(cfg: "FinetuneConfig") -> None:
         raise ConfigError(str(exc)) from None
 
 
-def _check_plan_cache(cfg: "FinetuneConfig") -> None:
-    """A plan cache that is a file (`--plan-cache /dev/null`) would fail only after the probes ran: refuse it now."""
-    cache = cfg.plan.plan_cache
-    if cache is None:
-        return
-    path = Path(cache).expanduser()
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"--plan-cache {cache} is not a folder: pass a folder for the planner's cache "
-                          f"(default $MEMFIT_CACHE/plans)")
+def _check_caches(cfg: "FinetuneConfig") -> None:
+    """$MEMFIT_CACHE and --plan-cache as writable folders: a file, a device (/dev/null) or a read-only folder there
+    would fail only after the extraction, the model conversion or the probes ran."""
+    from ..core.files import check_cache_dir
+    from ..models import cache_root
+
     try:
-        ensure_writable(path)
-    except CheckpointError:
-        raise ConfigError(f"--plan-cache {cache} is not a writable folder: pass one you can write to") \
-            from None
-
-
-def source_folders(cfg: "FinetuneConfig") -> list[Path]:
-    """The local paths the run reads training data from (Hub ids have none)."""
-    data = cfg.data
-    paths = [s.path for s in data.sources if s.kind != "hub"] if data.sources else [data.pdf_dir]
-    return [Path(p).expanduser() for p in paths]
+        check_cache_dir(cache_root(), "MEMFIT_CACHE")
+        if cfg.plan.plan_cache is not None:
+            check_cache_dir(cfg.plan.plan_cache, "--plan-cache")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def check_output_outside_sources(run_dir: Path, cfg: "FinetuneConfig") -> None:
     """A run folder inside a data folder: its summary, results and adapter would be read back as training documents
-    by the next run over that folder."""
-    out = run_dir.expanduser().resolve()
-    for source in source_folders(cfg):
-        folder = source.resolve()
-        if folder.is_dir() and out.is_relative_to(folder):
-            raise ConfigError(f"the run folder {run_dir} lies inside the data source {source}: its files would "
-                              f"become training documents of the next run; pass an --output-dir outside {source}")
+    by the next run over that folder (memfit.data's check, over the PDF folder when no sources are given)."""
+    from ..data import PdfSource
+    from ..data.sources import check_output_outside_sources as outside
+
+    data = cfg.data
+    try:
+        outside(run_dir, data.sources or [PdfSource(path=data.pdf_dir)])
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def check_supported(cfg: "FinetuneConfig") -> None:
@@ -162,16 +155,13 @@ def preflight(cfg: "FinetuneConfig") -> Path:
     cfg = validated(cfg)
     run_dir = run_dir_of(cfg)
     if str(cfg.stack).strip().lower() != "auto":  # 'auto' is chosen by the planner's probes, later
-        stack = Stack.coerce(cfg.stack)  # StackError names the bad part of the spec
-        if not list(stack):  # '+++' parsed to nothing: it would train a full fine-tune nobody asked for
-            raise ConfigError(f"--stack {cfg.stack!r} names no strategy: pass a spec such as lora+ga8 (`memfit "
-                              f"stacks` lists them), or bf16:weights=fp32 for a full fine-tune")
+        stack = Stack.coerce(cfg.stack)  # StackError names the bad part of the spec ('+++' included)
         check_launch(stack)
     check_supported(cfg)
     if cfg.model.chat_template:
         read_chat_template(cfg.model.chat_template)
     _check_model(cfg)
-    _check_plan_cache(cfg)
+    _check_caches(cfg)
     check_output_outside_sources(run_dir, cfg)
     ensure_writable(run_dir)
     return run_dir

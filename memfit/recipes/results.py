@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from ..core.files import atomic_write_json, atomic_write_text
-from ..core.wrapping import unwrap_peft
+from ..core.integrity import with_checksum
+from ..models import describe_model
 from ..plan.planner import PlanResult, versions
 from .curves import CURVES_FILE, write_curves
 from .planning import is_capped
@@ -21,10 +22,10 @@ log = logging.getLogger(__name__)
 
 
 def model_identity(model) -> dict[str, Any]:
-    """The class and family of the trained model (a LoRA wrapper's base), so a run names what it trained."""
-    base = unwrap_peft(model)
-    return {"model_class": type(base).__name__, "model_family": getattr(getattr(base, "config", None), "model_type",
-                                                                         None)}
+    """The class, family and attention implementation of the trained model (a LoRA wrapper's base), so a run names
+    what it trained."""
+    built = describe_model(model)
+    return {"model_class": built["model_class"], "model_family": built["family"], "attention": built["attention"]}
 
 
 def results_record(cfg: FinetuneConfig, *, model, stack, planned: PlanResult, trained, evaluation: dict[str, Any],
@@ -65,7 +66,8 @@ def write_report(run_dir: Path, results: dict[str, Any], data_table: str, is_mai
     warn_if_regressed(results)
     if write_curves(run_dir, results):
         results["curves_png"] = CURVES_FILE
-    atomic_write_json(run_dir / "results.json", results, default=str)  # NaN becomes null: always valid JSON
+    # NaN becomes null (always valid JSON); the checksum lets eval and merge notice a hand-edited record
+    atomic_write_json(run_dir / "results.json", with_checksum(results), default=str)
     atomic_write_text(run_dir / "summary.md", summary_markdown(results, data_table))
     say(f"wrote {run_dir / 'results.json'} and {run_dir / 'summary.md'}")
 

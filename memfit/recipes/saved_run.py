@@ -62,8 +62,6 @@ def read_run(run_dir: str | Path) -> SavedRun:
     if not file.is_file():
         raise RunError(f"{path} is not a memfit run directory (no results.json): pass the folder `memfit train` "
                        f"wrote, <output_dir>/<run_name>")
-    from .finetune import FinetuneConfig  # here, not at the top: finetune.py imports base_fingerprint from here
-
     try:
         results = json.loads(file.read_text())
         config = FinetuneConfig.model_validate(results["config"])

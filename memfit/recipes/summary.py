@@ -55,7 +55,8 @@ def memory_text(r: dict[str, Any]) -> str:
 def summary_markdown(r: dict[str, Any], data_table: str = "") -> str:
     p, e = r["plan"], r["evaluation"]
     cap = " (the max_micro_batch cap; memory would allow more)" if p["capped_by_max_micro_batch"] else ""
-    model = r["model"] + (f" ({r['model_class']}, {r['model_family']})" if r.get("model_class") else "")
+    model = r["model"] + (f" ({r['model_class']}, {r['model_family']}, attention {r.get('attention', 'sdpa')})"
+                          if r.get("model_class") else "")
     rows = [
         ("maximum batch size", f"{r['max_batch_size']} sequences of {p['seq_len']} tokens per process{cap}"),
         ("gradient accumulation steps", r["gradient_accumulation_steps"]),

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from ..core.files import atomic_directory, atomic_write_json
+from ..core.integrity import write_manifest
 from .checkpoint import BASE_FILE, CheckpointError, base_info, nonfinite_weights
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ def save_trained(model, acc, out: Path, tokenizer=None) -> str:
                 atomic_write_json(tmp / BASE_FILE, base_info(acc.unwrap_model(model)), indent=None)
                 point_at_loadable_base(tmp / "adapter_config.json")
                 save_tokenizer(tokenizer, getattr(net, "name_or_path", None), tmp)
+                write_manifest(tmp)  # last: eval, merge and generate verify every file against it
         except Exception as exc:  # noqa: BLE001 - SafetensorError on a full disk is no OSError
             raise CheckpointError(f"writing the trained weights to {out} failed ({getattr(exc, 'strerror', None) or exc}); the final "
                                   f"checkpoint (if checkpointing is on) holds them: free space and rerun with the "

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from memfit.recipes.finetune import FinetuneConfig, run_finetune
 from memfit.recipes.run_config import FLAT
+from memfit.core.protocol import StackError
 from memfit.recipes.preflight import ConfigError, check_data_fits, preflight
 from memfit.training.run_lock import LOCK_FILE
 from _models import tiny_config
@@ -41,11 +42,11 @@ def _cfg(tmp_path, arch, **overrides):
     (dict(run_name="../up"), r"must be a plain folder name"),
     (dict(architecture=None, model="/no/such/model-folder"), r"model '/no/such/model-folder' does not exist"),
     (dict(architecture=None, model="./relative-missing"), r"does not exist"),
-    (dict(stack="+++"), r"--stack '\+\+\+' names no strategy"),
+    (dict(stack="+++"), r"a stack spec with no strategy: '\+\+\+'"),
 ])
 def test_bad_settings_are_refused_before_any_slow_work(tmp_path, arch, overrides, needle):
     cfg = _cfg(tmp_path, arch, **overrides)
-    with pytest.raises(ConfigError, match=needle):
+    with pytest.raises((ConfigError, StackError), match=needle):
         preflight(cfg)
     # through the job: the config error, not the missing PDF folder extraction would have hit first
     with pytest.raises(ConfigError, match=needle):
@@ -113,7 +114,7 @@ def test_any_run_config_parses_or_raises_validation_error(data):
 
 
 def test_a_plan_cache_that_is_a_file_is_refused(tmp_path, arch):
-    with pytest.raises(ConfigError, match=r"--plan-cache /dev/null is not a folder"):
+    with pytest.raises(ConfigError, match=r"--plan-cache /dev/null cannot be used: it is a device"):
         preflight(_cfg(tmp_path, arch, plan_cache="/dev/null"))
 
 

@@ -5,7 +5,8 @@ from memfit.recipes.results import keep_previous_rate, model_identity
 
 
 def test_the_model_class_and_family_are_named(tiny_llama):
-    assert model_identity(tiny_llama) == {"model_class": "LlamaForCausalLM", "model_family": "llama"}
+    assert model_identity(tiny_llama) == {"model_class": "LlamaForCausalLM", "model_family": "llama",
+                                          "attention": "sdpa"}
 
 
 def test_a_rerun_that_trained_nothing_keeps_the_earlier_rate(tmp_path):
