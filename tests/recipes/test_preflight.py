@@ -49,7 +49,7 @@ def test_bad_settings_are_refused_before_any_slow_work(tmp_path, arch, overrides
     with pytest.raises((ConfigError, StackError), match=needle):
         preflight(cfg)
     # through the job: the config error, not the missing PDF folder extraction would have hit first
-    with pytest.raises(ConfigError, match=needle):
+    with pytest.raises((ConfigError, StackError), match=needle):
         run_finetune(cfg)
 
 
