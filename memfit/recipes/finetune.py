@@ -35,11 +35,12 @@ from ..training.trackers import finish_trackers, log_evaluation, start_trackers
 from .finetune_data import finetune_datasets
 from .held_out import HeldOut, fitted_context
 from .planning import check_blocks, plan_training
-from .preflight import check_data_fits, preflight, run_tokenizer, validated
+from .preflight import (check_data_fits, check_vocabulary, model_config_without_weights, preflight, run_tokenizer,
+                        validated)
 from .quality import original_result
 from .results import results_record, write_report
 from .saved_run import BASE_FINGERPRINT, base_fingerprint
-from .run_config import DEVICE_DEFAULTS, SEED_STACK, FinetuneConfig  # noqa: F401 - public here since 0.1
+from .run_config import DEVICE_DEFAULTS, SEED_STACK, FinetuneConfig  # noqa: F401 - public names of this module
 from .stack_choice import auto_stack, with_accumulation
 
 log = logging.getLogger(__name__)
@@ -87,8 +88,8 @@ class FinetuneRecipe:
             log.info(message)
 
     def setup_data(self) -> DataPhase:
-        model = self.cfg.model
-        tokenizer = run_tokenizer(model)
+        tokenizer = run_tokenizer(self.cfg.model)
+        self.check_vocabulary(tokenizer)
         bundle, info, summary = finetune_datasets(self.cfg.data_request(), tokenizer, self.state)
         self.say(summary)
         self.clock.lap("data_s")
@@ -112,6 +113,16 @@ class FinetuneRecipe:
         """The effective batch the stack's own 'ga' asks for (None for fixed steps, e.g. 'ga8'): the planner trains
         at the smallest micro-batch that reaches it in the fewest accumulation steps, not at the max."""
         return getattr(stack.get("ga"), "effective_batch", None)
+
+    def check_vocabulary(self, tokenizer) -> None:
+        """The tokenizer against the model's vocabulary, from its config (no weights read), before any tokenising; a
+        Hub id whose config is not local yet meets the loader's embedding lookup instead."""
+        source = self.cfg.model.source
+        try:
+            config = model_config_without_weights(source)[0]
+        except (OSError, ValueError):
+            return
+        check_vocabulary(tokenizer, config, source)
 
     def setup_model(self, stack: Stack) -> ModelPhase:
         model_cfg, state = self.cfg.model, self.state

@@ -141,6 +141,17 @@ def read_chat_template(value: str) -> str:
     return value
 
 
+def check_vocabulary(tokenizer, config, model: str) -> None:
+    """Token ids at or past the model's vocabulary would index outside its embedding (a crash on CPU, garbage or a
+    device assert on CUDA): a tokenizer larger than the model (SmolLM2's 49,152 ids for a 32,768-id Mistral config) is
+    refused before any data is tokenised or any weight loaded."""
+    size, vocab = len(tokenizer), getattr(config, "vocab_size", None)
+    if vocab is not None and size > vocab:
+        raise ConfigError(f"the tokenizer has {size:,} tokens but model {model} embeds only {vocab:,}: pass the "
+                          f"model's own tokenizer with --tokenizer (a folder or Hub id), or a config whose vocab_size "
+                          f"is at least {size:,}")
+
+
 def run_tokenizer(model: "ModelSection"):
     """The run's tokenizer: `model.tokenizer` or the model's own, with `model.chat_template` in place of its
     template (the chat data are rendered with it)."""

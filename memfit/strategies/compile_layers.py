@@ -16,6 +16,7 @@ from typing import ClassVar, Literal, Optional
 
 from pydantic import BaseModel
 
+from ..core.families import FAMILIES
 from ..core.protocol import PHASE_COMPILE, strategy_config
 from ..core.registry import register_strategy
 from ._model_parts import decoder_layers
@@ -71,9 +72,12 @@ class CompileLayers(BaseModel):
         # norms and SiLU are recomputed in backward, not saved: only what the eager Llama layer would save changes
         # (a strategy that replaced a term, e.g. tiled_mlp's MLP, owns those bytes)
         est.facts["elementwise_recomputed"] = True
-        if est.terms["norms"].owner == "llama":  # compiled RMSNorm keeps only the rsqrt, the input is recomputed
-            est.set_term("norms", "layer_attn", lambda e: 2 * 4.0, self.name)
-        if est.terms["mlp"].owner == "llama":  # gate and up; silu(gate) is recomputed
+        # the family's baseline terms, not another strategy's replacement: compiled RMSNorm keeps only the rsqrt per
+        # norm (two per layer, four in Gemma), the input is recomputed
+        if est.terms["norms"].owner == est.family:
+            norms = FAMILIES[est.family].norms_per_layer
+            est.set_term("norms", "layer_attn", lambda e: norms * 4.0, self.name)
+        if est.terms["mlp"].owner == est.family:  # gate and up; silu(gate) / gelu(gate) is recomputed
             est.set_term("mlp", "layer_mlp", lambda e: e.compute_bytes * 2.0 * e.intermediate, self.name)
         # norm backward's fp32 intermediates are fused away in either recompute phase (H100: seed + cce at 128 and
         # offload + tiled MLP at 800, both ~1.8 hidden-size fp32 tensors per token below eager beyond the saved norms)
