@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ..data import DataError, PdfSource, build_bundle, build_datasets, extract_pdfs, test_split_hashes
 from ..data.bundle_parts import default_num_proc, wants_arrow
+
+if TYPE_CHECKING:
+    from .sections import DataRequest
 
 
 def load_corpus(pdf_dir: str, cache: Optional[str], keep_non_english: bool = False):
@@ -22,18 +25,18 @@ def load_corpus(pdf_dir: str, cache: Optional[str], keep_non_english: bool = Fal
     return corpus
 
 
-def finetune_datasets(cfg: Any, tokenizer: Any, state: Any) -> tuple[Any, dict[str, Any], str]:
+def finetune_datasets(cfg: "DataRequest", tokenizer: Any, state: Any) -> tuple[Any, dict[str, Any], str]:
     """(DataBundle, the results' "data" entry, a one-paragraph summary for the log)."""
-    arrow = getattr(cfg, "arrow_cache", None)
+    arrow = cfg.arrow_cache
     sources = cfg.sources or ([PdfSource(path=cfg.pdf_dir)] if arrow else [])
     if sources:
         arrow = wants_arrow(sources) if arrow is None else arrow
-        num_proc = (getattr(cfg, "num_proc", None) or default_num_proc(state.device.type == "cuda")) if arrow else 1
+        num_proc = (cfg.num_proc or default_num_proc(state.device.type == "cuda")) if arrow else 1
         with state.main_process_first():  # rank 0 fills the text (and Arrow) caches, the others read them
             bundle, issues = build_bundle(sources, tokenizer, storage="arrow" if arrow else "memory",
                                           block_size=cfg.seq_len, test_fraction=cfg.test_fraction, seed=cfg.seed,
                                           text_cache=cfg.text_cache, num_proc=num_proc,
-                                          train_on_inputs=getattr(cfg, "train_on_inputs", False))
+                                          train_on_inputs=cfg.train_on_inputs)
         per_source = {}
         for row in bundle.documents.select_columns(["source", "split"]):
             counts = per_source.setdefault(row["source"], {"train": 0, "test": 0})
@@ -46,7 +49,7 @@ def finetune_datasets(cfg: Any, tokenizer: Any, state: Any) -> tuple[Any, dict[s
                    + (", tokenised through the Arrow cache" if arrow else ""))
     else:
         with state.main_process_first():
-            corpus = load_corpus(cfg.pdf_dir, cfg.text_cache, getattr(cfg, "keep_non_english", False))
+            corpus = load_corpus(cfg.pdf_dir, cfg.text_cache, cfg.keep_non_english)
         bundle = build_datasets(corpus, tokenizer, block_size=cfg.seq_len, test_fraction=cfg.test_fraction,
                                 seed=cfg.seed, verbose=False)
         entries = [f"{d.name}:{d.sha256}" for d in corpus.documents]

@@ -116,15 +116,11 @@ def check_output_outside_sources(run_dir: Path, cfg: "FinetuneConfig") -> None:
 
 def check_supported(cfg: "FinetuneConfig") -> None:
     """Settings the job has a field for but this data pipeline cannot honour yet: refused by name, never ignored.
-    (Each goes when memfit.data takes it: packing off, assistant-only masking off, a validation split.)"""
+    (Each goes when the job takes it: packing off, a validation split for eval_every.)"""
     data = cfg.data
     if not data.packing:
         raise ConfigError("packing: false (one document per block) is not supported by the data pipeline yet: "
                           "leave packing on (documents are packed with position ids restarting per document)")
-    if data.train_on_inputs:
-        raise ConfigError("train_on_inputs: true is not supported by the data pipeline yet: chat and "
-                          "prompt/completion data train on the assistant's tokens only; give the data as format "
-                          "'text' to train on every token")
     if data.validation_fraction:
         raise ConfigError(f"validation_fraction {data.validation_fraction} is not supported by the data pipeline "
                           f"yet: eval_every evaluates on the held-out test documents; leave it at 0")

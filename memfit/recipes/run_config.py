@@ -30,9 +30,9 @@ from ..training.loop import TrainConfig
 from .limits import MAX_EPOCHS, MAX_LR, MAX_SEED, number_problem
 from .sections import DataRequest, DataSection, EvalSection, ModelSection, PlanSection, Section  # noqa: F401
 
-ALL_LINEAR = "q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj"
 # CUDA: the planner chooses (memfit.plan.auto); CPU: the sweep's pick (see recipes/smollm2-cpu.yaml), fixed and fast
-SEED_STACK = {"cuda": "auto", "cpu": "lora:targets=" + ALL_LINEAR + ",dropout=0+ga:effective_batch={batch}"}
+# all-linear: the family's own projections (Phi-3's fused qkv_proj/gate_up_proj too), resolved by the LoRA strategy
+SEED_STACK = {"cuda": "auto", "cpu": "lora:targets=all-linear,dropout=0+ga:effective_batch={batch}"}
 DEVICE_DEFAULTS: dict[str, dict[str, Any]] = {
     # 6 steps x 8 x 256 = 12k training tokens and 2 x 4k evaluation tokens: minutes on 2 CPU cores for SmolLM2-135M
     # in fp32. Swept lr 1e-3..6e-3 and 8/16 steps: 3e-3 for 8 steps (-14.0 %) = 1e-3 for 16 (-13.9 %); 3e-3 for 16

@@ -34,3 +34,20 @@ def test_both_paths_give_the_job_the_same_data_record(tmp_path, monkeypatch, tin
         records[arrow] = data
     assert records[True] == records[False]
     assert bundle.train.cache_files and str(tmp_path / "cache" / "arrow") in bundle.train.cache_files[0]["filename"]
+
+
+def test_the_jobs_train_on_inputs_setting_reaches_the_bundle(tmp_path, monkeypatch, tiny_tokenizer):
+    import copy
+
+    from test_bundle import CHATML, _chat_sources
+
+    monkeypatch.setenv("MEMFIT_CACHE", str(tmp_path / "cache"))
+    tokenizer = copy.deepcopy(tiny_tokenizer)
+    tokenizer.chat_template = CHATML
+    sources = [s.model_dump() for s in _chat_sources(tmp_path)]
+    counted = {}
+    for every in (False, True):
+        cfg = FinetuneConfig.model_validate({"sources": sources, "seq_len": 64, "train_on_inputs": every})
+        _, data, _ = finetune_datasets(cfg.data_request(), tokenizer, STATE)
+        counted[every] = data["loss_tokens"]
+    assert counted == {False: "assistant", True: "all"}

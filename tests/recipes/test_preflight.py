@@ -134,7 +134,6 @@ def test_a_run_folder_inside_a_data_source_is_refused(tmp_path, arch):
 
 @pytest.mark.parametrize("overrides, needle", [
     (dict(packing=False), r"packing: false .* not supported"),
-    (dict(train_on_inputs=True), r"train_on_inputs: true .* not supported"),
     (dict(validation_fraction=0.1), r"validation_fraction 0.1 is not supported"),
     (dict(chat_template="no-such-template-file"), r"neither a file nor a Jinja template"),
 ])
