@@ -12,9 +12,10 @@ packed blocks of the bundled climate sample (input_ids, labels, per-document pos
 Each peer runs in its own process (so peak RSS is its own), rounds interleave the peers in rotated order (a busy
 machine slows all alike), and the table shows medians over rounds. Every number is measured the same way for all
 peers, outside their own meters: tokens/s = input tokens of the optimizer steps after the first / the time between
-the first and the last optimizer step (a global torch optimizer step hook); peak RSS before the first forward (model,
-data and optimizer built) and over training (ru_maxrss, before the evaluation; with it: in the JSON); final perplexity of the trained model on the same
-4,096-token sample of the held-out document, scored by memfit.evaluation.perplexity for every peer.
+the first and the last optimizer step (a global torch optimizer step hook); peak RSS before the first forward
+(model, data and optimizer built) and over training (ru_maxrss, before the evaluation; with it: in the JSON); final
+perplexity of the trained model on the same 4,096-token sample of the held-out document, scored by
+memfit.evaluation.perplexity for every peer.
 Run it on an otherwise idle machine: on shared cores the numbers say little."""
 from __future__ import annotations
 
