@@ -12,9 +12,10 @@ packed blocks of the bundled climate sample (input_ids, labels, per-document pos
 Each peer runs in its own process (so peak RSS is its own), rounds interleave the peers in rotated order (a busy
 machine slows all alike), and the table shows medians over rounds. Every number is measured the same way for all
 peers, outside their own meters: tokens/s = input tokens of the optimizer steps after the first / the time between
-the first and the last optimizer step (a global torch optimizer step hook); peak RSS before the first forward (model,
-data and optimizer built) and over the whole run (ru_maxrss); final perplexity of the trained model on the same
-4,096-token sample of the held-out document, scored by memfit.evaluation.perplexity for every peer.
+the first and the last optimizer step (a global torch optimizer step hook); peak RSS before the first forward
+(model, data and optimizer built) and over training (ru_maxrss, before the evaluation; with it: in the JSON); final
+perplexity of the trained model on the same 4,096-token sample of the held-out document, scored by
+memfit.evaluation.perplexity for every peer.
 Run it on an otherwise idle machine: on shared cores the numbers say little."""
 from __future__ import annotations
 
@@ -143,11 +144,13 @@ def worker(peer: str, steps: int, lr: float, cache: str) -> dict:
     with tempfile.TemporaryDirectory() as out:
         model, clock = {"memfit": run_memfit, "hf": run_hf, "trl": run_trl}[peer](train, steps, lr, out)
     clock.close()
+    trained_peak = rss_gib()  # before the evaluation, which has its own peak (logits of whole windows)
     model.eval()
     with torch.no_grad():
         ppl = perplexity(model, pieces, context_length=SEQ, batch_size=MICRO, pad_token_id=tokenizer.pad_token_id)
     return {"peer": peer, "steps": len(clock.times), "tokens_per_s": clock.tokens_per_s(),
-            "rss_before_first_step_gib": clock.rss_before_first_step, "rss_peak_gib": rss_gib(),
+            "rss_before_first_step_gib": clock.rss_before_first_step, "rss_peak_gib": trained_peak,
+            "rss_peak_with_eval_gib": rss_gib(),
             "perplexity": ppl.perplexity, "threads": torch.get_num_threads()}
 
 
