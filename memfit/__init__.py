@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 # Every public name is imported when first asked for: `import memfit` (and `memfit --help`, `--version`) must not
 # pull in torch, transformers or the data pipeline. The built-in strategies register when the registry is first
 # read (memfit/core/registry.py imports memfit.strategies).
-_LAZY = {"CheckpointError": "training.checkpoint", "NumericError": "training.loop", "TrainConfig": "training.loop",
+_LAZY = {"CheckpointError": "training.checkpoint", "NumericError": "training.loop", "TrainConfig": "training.config",
          "TrainResult": "training.loop", "train": "training.loop", "HOOKS": "core.protocol",
          "Context": "core.protocol", "Strategy": "core.protocol", "StackError": "core.protocol",
          "register_strategy": "core.registry", "Stack": "core.stack", "configure_runtime": "runtime",

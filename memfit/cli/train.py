@@ -28,9 +28,15 @@ def recipe_path(name: str) -> Path:
 
 
 def _device() -> str:
-    import torch  # already imported with the config (TrainConfig lives beside the loop)
+    """The device whose defaults the help shows. torch is not imported for --help (seconds of startup) unless a
+    run follows: an NVIDIA driver on the machine means the run will see CUDA (the rare CPU-only torch on a GPU host
+    shows CUDA defaults in the help; the run itself resolves its defaults from torch)."""
+    import sys
+    from pathlib import Path
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if "torch" in sys.modules:
+        return "cuda" if sys.modules["torch"].cuda.is_available() else "cpu"
+    return "cuda" if Path("/proc/driver/nvidia/version").exists() else "cpu"
 
 
 def effective_values(nested: dict[str, Any]) -> dict[str, Any]:
@@ -105,10 +111,10 @@ def parse_config(argv: list[str], prog: str = "memfit train", defaults: dict | N
 
 
 def cmd_train(argv: list[str]) -> int:
+    cfg = parse_config(argv)  # --help exits here, before torch and the job's modules are imported
     from ..launch.distributed import join_launch
     from ..recipes.finetune import run_finetune
 
-    cfg = parse_config(argv)
     join_launch()  # under `accelerate launch`: one group, each rank on its device, the summary printed once
     results = run_finetune(cfg)
     run_dir = Path(results["config"]["output_dir"]) / results["config"]["run_name"]

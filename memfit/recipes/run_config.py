@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, Field, field_serializer, field_validator, model_validator
 
-from ..training.loop import TrainConfig
+from ..training.config import TrainConfig
 from .limits import MAX_EPOCHS, MAX_LR, MAX_SEED, number_problem
 from .sections import DataRequest, DataSection, EvalSection, ModelSection, PlanSection, Section  # noqa: F401
 

@@ -126,7 +126,8 @@ def test_a_real_command_error_is_one_line(capsys):
 
 def test_help_and_version_import_neither_torch_nor_transformers():
     probe = ("import sys\nfrom memfit.cli import main\n"
-             "for argv in (['--help'], ['--version']):\n"
+             "for argv in (['--help'], ['--version'], ['train', 'smollm2-cpu', '--help'], ['plan', '--help'],\n"
+             "             ['data', 'inspect', '--help'], ['eval', '--help'], ['generate', '--help']):\n"
              "    try:\n        main(argv)\n    except SystemExit as e:\n        assert e.code == 0, e.code\n"
              "heavy = sorted(m for m in ('torch', 'transformers', 'datasets', 'peft') if m in sys.modules)\n"
              "print('HEAVY', heavy)\n")

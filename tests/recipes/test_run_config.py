@@ -47,7 +47,9 @@ def test_device_defaults_fill_only_what_is_unset():
 
 def test_run_names_and_fingerprints_are_those_of_earlier_versions():
     # computed by the flat FinetuneConfig before the sections: a rerun finds its old run folder
-    assert FinetuneConfig().resolved("cpu").run_name == "smollm2-135m-cpu-67f33b32"
+    # the CPU default's name changed once on purpose (2026-12-05): its seed stack names LoRA's targets 'all-linear',
+    # resolved per family, instead of Llama's seven projection names (the same modules for Llama)
+    assert FinetuneConfig().resolved("cpu").run_name == "smollm2-135m-cpu-dce6e916"
     assert FinetuneConfig().resolved("cuda").run_name == "smollm2-135m-cuda-5ebdb3a3"
     assert FinetuneConfig(pdf_dir="x", model="m", lr=1e-3, architecture="a").resolved("cpu").run_name == \
         "a-random-cpu-0eeb3bca"
