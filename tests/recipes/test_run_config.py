@@ -52,7 +52,7 @@ def test_run_names_and_fingerprints_are_those_of_earlier_versions():
     assert FinetuneConfig().resolved("cpu").run_name == "smollm2-135m-cpu-dce6e916"
     assert FinetuneConfig().resolved("cuda").run_name == "smollm2-135m-cuda-5ebdb3a3"
     assert FinetuneConfig(pdf_dir="x", model="m", lr=1e-3, architecture="a").resolved("cpu").run_name == \
-        "a-random-cpu-0eeb3bca"
+        "a-random-cpu-609fa31a"  # also a CPU seed-stack run
 
 
 def test_a_flat_results_config_of_an_earlier_version_loads():
