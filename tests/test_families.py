@@ -181,5 +181,5 @@ def test_saved_weights_of_gemma2_and_phi3_load_and_train(tmp_path, model_type):
 def test_train_takes_model_config_as_the_same_flag_as_architecture(config_files):
     from memfit.cli.train import parse_config
 
-    assert parse_config(["--model-config", config_files["qwen3"]]).architecture == config_files["qwen3"]
-    assert parse_config(["--architecture", config_files["phi3"]]).architecture == config_files["phi3"]
+    assert parse_config(["--model-config", config_files["qwen3"]]).model.config == config_files["qwen3"]
+    assert parse_config(["--architecture", config_files["phi3"]]).model.config == config_files["phi3"]

@@ -38,6 +38,12 @@ def _heard(verbose: bool) -> list[str]:
     root.addHandler(records)
     levels = {name: logging.getLogger(name).level for name in LOGGER_FLOORS}
     logging.getLogger("DeepSpeed").propagate = True
+    # other tests of the same process may have raised accelerate's own logger or disabled it (its loggers are
+    # process-wide): this test is about memfit's filter, so the loggers start open
+    parent = logging.getLogger("accelerate")
+    parent_state = parent.level, parent.disabled, logging.getLogger("accelerate.accelerator").disabled
+    parent.setLevel(logging.NOTSET)
+    parent.disabled = logging.getLogger("accelerate.accelerator").disabled = False
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -50,6 +56,7 @@ def _heard(verbose: bool) -> list[str]:
                     root.level = root_level
     finally:
         root.removeHandler(records)
+        parent.level, parent.disabled, logging.getLogger("accelerate.accelerator").disabled = parent_state
     assert {name: logging.getLogger(name).level for name in LOGGER_FLOORS} == levels  # restored
     assert not any(f for name in LOGGER_FLOORS for f in logging.getLogger(name).filters)
     return records.messages + [str(w.message) for w in caught]

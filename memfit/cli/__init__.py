@@ -52,12 +52,21 @@ def top_parser() -> argparse.ArgumentParser:
     return p
 
 
+class FlagError(ValueError):
+    """A bad flag of a command: one line naming it (main's boundary prints it), not argparse's usage block."""
+
+
+class _CommandParser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise FlagError(f"{message} (`{self.prog} --help` lists the flags)")
+
+
 def run_command(name: str, argv: list[str]) -> int:
     module_name, style, function, _ = COMMANDS[name]
     module = importlib.import_module(f".{module_name}", __name__)
     if style == "argv":
         return getattr(module, function)(argv)
-    parser = argparse.ArgumentParser(prog="memfit")
+    parser = _CommandParser(prog="memfit")
     getattr(module, function)(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args([name, *argv])
     return args.func(args)

@@ -12,11 +12,11 @@ import argparse
 from pathlib import Path
 
 from ..recipes.limits import CPU_BUDGET_GIB, MARGIN, MAX_COUNT
+from ..strategies.defaults import AUTO_BASE, BENCH_STACKS, PLAN_STACK
 from .options import bounded, type_name
 
 HELP = argparse.ArgumentDefaultsHelpFormatter  # every subparser shows each option's default
-DEFAULT_STACK = "lora+q4+bf16+gc+ga8+adam8"
-DEFAULT_BENCH_STACKS = ["lora+bf16", "lora+bf16+gc", "lora+bf16+gc+cce", DEFAULT_STACK]
+DEFAULT_STACK, DEFAULT_BENCH_STACKS = PLAN_STACK, BENCH_STACKS
 # every numeric flag is checked at parse time, before any model is loaded (bounds: memfit/recipes/limits.py)
 COUNT = bounded(int, 1, MAX_COUNT)
 SEQ_LEN = bounded(int, 8, MAX_COUNT)
@@ -193,7 +193,7 @@ def _cmd_choose(args, model: str, random_init: bool) -> int:
     if stack is DEFAULT_STACK:  # not typed: the base of the search, not a finished (lossy) stack
         import torch
 
-        stack = "lora+bf16" if torch.cuda.is_available() else "lora"
+        stack = AUTO_BASE["cuda" if torch.cuda.is_available() else "cpu"]
     res = choose_stack(model, stack, seq_len=args.seq_len, target_effective_batch=args.target_effective_batch,
                        probe_budget=args.probe_budget, out_dir=args.out, json_path=args.json,
                        name=args.name if args.name != "plan" else "auto", **common)

@@ -8,7 +8,7 @@ so composition never depends on the order the user listed them in.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Optional, Protocol, runtime_checkable
 
 import torch
 
@@ -80,6 +80,9 @@ class Strategy(Protocol):
     # the field that limits the strategy to N decoder layers (gc's `layers`; None there: every layer), so the auto
     # search can try partial versions without knowing the strategy; None: all or nothing
     layer_subset: ClassVar[str | None]
+    # the field holding the effective batch the strategy accumulates to (ga's `effective_batch`), so the recipe can plan
+    # for that target and add the strategy to a stack without naming it; None: not an accumulation target
+    accumulation_target: ClassVar[str | None]
     autocast_dtype: torch.dtype | None  # the dtype the stack computes in, if this strategy decides it
     # What the auto search (memfit.plan.auto) needs to know, declared by each strategy; plugins that declare
     # nothing get AUTO_DEFAULTS: an exact, cost-free candidate with no requirements.
@@ -94,12 +97,20 @@ class Strategy(Protocol):
 
 # The optional declared attributes and their defaults: the stack reads nothing else off a strategy by name.
 DECLARED_DEFAULTS: dict[str, Any] = {"shorthand": None, "freezes_base": False, "autocast_dtype": None,
-                                     "layer_subset": None}
+                                     "layer_subset": None, "accumulation_target": None}
 
 
 def declared(strategy: Any, attribute: str) -> Any:
     """A declared attribute of a strategy (class or instance), or its protocol default."""
     return getattr(strategy, attribute, DECLARED_DEFAULTS[attribute])
+
+
+def effective_batch_target(strategies: Iterable[Any]) -> Optional[int]:
+    """The effective batch a stack's accumulation strategy is asked to reach (None: fixed steps or none)."""
+    for s in strategies:
+        if field_name := declared(s, "accumulation_target"):
+            return getattr(s, field_name, None)
+    return None
 
 
 def steps_to_reach(effective_batch: int, micro_batch: int, num_processes: int = 1) -> int:

@@ -42,7 +42,9 @@ def load_plugins() -> None:
     global _PLUGINS_LOADED
     if _PLUGINS_LOADED:
         return
-    import memfit.strategies  # noqa: F401  (the built-ins register on import; `import memfit` alone stays light)
+    import memfit.strategies  # the built-ins register on import of their modules; `import memfit` alone stays light
+
+    memfit.strategies.register_builtins()
 
     _PLUGINS_LOADED = True
     for ep in entry_points(group=ENTRY_POINT_GROUP):

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ..core.protocol import effective_batch_target
 from ..core.stack import Stack
 from ..launch.distributed import check_launch, partial_state
 from ..models import load_model
@@ -40,7 +41,7 @@ from .preflight import (check_data_fits, check_vocabulary, model_config_without_
 from .quality import original_result
 from .results import results_record, write_report
 from .saved_run import BASE_FINGERPRINT, base_fingerprint
-from .run_config import DEVICE_DEFAULTS, SEED_STACK, FinetuneConfig  # noqa: F401 - public names of this module
+from .run_config import DEVICE_DEFAULTS, FinetuneConfig  # noqa: F401 - public names of this module
 from .stack_choice import auto_stack, with_accumulation
 
 log = logging.getLogger(__name__)
@@ -110,9 +111,9 @@ class FinetuneRecipe:
 
     @staticmethod
     def target(stack: Stack):
-        """The effective batch the stack's own 'ga' asks for (None for fixed steps, e.g. 'ga8'): the planner trains
-        at the smallest micro-batch that reaches it in the fewest accumulation steps, not at the max."""
-        return getattr(stack.get("ga"), "effective_batch", None)
+        """The effective batch the stack's accumulation asks for (None for fixed steps, e.g. 'ga8'): the planner
+        trains at the smallest micro-batch that reaches it in the fewest accumulation steps, not at the max."""
+        return effective_batch_target(stack)
 
     def check_vocabulary(self, tokenizer) -> None:
         """The tokenizer against the model's vocabulary, from its config (no weights read), before any tokenising; a

@@ -41,9 +41,6 @@ def merge_run(run_dir: str | Path, out: str | Path, dtype: str = "fp32") -> Path
                        f"another under its name) would delete it; pass a folder outside it")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunError(f"--out {out} already exists: pass a new folder (a merge never overwrites one)")
-    if out.expanduser().resolve().is_relative_to(Path(run_dir).expanduser().resolve()):
-        raise RunError(f"--out {out} lies inside the run folder {run_dir}: continuing the run would replace its "
-                       f"adapter folder and delete the export; pass a folder outside {run_dir}")
     run = read_run(run_dir)
     model = merged_model(run, torch.device("cpu")).to(DTYPES[dtype])
     tokenizer = run_tokenizer(run)

@@ -67,7 +67,8 @@ def write_report(run_dir: Path, results: dict[str, Any], data_table: str, is_mai
     if write_curves(run_dir, results):
         results["curves_png"] = CURVES_FILE
     # NaN becomes null (always valid JSON); the checksum lets eval and merge notice a hand-edited record
-    atomic_write_json(run_dir / "results.json", with_checksum(results), default=str)
+    results["checksum"] = with_checksum(results)["checksum"]  # the caller gets exactly what the file holds
+    atomic_write_json(run_dir / "results.json", results, default=str)
     atomic_write_text(run_dir / "summary.md", summary_markdown(results, data_table))
     say(f"wrote {run_dir / 'results.json'} and {run_dir / 'summary.md'}")
 

@@ -31,8 +31,14 @@ from .limits import MAX_EPOCHS, MAX_LR, MAX_SEED, number_problem
 from .sections import DataRequest, DataSection, EvalSection, ModelSection, PlanSection, Section  # noqa: F401
 
 # CUDA: the planner chooses (memfit.plan.auto); CPU: the sweep's pick (see recipes/smollm2-cpu.yaml), fixed and fast
-# all-linear: the family's own projections (Phi-3's fused qkv_proj/gate_up_proj too), resolved by the LoRA strategy
-SEED_STACK = {"cuda": "auto", "cpu": "lora:targets=all-linear,dropout=0+ga:effective_batch={batch}"}
+def seed_stack(device: str) -> str:
+    """The default stack: 'auto' on CUDA, the strategies' CPU seed stack on CPU (imported here, not at the top:
+    importing strategies/ loads torch, which `memfit train --help` does without)."""
+    if device == "cuda":
+        return "auto"
+    from ..strategies.defaults import CPU_SEED_STACK
+
+    return CPU_SEED_STACK
 DEVICE_DEFAULTS: dict[str, dict[str, Any]] = {
     # 6 steps x 8 x 256 = 12k training tokens and 2 x 4k evaluation tokens: minutes on 2 CPU cores for SmolLM2-135M
     # in fp32. Swept lr 1e-3..6e-3 and 8/16 steps: 3e-3 for 8 steps (-14.0 %) = 1e-3 for 16 (-13.9 %); 3e-3 for 16
@@ -197,7 +203,7 @@ class FinetuneConfig(Section):
             filled["eval_max_tokens"] = None
         if self.stack is None:
             batch = self.plan.target_effective_batch or defaults["target_effective_batch"]
-            filled["stack"] = SEED_STACK[device].format(batch=batch)
+            filled["stack"] = seed_stack(device).format(batch=batch)
         resolved = self.updated(**filled)
         if self.run_name is None:  # the settings' hash in the name: different configurations never share a folder
             name = Path(self.model.source).name.lower()

@@ -1,17 +1,18 @@
 """The run's stack: `stack: auto` asks the planner (memfit.plan.choose) for the fastest exact-first stack on top of
-AUTO_BASE; any stack without its own accumulation strategy gets a 'ga' reaching the effective batch."""
+AUTO_BASE; any stack without its own accumulation strategy gets the one that reaches an effective batch (declared)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..core.protocol import declared
+from ..core.registry import available
 from ..core.stack import Stack
+from ..strategies.defaults import AUTO_BASE
 
 if TYPE_CHECKING:
     from .run_config import FinetuneConfig
 
-# the base the auto search adds strategies to: bf16 LoRA on CUDA, fp32 LoRA on CPU
-AUTO_BASE = {"cuda": "lora+bf16", "cpu": "lora"}
 
 
 def auto_stack(cfg: "FinetuneConfig", state) -> str:
@@ -39,4 +40,5 @@ def with_accumulation(spec: str, target: int) -> Stack:
     stack = Stack.coerce(spec)
     if stack.decides_accumulation:
         return stack
-    return Stack([*stack.strategies, *Stack.from_dict([{"name": "ga", "effective_batch": target}])])
+    accumulate = next(cls for cls in available().values() if declared(cls, "accumulation_target"))
+    return Stack([*stack.strategies, accumulate(**{declared(accumulate, "accumulation_target"): target})])

@@ -1,18 +1,23 @@
-"""Built-in memory strategies, one file each. Importing this package registers them by name."""
+"""Built-in memory strategies, one file each. `register_builtins()` imports them, which registers them by name (the
+registry calls it on its first read); the classes are also importable from here (`from memfit.strategies import LoRA`),
+each module loaded on first use, so `memfit.strategies.defaults` can be read without torch."""
 
-from .activation_offload import ActivationOffload
-from .chunked_cross_entropy import ChunkedCrossEntropy
-from .compile_layers import CompileLayers
-from .gradient_accumulation import GradientAccumulation
-from .gradient_checkpointing import GradientCheckpointing
-from .liger import LigerKernels
-from .lora import LoRA
-from .mixed_precision import MixedPrecision
-from .optimizer8bit import Optimizer8bit
-from .quant4bit import Quant4bit
-from .quant4bit_fused import Quant4bitFused
-from .quant8bit import Quant8bit
-from .tiled_mlp import TiledMLP
+import importlib
 
-__all__ = ["ActivationOffload", "ChunkedCrossEntropy", "CompileLayers", "GradientAccumulation",
-           "GradientCheckpointing", "LigerKernels", "LoRA", "MixedPrecision", "Optimizer8bit", "Quant4bit", "Quant4bitFused", "Quant8bit", "TiledMLP"]
+BUILTINS = {"ActivationOffload": "activation_offload", "ChunkedCrossEntropy": "chunked_cross_entropy",
+            "CompileLayers": "compile_layers", "GradientAccumulation": "gradient_accumulation",
+            "GradientCheckpointing": "gradient_checkpointing", "LigerKernels": "liger", "LoRA": "lora",
+            "MixedPrecision": "mixed_precision", "Optimizer8bit": "optimizer8bit", "Quant4bit": "quant4bit",
+            "Quant4bitFused": "quant4bit_fused", "Quant8bit": "quant8bit", "TiledMLP": "tiled_mlp"}
+__all__ = [*BUILTINS, "register_builtins"]
+
+
+def register_builtins() -> None:
+    for module in dict.fromkeys(BUILTINS.values()):
+        importlib.import_module(f"{__name__}.{module}")
+
+
+def __getattr__(name: str):
+    if name in BUILTINS:
+        return getattr(importlib.import_module(f"{__name__}.{BUILTINS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,6 +22,7 @@ class GradientAccumulation(BaseModel):
     phase: ClassVar[int] = PHASE_SCHEDULE
     auto_candidate: ClassVar[bool] = False  # the search sets the steps from the target
     shorthand: ClassVar[str] = "steps"
+    accumulation_target: ClassVar[str] = "effective_batch"  # the recipe plans for it and adds 'ga' through it
 
     steps: Optional[int] = Field(None, ge=1)
     effective_batch: Optional[int] = Field(None, ge=1)

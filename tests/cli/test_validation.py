@@ -80,4 +80,4 @@ def test_merge_into_the_run_folder_is_refused(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     line = _refused(["merge", str(run), "--out", str(run / "adapter" / "merged")], capsys)
-    assert "lies inside the run folder" in line
+    assert "lies inside the run directory" in line

@@ -2,7 +2,8 @@
 import hashlib
 import os
 
-from memfit.data.text.hygiene import binary_reason, candidate_files, file_sha256, not_a_regular_file
+from memfit.core.integrity import file_sha256
+from memfit.data.text.hygiene import binary_reason, candidate_files, not_a_regular_file
 
 
 def test_each_kind_of_non_regular_file_is_named_and_links_to_folders_are_not_followed(tmp_path):

@@ -11,7 +11,7 @@ from _models import tiny_model
 def test_memfit_plan_refuses_a_non_positive_seq_len_in_one_line(seq, capsys):
     assert main(["plan", "--model-config", "llama-3.2-1b", "--stack", "lora", "--seq-len", str(seq)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"memfit: sequence length {seq} is not a positive whole number") and err.count("\n") == 1
+    assert err.startswith(f"memfit: argument --seq-len: {seq} is below 8") and err.count("\n") == 1
 
 
 def test_plan_refuses_a_seq_len_beyond_the_model(tmp_path):

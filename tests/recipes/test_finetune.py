@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "data"))
 from pdf_factory import english_page, write_text_pdf  # noqa: E402
 
 from memfit import Stack  # noqa: E402
-from memfit.recipes.finetune import SEED_STACK  # noqa: E402
+from memfit.recipes.run_config import seed_stack  # noqa: E402
 
 
 
@@ -118,7 +118,7 @@ def test_example_end_to_end_writes_every_result_and_reuses_caches(tmp_path, monk
     assert data["documents"] == 2 and data["skipped_files"] == [] and data["text_from_cache"] == 0
     assert set(data["split"]) == {"train", "test"} and data["split"]["train"]["blocks"] > 0
     assert data["test_documents"] and all(name.endswith(".pdf") for name in data["test_documents"])
-    assert saved["stack"] == Stack.from_spec(SEED_STACK["cpu"].format(batch=16)).spec
+    assert saved["stack"] == Stack.from_spec(seed_stack("cpu").format(batch=16)).spec
     assert "LoRA" in saved["stack_description"] and "checkpoint" not in saved["stack_description"]
     assert ev["sampled"] and ev["pieces"] == 3 and ev["piece_tokens"] == 32 and ev["context_length"] == 32
     assert ev["scored_tokens"] == 3 * 31 == ev["base"]["tokens"] == ev["final"]["tokens"]
