@@ -27,6 +27,7 @@ from .sharded import engine_and_world, prepare_for_probes
 from ..core.protocol import steps_to_reach
 from ..core.processes import rank_and_world
 from ..core.stack import Stack
+from .ranks import agree, reduce_value
 
 
 @dataclass
@@ -86,27 +87,6 @@ def versions() -> dict[str, str]:
     if torch.cuda.is_available():
         out["cuda"] = str(torch.version.cuda)
     return out
-
-
-def _distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
-def _reduce(value: float, op: str, device) -> float:
-    """All ranks must take the same search path, so every number the path depends on is agreed on."""
-    if not _distributed():
-        return value
-    dev = device if torch.distributed.get_backend() == "nccl" else "cpu"
-    t = torch.tensor([float(value)], device=dev, dtype=torch.float64)
-    torch.distributed.all_reduce(t, op=getattr(torch.distributed.ReduceOp, op))
-    return t.item()
-
-
-def _agree(fits: bool, peak: Optional[float], device) -> tuple[bool, Optional[float]]:
-    """A size fits only if it fits on every rank; its peak is the worst rank's."""
-    fits = bool(_reduce(1.0 if fits else 0.0, "MIN", device))
-    peak = _reduce(peak or 0.0, "MAX", device)
-    return fits, (peak if fits else None)
 
 
 ALLOCATOR_SLACK = 0.012  # the allocator OOMs ~1% below the budget (block rounding, workspaces): aim just under
@@ -238,7 +218,7 @@ def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Opt
                     **({"engine": engine, "shards": shards} if engine != "single" else {})})
     path = Path(cache_dir or cache_root() / "plans") / f"{key}.json"
     cached = None if fresh else read_plan_cache(path)  # a corrupt or unchecked entry: None (and removed)
-    if _reduce(float(cached is not None), "MIN", device):  # every rank hits, or all re-probe
+    if reduce_value(float(cached is not None), "MIN", device):  # every rank hits, or all re-probe
         return PlanResult.from_dict({**cached, "cache_hit": True, "cache_path": str(path)})
 
     meter = meter or (CudaMeter(device, margin) if device.type == "cuda" else None)
@@ -246,8 +226,8 @@ def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Opt
         raise ValueError("planning on CPU needs a SimulatedMeter(budget_bytes): CPU memory has no OOM boundary to "
                          "search for; run on a GPU or pass meter=SimulatedMeter(...) (CLI: --cpu-budget-gib N)")
     est = estimate(stack, config, seq_len, ctx, engine=engine, world=shards)
-    budget = _reduce(meter.budget, "MIN", device)  # the smallest device decides
-    predicted = int(_reduce(est.max_micro_batch(budget), "MIN", device))
+    budget = reduce_value(meter.budget, "MIN", device)  # the smallest device decides
+    predicted = int(reduce_value(est.max_micro_batch(budget), "MIN", device))
     optimizer = stack.make_optimizer(model, ctx, lr=0.0)  # lr=0: planning must not change the weights
     step_engine, around = None, contextlib.nullcontext
     if accelerator is not None:
@@ -256,7 +236,7 @@ def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Opt
     def probe(b: int) -> Probe:
         with around():
             p = run_probe(model, optimizer, stack, ctx, meter, b, seq_len, eval_batch_size, packed, step_engine)
-        p.fits, p.peak_bytes = _agree(p.fits, p.peak_bytes, device)
+        p.fits, p.peak_bytes = agree(p.fits, p.peak_bytes, device)
         if progress:  # one line per probe as it happens: a long search must show it is alive
             progress(p)
         return p
@@ -265,7 +245,7 @@ def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Opt
     try:
         with meter:  # a CudaMeter caps the process's device memory for the probes only
             best, probes = search_max(probe, predicted=predicted or None, budget=budget,
-                                      baseline=lambda: _reduce(meter.baseline(), "MAX", device),
+                                      baseline=lambda: reduce_value(meter.baseline(), "MAX", device),
                                       limit=limit)
             if device.type == "cuda":
                 best = retry_boundary(probe, probes, best, limit)
@@ -279,10 +259,6 @@ def plan(model, stack: Stack | str, *, seq_len: int, target_effective_batch: Opt
     if rank_and_world()[0] == 0:
         write_plan_cache(path, result.to_dict())
     return result
-
-
-def grad_accum_for(stack: Stack, micro_batch: int, world: int, target: Optional[int]) -> int:
-    return steps_to_reach(target, micro_batch, world) if target else stack.accumulation_steps(micro_batch, world)
 
 
 def training_size(stack: Stack, max_micro_batch: int, world: int, target: Optional[int]) -> tuple[int, int]:

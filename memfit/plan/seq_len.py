@@ -18,7 +18,8 @@ import torch
 from ..core.stack import Stack
 from ..models import cache_root
 from .memory import GiB, estimate
-from .planner import (CudaMeter, _agree, _device_name, _distributed, _reduce, plan_key, retry_boundary, search_max,
+from .ranks import agree, distributed, reduce_value
+from .planner import (CudaMeter, _device_name, plan_key, retry_boundary, search_max,
                       write_plan_cache)
 from .cache import read_plan_cache
 from .probe import Probe, run_probe
@@ -81,7 +82,7 @@ def plan_max_seq_len(model, stack: Stack | str, *, micro_batch: int = 1, margin:
                          f"with a RoPE scaling (CLI: --rope-scaling yarn:factor=N)")
     limit = limit or positions
     scaling = _scaling_of(config)
-    world = torch.distributed.get_world_size() if _distributed() else 1
+    world = torch.distributed.get_world_size() if distributed() else 1
     ctx = stack.context(device, num_processes=world)
     sim_budget = None if meter is None or isinstance(meter, CudaMeter) else meter.budget
     key = plan_key(config, stack, 0, _device_name(device), {"max_seq_len_at": micro_batch, "margin": margin,
@@ -89,22 +90,22 @@ def plan_max_seq_len(model, stack: Stack | str, *, micro_batch: int = 1, margin:
                    "rope": scaling})
     path = Path(cache_dir or cache_root() / "plans") / f"{key}.json"
     cached = None if fresh else read_plan_cache(path)  # a corrupt or unchecked entry: None (and removed)
-    if _reduce(float(cached is not None), "MIN", device):
+    if reduce_value(float(cached is not None), "MIN", device):
         return SeqLenResult(**{**{k: v for k, v in cached.items() if k != "probe_count"},
                                "cache_hit": True, "cache_path": str(path)})
     meter = meter or (CudaMeter(device, margin) if device.type == "cuda" else None)
     if meter is None:
         raise ValueError("planning on CPU needs a SimulatedMeter(budget_bytes): CPU memory has no OOM boundary to "
                          "search for; run on a GPU or pass meter=SimulatedMeter(...) (CLI: --cpu-budget-gib N)")
-    budget = _reduce(meter.budget, "MIN", device)
-    predicted = int(_reduce(predicted_max_seq_len(stack, config, micro_batch, budget, ctx), "MIN", device))
+    budget = reduce_value(meter.budget, "MIN", device)
+    predicted = int(reduce_value(predicted_max_seq_len(stack, config, micro_batch, budget, ctx), "MIN", device))
     optimizer = stack.make_optimizer(model, ctx, lr=0.0)  # lr=0: planning must not change the weights
 
     # The search runs over s = seq_len - 1 (s >= 1): a 1-token sequence predicts no token, its loss is 0/0, and
     # the NaN gradients would reach the weights through Adam even at lr=0.
     def probe(s: int) -> Probe:
         p = run_probe(model, optimizer, stack, ctx, meter, micro_batch, s + 1, eval_batch_size)
-        p.fits, p.peak_bytes = _agree(p.fits, p.peak_bytes, device)
+        p.fits, p.peak_bytes = agree(p.fits, p.peak_bytes, device)
         p.micro_batch = s + 1  # the searched size is the sequence length here
         if progress:
             progress(p)
@@ -114,7 +115,7 @@ def plan_max_seq_len(model, stack: Stack | str, *, micro_batch: int = 1, margin:
     try:
         with meter:  # a CudaMeter caps the process's device memory for the probes only
             best, probes = search_max(probe, predicted=max(0, predicted - 1) or None, budget=budget,
-                                      baseline=lambda: _reduce(meter.baseline(), "MAX", device), limit=limit - 1)
+                                      baseline=lambda: reduce_value(meter.baseline(), "MAX", device), limit=limit - 1)
             if device.type == "cuda":
                 best = retry_boundary(probe, probes, best, limit - 1)
     finally:
@@ -125,6 +126,6 @@ def plan_max_seq_len(model, stack: Stack | str, *, micro_batch: int = 1, margin:
                        budget / GiB, getattr(meter, "margin", 0.0), predicted,
                        [{**asdict(p), "seq_len": p.micro_batch, "micro_batch": micro_batch} for p in probes], time.perf_counter() - start,
                        _device_name(device), cache_path=str(path), position_limit=limit, rope_scaling=scaling)
-    if not _distributed() or torch.distributed.get_rank() == 0:
+    if not distributed() or torch.distributed.get_rank() == 0:
         write_plan_cache(path, res.to_dict())
     return res
