@@ -140,19 +140,19 @@ def test_data_folder_form_scores_every_document_of_the_folder(run, monkeypatch, 
 
 def sealed_copy(run_dir: Path, dest: Path) -> Path:
     """A copy of the run, with its own copy of the base model, carrying every record this memfit verifies: the base
-    weights' fingerprint and results.json's checksum (finetune.py writes both once wired), the adapter's manifest
-    (saving.py writes it once wired). The copy's files may be damaged freely."""
+    weights' fingerprint and results.json's checksum, the adapter's manifest, all recomputed for the copied base.
+    The copy's files may be damaged freely."""
     from memfit.core.files import atomic_write_json
     from memfit.core.integrity import with_checksum, write_manifest
     from memfit.recipes.saved_run import BASE_FINGERPRINT, base_fingerprint
 
     recorded = results(run_dir)
     base = dest / "base"
-    shutil.copytree(recorded["config"]["model"], base)
+    shutil.copytree(recorded["config"]["model"]["name"], base)
     other = dest / "run"
     shutil.copytree(run_dir, other, ignore=shutil.ignore_patterns("checkpoints", "logs"))
     write_manifest(other / "adapter")
-    recorded["config"]["model"] = str(base)
+    recorded["config"]["model"]["name"] = str(base)
     recorded[BASE_FINGERPRINT] = base_fingerprint(str(base))
     atomic_write_json(other / "results.json", with_checksum(recorded), default=str)
     return other

@@ -84,6 +84,12 @@ def test_example_end_to_end_writes_every_result_and_reuses_caches(tmp_path, monk
     run = out / "first"
     saved = json.loads((run / "results.json").read_text())
     assert saved == json.loads(json.dumps(first, default=str))
+    # what eval, merge and resume verify later: the record's checksum, the base weights' content, the adapter's files
+    from memfit.core.integrity import checksum_problem, manifest_problem
+    from memfit.recipes.saved_run import base_fingerprint
+
+    assert checksum_problem(saved) is None and saved["base_fingerprint"] == base_fingerprint(tiny_model_dir)
+    assert saved["base_fingerprint"].startswith("sha256:") and manifest_problem(run / "adapter") is None
 
     # the headline numbers, and how they relate
     plan, train, ev = saved["plan"], saved["train"], saved["evaluation"]
