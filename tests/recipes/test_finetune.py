@@ -88,7 +88,7 @@ def test_example_end_to_end_writes_every_result_and_reuses_caches(tmp_path, monk
     from memfit.core.integrity import checksum_problem, manifest_problem
     from memfit.recipes.saved_run import base_fingerprint
 
-    assert checksum_problem(saved) is None and saved["base_fingerprint"] == base_fingerprint(tiny_model_dir)
+    assert checksum_problem(saved) is None and saved["base_fingerprint"] == base_fingerprint(str(tiny_model_dir))
     assert saved["base_fingerprint"].startswith("sha256:") and manifest_problem(run / "adapter") is None
 
     # the headline numbers, and how they relate
