@@ -363,7 +363,10 @@ def test_adapter_from_another_base_model_is_refused_before_loading(tmp_path):
     with pytest.raises(CheckpointError, match=r"trained on another base model: hidden_size 64 there vs 96 here.*"
                                               r"load the base model it was trained on"):
         load_adapter(wider, adapter)
-    (adapter / "memfit_base.json").unlink()  # a plain peft adapter: the shapes still tell
+    from memfit.core.integrity import MANIFEST
+
+    (adapter / "memfit_base.json").unlink()  # a plain peft adapter (no memfit records, no checksums): the shapes tell
+    (adapter / MANIFEST).unlink()
     with pytest.raises(CheckpointError, match=r"lora_A.weight has shape \[8, 64\] but .* has 96 inputs"):
         load_adapter(wider, adapter)
     with pytest.raises(CheckpointError, match=r"adapts model.layers.1.self_attn.\w_proj, which this LlamaForCausalLM "
