@@ -183,3 +183,26 @@ def test_train_takes_model_config_as_the_same_flag_as_architecture(config_files)
 
     assert parse_config(["--model-config", config_files["qwen3"]]).model.config == config_files["qwen3"]
     assert parse_config(["--architecture", config_files["phi3"]]).model.config == config_files["phi3"]
+
+
+@pytest.mark.parametrize("model_type", FAMILY_TYPES)
+def test_a_saved_adapter_reloads_and_merges_to_the_trained_logits(tmp_path, model_type):
+    """memfit's save (saving.py) -> checked load (checkpoint.load_adapter) -> merge, as `memfit eval` and `memfit merge`
+    do it: the reloaded adapter and the merged plain model give the trained model's logits, per family."""
+    from memfit.training.checkpoint import load_adapter
+
+    stack = Stack.from_spec("lora:targets=all-linear,dropout=0")
+    model = stack.apply_model(family_model(model_type), stack.context("cpu"))
+    memfit.train(model, stack, random_blocks(4, 32), TrainConfig(micro_batch=2, max_steps=2, lr=5e-2, warmup=0,
+                                                                 progress=False, output_dir=str(tmp_path),
+                                                                 checkpoint_every=None))
+    model.eval()
+    with torch.no_grad():
+        trained = model(input_ids=BATCH["input_ids"]).logits
+        reloaded = load_adapter(family_model(model_type), tmp_path / "adapter").eval()
+        torch.testing.assert_close(reloaded(input_ids=BATCH["input_ids"]).logits, trained)
+        merged = reloaded.merge_and_unload()
+        assert type(merged).__name__ == CLASSES[model_type]
+        torch.testing.assert_close(merged(input_ids=BATCH["input_ids"]).logits, trained, rtol=1e-4, atol=1e-4)
+        base = family_model(model_type)(input_ids=BATCH["input_ids"]).logits
+    assert not torch.allclose(trained, base)  # the adapter changed the model: the round trip is not trivially equal
