@@ -204,13 +204,29 @@ class FinetuneConfig(Section):
         if self.stack is None:
             batch = self.plan.target_effective_batch or defaults["target_effective_batch"]
             filled["stack"] = seed_stack(device).format(batch=batch)
-        resolved = self.updated(**filled)
+        resolved = self.updated(**filled, **self._absolute_paths())
         if self.run_name is None:  # the settings' hash in the name: different configurations never share a folder
             name = Path(self.model.source).name.lower()
             random = "-random" if self.model.random else ""
             tag = f"{name}{random}-{device_type}-{resolved.settings_hash()}"
             resolved = resolved.updated(run_name=re.sub(r"[^a-z0-9_.-]+", "-", tag))
         return resolved
+
+    def _absolute_paths(self) -> dict[str, Any]:
+        """The data, cache and output paths made absolute (as flat settings): results.json records where the run
+        read and wrote, so `memfit eval RUN` works from any folder and after the run folder is moved."""
+        def absolute(path):
+            return None if path is None else str(Path(path).expanduser().absolute())
+
+        data, out = self.data, {}
+        for name, value in (("pdf_dir", data.pdf_dir), ("text_cache", data.text_cache),
+                            ("plan_cache", self.plan.plan_cache), ("output_dir", self.output_dir)):
+            if value is not None and absolute(value) != value:
+                out[name] = absolute(value)
+        if any(getattr(s, "path", None) and not Path(s.path).is_absolute() for s in data.sources):
+            out["sources"] = [s.model_copy(update={"path": absolute(s.path)}) if getattr(s, "path", None) else s
+                              for s in data.sources]
+        return out
 
     def identity(self) -> dict[str, Any]:
         """The settings that change what a run computes (not its length, paths or display options)."""

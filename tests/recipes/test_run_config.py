@@ -79,3 +79,14 @@ def test_the_job_bounds_the_loops_settings():
     for bad in ({"lr": 1e308}, {"epochs": float("inf")}, {"warmup": float("inf")}, {"max_steps": 2**40}):
         with pytest.raises(ValidationError):
             FinetuneConfig.model_validate(bad)
+
+
+def test_paths_are_recorded_absolute_so_a_run_travels(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = FinetuneConfig.model_validate({"sources": [{"kind": "text", "path": "notes"}, {"kind": "hub", "id": "a/b"}],
+                                         "output_dir": "res", "plan_cache": "plans", "pdf_dir": "pdfs"})
+    resolved = cfg.resolved("cpu")
+    assert resolved.data.sources[0].path == str(tmp_path / "notes") and resolved.data.sources[1].id == "a/b"
+    assert resolved.output_dir == str(tmp_path / "res") and resolved.plan.plan_cache == str(tmp_path / "plans")
+    assert resolved.data.pdf_dir == str(tmp_path / "pdfs")
+    assert resolved.run_name == cfg.resolved("cpu").run_name  # the paths are not part of the run's identity
