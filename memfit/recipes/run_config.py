@@ -218,7 +218,12 @@ class FinetuneConfig(Section):
         def absolute(path):
             return None if path is None else str(Path(path).expanduser().absolute())
 
-        data, out = self.data, {}
+        data, model, out = self.data, self.model, {}
+        # a model, config, tokenizer or template given as a local path (not a Hub id or shipped name): its folder
+        for name, value in (("model", model.name), ("model_config", model.config), ("tokenizer", model.tokenizer),
+                            ("chat_template", model.chat_template)):
+            if value is not None and Path(value).expanduser().exists() and absolute(value) != value:
+                out[name] = absolute(value)
         for name, value in (("pdf_dir", data.pdf_dir), ("text_cache", data.text_cache),
                             ("plan_cache", self.plan.plan_cache), ("output_dir", self.output_dir)):
             if value is not None and absolute(value) != value:
