@@ -47,6 +47,20 @@ def test_eval_scores_the_runs_test_documents_with_and_without_the_adapter(run):
     assert merged["scored"] == "merged" and merged["perplexity"] == pytest.approx(tuned["perplexity"], rel=1e-4)
 
 
+def test_a_moved_run_still_evaluates_to_its_own_number(run, tmp_path):
+    """Runs travel: results.json records absolute data and model paths, and the adapter is found beside it."""
+    root, run_dir = run
+    recorded = results(run_dir)
+    moved = tmp_path / "elsewhere" / run_dir.name
+    moved.parent.mkdir()
+    shutil.move(run_dir, moved)
+    try:
+        tuned = evaluate(root, moved)
+    finally:
+        shutil.move(moved, run_dir)  # the shared run, put back for the other tests
+    assert tuned["perplexity"] == pytest.approx(recorded["final_perplexity"], rel=1e-5)
+
+
 def test_an_added_file_does_not_change_the_test_set(run):
     from memfit.data import split_documents
 
