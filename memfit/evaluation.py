@@ -78,23 +78,33 @@ def document_windows(n_tokens: int, context_length: int, stride: int, doc: int =
     return windows
 
 
-def _token_lists(documents) -> tuple[list[list[int]], list[int] | None]:
-    """Token ids and byte counts from a Dataset / list of {'input_ids', 'n_bytes'} dicts, or plain token-id lists."""
-    ids, n_bytes = [], []
+def _token_lists(documents) -> tuple[list[list[int]], list[int] | None, list[list[int] | None]]:
+    """Token ids, byte counts and label masks (None: every token counts) from a Dataset / list of {'input_ids',
+    'n_bytes', optional 'labels'} dicts, or plain token-id lists."""
+    ids, n_bytes, labels = [], [], []
     for doc in documents:
         if isinstance(doc, Mapping):
             ids.append(list(doc["input_ids"]))
             n_bytes.append(doc.get("n_bytes"))
+            labels.append(list(doc["labels"]) if doc.get("labels") is not None else None)
         else:
             ids.append(list(doc))
             n_bytes.append(None)
-    return ids, (None if any(b is None for b in n_bytes) else [int(b) for b in n_bytes])
+            labels.append(None)
+    return ids, (None if any(b is None for b in n_bytes) else [int(b) for b in n_bytes]), labels
+
+
+def has_label_mask(documents) -> bool:
+    """True when some document's `labels` leave tokens out (chat data trained on the assistant's tokens only)."""
+    return any(isinstance(d, Mapping) and d.get("labels") is not None and list(d["labels"]) != list(d["input_ids"])
+               for d in documents)
 
 
 def collate_windows(windows: Sequence[Window], token_ids: Sequence[Sequence[int]], padding_side: str = "right",
-                    pad_token_id: int = 0) -> dict[str, torch.Tensor]:
-    """Pad windows into one batch. Labels are HF-aligned (the loss shifts them): -100 on context and padding.
-    Position ids are explicit so that left padding does not shift the positions of real tokens."""
+                    pad_token_id: int = 0, masks: Sequence[Sequence[int] | None] | None = None) -> dict[str, torch.Tensor]:
+    """Pad windows into one batch. Labels are HF-aligned (the loss shifts them): -100 on context and padding, and
+    where a document's own `masks` entry (its labels) says -100. Position ids are explicit so that left padding does
+    not shift the positions of real tokens."""
     width = max(w.end - w.start for w in windows)
     input_ids = torch.full((len(windows), width), pad_token_id, dtype=torch.long)
     labels = torch.full_like(input_ids, IGNORE_INDEX)
@@ -106,7 +116,8 @@ def collate_windows(windows: Sequence[Window], token_ids: Sequence[Sequence[int]
         real = slice(offset, offset + length)
         input_ids[row, real] = torch.tensor(token_ids[w.doc][w.start:w.end])
         scored = slice(offset + w.first_scored - w.start, offset + length)
-        labels[row, scored] = input_ids[row, scored]
+        mask = masks[w.doc] if masks is not None else None
+        labels[row, scored] = input_ids[row, scored] if mask is None else torch.tensor(mask[w.first_scored:w.end])
         attention_mask[row, real] = 1
         position_ids[row, real] = torch.arange(length)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids, "labels": labels}
@@ -127,7 +138,7 @@ def scored_positions_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor])
 
 def perplexity(model: torch.nn.Module, documents, *, context_length: int = 512, stride: int | None = None,
                batch_size: int = 8, accelerator=None, loss_fn: LossFn | None = None, progress: bool = False,
-               padding_side: str = "right", pad_token_id: int = 0) -> PerplexityResult:
+               padding_side: str = "right", pad_token_id: int = 0, only_labels: bool = False) -> PerplexityResult:
     """Token-weighted perplexity exp(sum NLL / predicted tokens) over whole documents (see the module docstring for
     which tokens and bytes count and how work is split across processes).
 
@@ -138,6 +149,8 @@ def perplexity(model: torch.nn.Module, documents, *, context_length: int = 512, 
     loss_fn: `(model, batch) -> (nll_sum, n_tokens)` tensors; batch has `input_ids`, `attention_mask`, `position_ids`
         and HF-aligned `labels` (-100 = not scored; the loss shifts by one), e.g. `memfit.core.loss.causal_lm_nll`.
         Default `scored_positions_nll`; a stack that never materialises full logits (chunked cross-entropy) plugs in.
+    only_labels: score only the tokens the documents' `labels` keep (what a chat run trained on: the assistant's
+        turns); bits per byte is then None (the documents' bytes include the unscored turns).
     """
     if context_length < 2:
         raise ValueError(f"context_length must be >= 2 (a window of L tokens predicts L - 1), got {context_length}")
@@ -147,7 +160,11 @@ def perplexity(model: torch.nn.Module, documents, *, context_length: int = 512, 
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     loss_fn = loss_fn or scored_positions_nll
-    token_ids, n_bytes = _token_lists(documents)
+    token_ids, n_bytes, masks = _token_lists(documents)
+    if not only_labels:
+        masks = None
+    elif any(m is not None for m in masks):
+        n_bytes = None
     windows = [w for doc, ids in enumerate(token_ids) for w in document_windows(len(ids), context_length, stride, doc)]
     if not windows:  # identical on every rank, so raising here cannot hang a collective
         raise ValueError("no document has 2 or more tokens: nothing to score")
@@ -169,7 +186,7 @@ def perplexity(model: torch.nn.Module, documents, *, context_length: int = 512, 
         with torch.no_grad():
             batches = range(0, len(local), batch_size)
             for i in tqdm(batches, desc="perplexity", disable=not progress or rank != 0):
-                batch = collate_windows(local[i:i + batch_size], token_ids, padding_side, pad_token_id)
+                batch = collate_windows(local[i:i + batch_size], token_ids, padding_side, pad_token_id, masks)
                 nll, count = loss_fn(model, {k: v.to(device) for k, v in batch.items()})
                 totals[0] += nll
                 totals[1] += count
@@ -182,6 +199,8 @@ def perplexity(model: torch.nn.Module, documents, *, context_length: int = 512, 
         dist.all_reduce(totals)
     nll_sum, tokens, total_bytes = totals.tolist()
     tokens = int(tokens)
+    if not tokens:  # identical on every rank after the reduction
+        raise ValueError("the documents' labels leave no token to score: evaluate all tokens (only_labels=False)")
     total_bytes = int(total_bytes) if n_bytes is not None else None
     return PerplexityResult(
         perplexity=math.exp(nll_sum / tokens),

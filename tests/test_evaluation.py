@@ -198,3 +198,27 @@ def test_two_processes_equal_one(model, tmp_path):
             assert result["tokens"] == single["tokens"] and result["bytes"] == single["bytes"]
             assert result["nll_sum"] == pytest.approx(single["nll_sum"], rel=1e-6)
             assert result["bits_per_byte"] == pytest.approx(single["bits_per_byte"], rel=1e-6)
+
+
+def test_only_labels_scores_the_tokens_the_labels_keep(model, model64):
+    """A chat run trained on the answers only: only_labels scores exactly those tokens (by hand in float64), with no
+    bits per byte (the bytes include the unscored turns); without it every token counts as before."""
+    docs = random_docs((17, 40))
+    rows = [{"input_ids": ids, "n_bytes": 3 * len(ids),
+             "labels": [-100 if i < len(ids) // 2 else t for i, t in enumerate(ids)]} for ids in docs]
+    res = perplexity(model, rows, context_length=16, stride=5, batch_size=3, only_labels=True)
+    nll, tokens = 0.0, 0
+    with torch.no_grad():
+        for ids in docs:  # each window re-derived as the module docstring describes, answers only
+            for w in document_windows(len(ids), 16, 5):
+                logp = torch.log_softmax(model64(input_ids=torch.tensor([ids[w.start:w.end]])).logits[0], dim=-1)
+                for t in range(w.first_scored, w.end):
+                    if t >= len(ids) // 2:
+                        nll -= logp[t - w.start - 1, ids[t]].item()
+                        tokens += 1
+    assert res.tokens == tokens == sum(len(ids) - len(ids) // 2 for ids in docs)
+    assert res.nll_sum == pytest.approx(nll, rel=1e-4) and res.bits_per_byte is None
+    every = perplexity(model, rows, context_length=16, stride=5, batch_size=3)
+    assert every.tokens == sum(len(ids) - 1 for ids in docs) and every.bits_per_byte is not None
+    with pytest.raises(ValueError, match="leave no token to score"):
+        perplexity(model, [{**rows[0], "labels": [-100] * len(docs[0])}], context_length=16, only_labels=True)

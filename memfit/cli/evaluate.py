@@ -54,16 +54,20 @@ def _settings(args, cfg) -> dict[str, Any]:
 
 
 def _score(model, documents, tokenizer, s: dict[str, Any], label: str) -> dict[str, Any]:
-    from ..evaluation import perplexity
+    from ..evaluation import has_label_mask, perplexity
     from ..recipes.finetune_data import sample_documents
     from ..recipes.held_out import sample_chunk
 
     pieces, sample = sample_documents(documents, tokenizer, s["max_tokens"], sample_chunk(s["context"], s["max_tokens"]))
-    res = perplexity(model, pieces, context_length=s["context"], stride=s["stride"], batch_size=s["batch_size"],
-                     progress=True, pad_token_id=tokenizer.pad_token_id)
+    common = dict(context_length=s["context"], stride=s["stride"], batch_size=s["batch_size"], progress=True,
+                  pad_token_id=tokenizer.pad_token_id)
+    masked = has_label_mask(pieces)  # a chat run: the answer tokens it scored, all tokens beside them
+    res = perplexity(model, pieces, only_labels=masked, **common)
     log.info(f"{label} perplexity {res.perplexity:.3f} ({res.bits_per_byte or math.nan:.4f} bits/byte, "
-             f"{res.tokens:,} tokens)")
-    return {**res.to_dict(), "scored": label, "sample": sample}
+             f"{res.tokens:,} {'answer tokens' if masked else 'tokens'})")
+    every = perplexity(model, pieces, **common).to_dict() if masked else None
+    return {**res.to_dict(), "scored": label, "sample": sample, "tokens_scored": "answer tokens" if masked else
+            "all tokens", "all_tokens": every}
 
 
 def cmd_eval(args) -> int:

@@ -6,7 +6,7 @@ import logging
 import math
 from typing import Any, Callable, Optional
 
-from ..evaluation import perplexity
+from ..evaluation import has_label_mask, perplexity
 from .finetune_data import sample_documents
 from .sections import EvalSection
 
@@ -39,18 +39,27 @@ class HeldOut:
         self.pad_token_id = tokenizer.pad_token_id
         chunk = sample_chunk(settings.eval_context, settings.eval_max_tokens)
         self.pieces, self.info = sample_documents(test, tokenizer, settings.eval_max_tokens, chunk)
+        # chat / prompt-completion data trained on the answers only: score what training scored, all tokens beside it
+        self.masked = has_label_mask(self.pieces)
+        self.all_tokens: dict[str, dict[str, Any]] = {}
 
     def score(self, model, label: str):
         s = self.settings
-        res = perplexity(model, self.pieces, context_length=s.eval_context, stride=s.eval_stride,
-                         batch_size=s.eval_batch_size, accelerator=self.accelerator, progress=self.progress,
-                         pad_token_id=self.pad_token_id)
+        common = dict(context_length=s.eval_context, stride=s.eval_stride, batch_size=s.eval_batch_size,
+                      accelerator=self.accelerator, progress=self.progress, pad_token_id=self.pad_token_id)
+        res = perplexity(model, self.pieces, only_labels=self.masked, **common)
+        scored = "answer tokens (what the loss trained on)" if self.masked else "tokens"
         self.say(f"{label} perplexity {res.perplexity:.3f} ({res.bits_per_byte or math.nan:.4f} bits/byte, "
-                 f"{res.tokens:,} tokens)")
+                 f"{res.tokens:,} {scored})")
+        if self.masked:
+            every = perplexity(model, self.pieces, **common)
+            self.all_tokens[label] = every.to_dict()
+            self.say(f"{label} perplexity over all tokens {every.perplexity:.3f} ({every.tokens:,} tokens)")
         return res
 
     def record(self, original, base, final) -> dict[str, Any]:
         """results.json's "evaluation" entry."""
         return {**self.info, "context_length": final.context_length, "stride": final.stride,
                 "scored_tokens": final.tokens, "scored_bytes": final.bytes, "original": original.to_dict(),
-                "base": base.to_dict(), "final": final.to_dict()}
+                "base": base.to_dict(), "final": final.to_dict(),
+                "scored": "answer tokens" if self.masked else "all tokens", "all_tokens": self.all_tokens or None}

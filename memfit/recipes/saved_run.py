@@ -112,10 +112,13 @@ def test_documents(run: SavedRun, tokenizer) -> list[dict[str, Any]]:
         if record is not None and record.messages is not None:
             from ..data.chat import tokenize_chat
 
-            ids = tokenize_chat(tokenizer, record.messages)[0]
+            ids, labels = tokenize_chat(tokenizer, record.messages)
         else:
-            ids = tokenize(tokenizer, [text])[0]
-        rows.append({"name": name, "input_ids": ids, "n_bytes": len(text.encode("utf-8"))})
+            ids, labels = tokenize(tokenizer, [text])[0], None
+        row = {"name": name, "input_ids": ids, "n_bytes": len(text.encode("utf-8"))}
+        if labels is not None and not data.train_on_inputs:  # what the run trained and scored: the answers
+            row["labels"] = labels
+        rows.append(row)
     return rows
 
 

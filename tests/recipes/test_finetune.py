@@ -234,3 +234,35 @@ def test_a_fixed_micro_batch_skips_the_planner_and_the_report_says_what_it_train
     assert results["model_class"] == "LlamaForCausalLM" and results["model_family"] == "llama"
     summary = (tmp_path / "out" / "fixed" / "summary.md").read_text()
     assert "on 3 text files (notes)" in summary and "tokens/s n/a" in summary and "planner skipped" in summary
+
+
+def test_a_chat_run_scores_the_answer_tokens_it_trained_on(tmp_path, monkeypatch, tiny_tokenizer):
+    """Chat data trains on the assistant's tokens (train_on_inputs false): the run's held-out numbers score those
+    tokens, the all-token perplexity is recorded beside them, and the summary says what the loss counted."""
+    import copy
+
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from memfit.recipes.finetune import run_finetune
+
+    monkeypatch.setenv("MEMFIT_CACHE", str(tmp_path / "cache"))
+    tokenizer = copy.deepcopy(tiny_tokenizer)
+    tokenizer.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<eos>\n{% endfor %}")
+    model_dir = tmp_path / "tiny-chat"
+    torch.manual_seed(0)
+    LlamaForCausalLM(tiny_config(vocab_size=len(tokenizer))).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    rows = [{"messages": [{"role": "user", "content": f"Question {i} about the ocean heat content?"},
+                          {"role": "assistant", "content": english_page(seed=i)[:90]}]} for i in range(12)]
+    (tmp_path / "chat.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    results = run_finetune(sources=[{"kind": "table", "path": str(tmp_path / "chat.jsonl")}], model=str(model_dir),
+                           output_dir=str(tmp_path / "out"), run_name="chat", seq_len=128, target_effective_batch=4,
+                           max_steps=1, eval_context=128, eval_max_tokens=0, cpu_budget_gib=0.01, max_micro_batch=4,
+                           log_with=None, progress=False)
+    ev = results["evaluation"]
+    assert results["data"]["loss_tokens"] == "assistant" and ev["scored"] == "answer tokens"
+    final, every = ev["final"], ev["all_tokens"]["final"]
+    assert 0 < final["tokens"] < every["tokens"] and final["bits_per_byte"] is None
+    assert results["final_perplexity"] == pytest.approx(final["perplexity"])
+    assert "assistant" in (tmp_path / "out" / "chat" / "summary.md").read_text()
