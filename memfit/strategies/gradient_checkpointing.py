@@ -15,7 +15,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..core.protocol import PHASE_CHECKPOINT, StackError, strategy_config
 from ..core.registry import register_strategy
-from ._model_parts import decoder_layers  # also what tiled_mlp.py imports from here until it imports _model_parts
+from ._model_parts import decoder_layers
 
 
 def spread(n_total: int, n_pick: int) -> list[int]:

@@ -126,11 +126,10 @@ class Quant4bitFused(BaseModel):
         return model
 
     def restore_model(self, model, ctx):
-        for keep in (False, True):
-            back = {fused: original for original, fused in fused_classes(keep).items()}
-            for module in model.modules():
-                if type(module) in back:
-                    module.__class__ = back[type(module)]
+        back = {fused: original for original, fused in fused_classes(self.keep_weight).items()}
+        for module in model.modules():
+            if type(module) in back:
+                module.__class__ = back[type(module)]
         return model
 
     def estimate_memory(self, est, ctx):
@@ -159,9 +158,9 @@ def _saved_inputs(e, targets: set[str], dropout: bool, rank: int) -> float:
 def _dequantized(e, keep_weight: bool) -> float:
     """16-bit copies of dequantized weights alive at the peak: the largest single weight (dequantized, used, freed),
     or with keep_weight every uncheckpointed layer's weights plus one checkpointed layer's (its recompute's)."""
-    layer = e.linear_params / e.n_layers * e.compute_bytes
     if not keep_weight:
         family, shapes = FAMILIES[e.family], projection_shapes(e)
         names = family.attention_projections + family.mlp_projections
         return float(max(shapes[n][0] * shapes[n][1] for n in names) * e.compute_bytes)
+    layer = e.linear_params / e.n_layers * e.compute_bytes
     return float((e.n_layers - e.checkpointed_layers) * layer + (layer if e.checkpointed_layers else 0))
