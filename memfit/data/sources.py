@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from memfit.data.errors import DataError
 
@@ -29,6 +29,13 @@ class _SourceBase(BaseModel):
                                                   "(fractions sample a deterministic subset)")
     on_error: OnError = Field("skip", description="bad rows/files: 'skip' (reported) or 'raise' (stop the run)")
     name: Optional[str] = Field(None, description="label used in statistics and provenance; default: the path")
+
+    @model_validator(mode="after")
+    def _kind_always_set(self):
+        # `kind` is the discriminator of Source: a dump of only the set fields (a config re-validated or updated)
+        # must keep it, or the source could not be read back
+        self.model_fields_set.add("kind")
+        return self
 
     @property
     def label(self) -> str:

@@ -216,7 +216,7 @@ def run_finetune(cfg: FinetuneConfig | None = None, **overrides: Any) -> dict[st
     # before anything else touches accelerate: under `accelerate launch` it joins (on CPU: builds) the process group
     # that the planner's collectives and the Accelerator use
     state = partial_state()
-    cfg = validated(validated(cfg or FinetuneConfig(), **overrides)).resolved(state.device.type)
+    cfg = validated(cfg or FinetuneConfig(), **overrides).resolved(state.device.type)
     run_dir = preflight(cfg)  # settings, stack, model path and output folder, before any slow work
     # process-wide settings (allocator, SDPA, what the strategies declare) before CUDA initialises; an 'auto'
     # stack is chosen later, by probes that run under these same settings

@@ -40,7 +40,8 @@ def validated(cfg: "FinetuneConfig", **overrides) -> "FinetuneConfig":
     from .run_config import flag_of
 
     try:
-        return cfg.updated(**overrides) if overrides else type(cfg).model_validate(cfg.model_dump())
+        # exclude_unset: what the user left unset stays unset, so the device defaults still fill it in resolved()
+        return cfg.updated(**overrides) if overrides else type(cfg).model_validate(cfg.model_dump(exclude_unset=True))
     except (ValidationError, ValueError) as exc:
         if not isinstance(exc, ValidationError):
             raise ConfigError(str(exc)) from None

@@ -148,3 +148,15 @@ def test_a_chat_template_is_read_from_its_file(tmp_path):
     template = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
     (tmp_path / "chat.jinja").write_text(template)
     assert read_chat_template(str(tmp_path / "chat.jinja")) == template == read_chat_template(template)
+
+
+def test_validating_again_keeps_the_device_defaults():
+    """A config checked once more before the run must still take the CPU demo's tuned defaults (lr 3e-3, 6 steps),
+    not the library loop's (2e-4, one epoch): validation may not mark unset settings as set."""
+    from memfit.cli.train import parse_config
+    from memfit.recipes.preflight import validated
+
+    for cfg in (FinetuneConfig(), parse_config([])):
+        resolved = validated(validated(cfg)).resolved("cpu")
+        assert (resolved.train.lr, resolved.train.max_steps) == (3e-3, 6)
+        assert resolved.run_name == cfg.resolved("cpu").run_name
