@@ -78,15 +78,16 @@ def document_windows(n_tokens: int, context_length: int, stride: int, doc: int =
     return windows
 
 
-def _token_lists(documents) -> tuple[list[list[int]], list[int] | None, list[list[int] | None]]:
-    """Token ids, byte counts and label masks (None: every token counts) from a Dataset / list of {'input_ids',
-    'n_bytes', optional 'labels'} dicts, or plain token-id lists."""
+def _token_lists(documents, with_labels: bool = False) -> tuple[list[list[int]], list[int] | None,
+                                                                 list[list[int] | None]]:
+    """Token ids, byte counts and (`with_labels`) label masks (None: every token counts) from a Dataset / list of
+    {'input_ids', 'n_bytes', optional 'labels'} dicts, or plain token-id lists."""
     ids, n_bytes, labels = [], [], []
     for doc in documents:
         if isinstance(doc, Mapping):
             ids.append(list(doc["input_ids"]))
             n_bytes.append(doc.get("n_bytes"))
-            labels.append(list(doc["labels"]) if doc.get("labels") is not None else None)
+            labels.append(list(doc["labels"]) if with_labels and doc.get("labels") is not None else None)
         else:
             ids.append(list(doc))
             n_bytes.append(None)
@@ -160,11 +161,9 @@ def perplexity(model: torch.nn.Module, documents, *, context_length: int = 512, 
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     loss_fn = loss_fn or scored_positions_nll
-    token_ids, n_bytes, masks = _token_lists(documents)
-    if not only_labels:
-        masks = None
-    elif any(m is not None for m in masks):
-        n_bytes = None
+    token_ids, n_bytes, masks = _token_lists(documents, with_labels=only_labels)
+    if any(m is not None for m in masks):
+        n_bytes = None  # the documents' bytes include turns the labels leave unscored
     windows = [w for doc, ids in enumerate(token_ids) for w in document_windows(len(ids), context_length, stride, doc)]
     if not windows:  # identical on every rank, so raising here cannot hang a collective
         raise ValueError("no document has 2 or more tokens: nothing to score")

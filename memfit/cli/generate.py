@@ -81,12 +81,9 @@ def run_tokenizer_of(run):
     folder = Path(run.adapter_dir)
     if not (folder / "tokenizer_config.json").is_file():
         return run_tokenizer(run)
-    from transformers import AutoTokenizer
+    from ..models import load_tokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+    return load_tokenizer(str(folder))
 
 
 def generate_main(argv: list[str]) -> int:

@@ -160,7 +160,8 @@ class FinetuneRecipe:
             **cfg.eval.model_dump(exclude={"eval_max_tokens"})))
 
     def train(self, loaded: ModelPhase, stack: Stack, data: DataPhase, tcfg, held_out: HeldOut, acc):
-        trained = train(loaded.model, stack, data.bundle.train, tcfg, eval_data=held_out.pieces, accelerator=acc)
+        trained = train(loaded.model, stack, data.bundle.train, tcfg, eval_data=held_out.pieces, accelerator=acc,
+                        tokenizer=data.tokenizer)  # its chat template and overrides travel with the adapter
         self.clock.lap("train_s")
         return trained
 

@@ -107,8 +107,9 @@ def make_loader(data, batch_size: int, seed: int, shuffle: bool = True):
 
 
 def train(model: torch.nn.Module, stack: Stack | str, train_data, config: TrainConfig | None = None, *,
-          eval_data=None, accelerator=None) -> TrainResult:
-    """Train `model` (already transformed by the stack, e.g. from `memfit.load_model`) on packed blocks."""
+          eval_data=None, accelerator=None, tokenizer=None) -> TrainResult:
+    """Train `model` (already transformed by the stack, e.g. from `memfit.load_model`) on packed blocks.
+    `tokenizer`: the one the data was tokenised with, saved beside the adapter (default: the model's own)."""
     from tqdm.auto import tqdm
 
     stack, cfg = Stack.coerce(stack), config or TrainConfig()
@@ -116,10 +117,10 @@ def train(model: torch.nn.Module, stack: Stack | str, train_data, config: TrainC
         ensure_writable(cfg.output_dir)  # fail now, not after hours of training
     acc = accelerator or make_accelerator(stack, cfg.micro_batch, cfg.log_with, cfg.output_dir, data_seed=cfg.seed)
     with RunLock(cfg.output_dir if cfg.output_dir and acc.is_main_process else None):
-        return _train(model, stack, train_data, cfg, eval_data, acc, tqdm)
+        return _train(model, stack, train_data, cfg, eval_data, acc, tqdm, tokenizer)
 
 
-def _train(model, stack, train_data, cfg, eval_data, acc, tqdm) -> TrainResult:
+def _train(model, stack, train_data, cfg, eval_data, acc, tqdm, tokenizer=None) -> TrainResult:
     from accelerate.utils import set_seed
 
     set_seed(cfg.seed)
@@ -152,7 +153,7 @@ def _train(model, stack, train_data, cfg, eval_data, acc, tqdm) -> TrainResult:
     try:
         with StopOnSignal() as stop:
             result = _run(model, stack, ctx, acc, k, optimizer, scheduler, loader, total, cfg, saver, eval_data, tqdm,
-                          stop)
+                          stop, tokenizer)
     finally:
         if saver:
             saver.close()
@@ -162,7 +163,7 @@ def _train(model, stack, train_data, cfg, eval_data, acc, tqdm) -> TrainResult:
 
 
 def _run(model, stack, ctx, acc, k, optimizer, scheduler, loader, total, cfg, saver, eval_data, tqdm,
-         stop: StopOnSignal) -> TrainResult:
+         stop: StopOnSignal, tokenizer=None) -> TrainResult:
     world, engine = acc.num_processes, Engine(acc)
     state = (saver.resume(cfg.resume) if saver else None) or TrainState(micro_batch=cfg.micro_batch)
     if state.step:  # resumed: a longer run continues on the schedule over its new total (memfit.training.schedule)
@@ -229,7 +230,7 @@ def _run(model, stack, ctx, acc, k, optimizer, scheduler, loader, total, cfg, sa
     result.seconds, result.tokens_per_s = meter.seconds, meter.mean_rate
     result.memory, result.checkpoint_dir = memory_stats(acc.device), str(last) if last else None
     if cfg.output_dir and cfg.save_adapter:
-        result.adapter_dir = save_trained(model, acc, Path(cfg.output_dir) / "adapter")
+        result.adapter_dir = save_trained(model, acc, Path(cfg.output_dir) / "adapter", tokenizer)
     return result
 
 
