@@ -90,11 +90,9 @@ def trl_exact(weights_dir: str, seq: int, margin: float, meter=None, limit: int 
     trainer, opt = build_trainer(weights_dir, seq, smoke=meter is not None)
     meter = meter or CudaMeter(torch.device("cuda", 0), margin=margin)
     start = time.perf_counter()
-    try:
+    with meter:  # caps device memory for the search and lifts the cap whatever happens
         best, probes = search_max(step_probe_fn(lambda b: trl_step(trainer, b, seq), opt, meter, seq),
                                   budget=meter.budget, baseline=meter.baseline, limit=limit)
-    finally:
-        meter.release()
     at_max = [p for p in probes if p.fits and p.micro_batch == best]
     import trl
 
