@@ -37,16 +37,18 @@ bnb's. With bnb's op on both sides, AOTAutograd's joint graph held two identical
 on the same packed weight; the min-cut partitioner (inductor's and aot_eager's) first merges them (common-subexpression
 elimination, torch._functorch.config.cse) and then may not recompute the merged node in backward (ops outside its
 allowlist, custom ops included, are banned from recomputation), so it saved every layer's dequantized 16-bit W for
-backward: keep_weight=True whether asked or not. Measured: one layer (out 256, in 128, fp32, torch 2.13, bnb 0.50.2)
-saved the [256, 128] W under aot_eager and inductor and the packed uint8 weight with cse off or the default
-partitioner; a 2-layer tiny Llama (hidden 128, MLP 352, 3 x 40 tokens) saved 3,309,612 bytes per step compiled, as
-much as keep_weight, against 1,966,124 for bnb's own compiled path; on the H200 the 3B model at 32 x 512 peaked at
-50.39 GiB like its bf16 twin, 5.2 GiB above bnb's path. A distinct op cannot be merged with the forward's, and its
-inputs are the packed weight and its quant state (tensors the model holds anyway), so the partitioner keeps the packed
-weight and the backward dequantizes again, as in eager: now 1,966,124 bytes, the same as bnb's path. The op needs
-only `torch.library.custom_op` and `register_fake` (torch >= 2.4); no global torch setting changes. Marking the
-node MUST_RECOMPUTE (selective activation checkpointing) would need a checkpoint around an autograd.Function's
-inside, and turning cse off would change every compiled graph of the step.
+backward: keep_weight=True whether asked or not. Measured (torch 2.13, bnb 0.50.2, fp32 CPU): one layer (out 256,
+in 128) saved the [256, 128] W under aot_eager and inductor, the packed uint8 weight with cse off or the default
+partitioner; a 2-layer tiny Llama (hidden 128, MLP 352, LoRA q/k/v/o, 3 x 40 tokens) saved 3,309,612 bytes per step
+compiled (aot_eager and inductor alike), as much as with keep_weight, against 1,966,124 for bnb's own compiled path
+(eager: 2,534,444, fused and bnb's alike; the partitioner recomputes some of what eager saves). On the H200 the 3B
+model at 32 x 512 peaked at 50.39 GiB, like its bf16 twin and 5.2 GiB above bnb's path. A distinct op cannot be
+merged with the forward's, and its inputs are the packed weight and its quant state (tensors the model holds anyway),
+so the partitioner keeps the packed weight and the backward dequantizes again, as in eager: now 1,966,124 bytes, the
+same as bnb's path (not yet re-measured on a GPU). It takes only `torch.library.custom_op` and `register_fake`
+(torch 2.11 and 2.13 alike) and changes no torch setting. The alternatives: marking the node MUST_RECOMPUTE
+(selective activation checkpointing) would need a checkpoint inside an autograd.Function's forward; turning cse off
+would change every compiled graph of the step.
 """
 
 from __future__ import annotations

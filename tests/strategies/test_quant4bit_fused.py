@@ -1,6 +1,7 @@
 """quant4bit_fused on a tiny Llama, fp32 on the CPU: the same logits, gradients and training losses as peft's LoRA
 over bitsandbytes' Linear4bit (NF4, double quant), peft still finds its layers, the adapter saves, loads and merges
-as a plain q4 run's, and compile traces a decoder layer without graph breaks."""
+as a plain q4 run's, and compile traces a decoder layer without graph breaks and keeps no dequantized weight
+for backward."""
 
 from __future__ import annotations
 
