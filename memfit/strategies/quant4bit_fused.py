@@ -2,7 +2,9 @@
 `matmul_4bit`: each adapted linear and its LoRA branch in one autograd Function, the frozen 4-bit linears LoRA does
 not adapt through the same Function without the branch, dequantization through bnb's torch.library ops, so
 `compile` traces a decoder layer without graph breaks. Same weights, same numbers (tests/ops/test_nf4_lora.py holds
-it to bnb's path), the adapter saves, loads and merges exactly as before.
+it to bnb's path), the adapter saves, loads and merges exactly as before. Compiled or not, backward keeps the packed
+weight and dequantizes again (unless keep_weight), so the memory terms below hold under `compile` too; before the
+backward had its own dequantize op, the compiled graph kept every layer's 16-bit W (memfit/ops/nf4_lora.py).
 
 A strategy of its own rather than a `quant4bit` option: it acts on the layers peft creates, after the adapter phase,
 while quant4bit acts at load time, and a strategy's hooks run once, in its phase.

@@ -66,3 +66,38 @@ def test_without_lora_it_is_the_frozen_linear_and_needs_no_input_saved():
     assert not any(t.is_floating_point() and t.shape == (48, 64) for t in saved if t is not None)  # nor the 16/32-bit W
     y.sum().backward()
     torch.testing.assert_close(x.grad, torch.ones(2, 7, 48) @ dequantize(layer.weight, state, torch.float32))
+
+
+@pytest.mark.parametrize("keep_weight", [False, True])
+def test_compiled_it_saves_the_packed_weight_unless_asked_to_keep_w(keep_weight):
+    """aot_eager partitions the joint graph as inductor does (min cut after common-subexpression elimination), which
+    once merged the backward's dequantization into the forward's and saved W; x, y and W differ in element count."""
+    layer = packed()
+    state, r, scale = layer.weight.quant_state, 4, 2.5
+    g = torch.Generator().manual_seed(1)
+    x0, a0, b0 = torch.randn(3, 5, 64, generator=g), torch.randn(r, 64, generator=g), torch.randn(48, r, generator=g)
+    weights = torch.linspace(-1, 1, 48)
+
+    def fused(x, a, b):
+        return nf4_linear(x, layer.weight, state, None, keep_weight, (x * 0.5, a, b, scale))
+
+    def run(fn):
+        x, a, b = (t.clone().requires_grad_(True) for t in (x0, a0, b0))
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+            y = fn(x, a, b)
+        (y * weights).sum().backward()
+        return saved, (y.detach(), x.grad, a.grad, b.grad)
+
+    def bnb_path(x, a, b):
+        return bnb.matmul_4bit(x, layer.weight.t(), quant_state=state) + ((x * 0.5) @ a.t() @ b.t()) * scale
+
+    try:
+        saved, got = run(torch.compile(fused, backend="aot_eager"))
+    finally:
+        torch._dynamo.reset()
+    dequantized = [t for t in saved if t.is_floating_point() and t.numel() == 48 * 64]
+    assert len(dequantized) == (1 if keep_weight else 0)
+    assert keep_weight or any(t.dtype == torch.uint8 and t.numel() == 48 * 64 // 2 for t in saved)  # the packed W
+    for got_t, want in zip(got, run(bnb_path)[1]):
+        torch.testing.assert_close(got_t, want, rtol=1e-5, atol=1e-5)

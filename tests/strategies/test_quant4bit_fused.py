@@ -1,6 +1,7 @@
 """quant4bit_fused on a tiny Llama, fp32 on the CPU: the same logits, gradients and training losses as peft's LoRA
 over bitsandbytes' Linear4bit (NF4, double quant), peft still finds its layers, the adapter saves, loads and merges
-as a plain q4 run's, and compile traces a decoder layer without graph breaks."""
+as a plain q4 run's, and compile traces a decoder layer without graph breaks and keeps no dequantized weight
+for backward."""
 
 from __future__ import annotations
 
@@ -181,3 +182,43 @@ def test_saved_activations_match_the_memory_model_and_drop_peft_s_copies(tmp_pat
     predicted = estimate(Stack.from_spec("lora:dropout=0+q4+q4fused+bf16"), config, 64)
     assert predicted.layer_activation_bytes_per_token() == pytest.approx(fused, rel=0.1)
     assert fused < plain
+
+
+def _saved_in_one_step(spec: str, path: str) -> tuple[int, int]:
+    """(bytes of the distinct non-parameter storages autograd saves in one training forward, how many of them are float
+    tensors with a projection weight's element count), measured in the second step: the first compiles."""
+    stack = Stack.from_spec(spec)
+    ctx, model = stack.context("cpu"), memfit.load_model(path, stack).train()
+    sizes = {m.weight.numel() * 2 for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)}  # packed: 2 per byte
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    batch = {k: torch.tensor([r[k] for r in random_blocks(3, 40)]) for k in ("input_ids", "labels")}
+    saved: dict[int, tuple[int, bool]] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            saved[storage.data_ptr()] = storage.nbytes(), t.is_floating_point() and t.numel() in sizes
+        return t
+
+    try:
+        stack.compute_loss(model, batch, ctx)[0].backward()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            stack.compute_loss(model, batch, ctx)
+    finally:
+        torch._dynamo.reset()
+    return sum(n for n, _ in saved.values()), sum(weight for _, weight in saved.values())
+
+
+def test_compiled_it_saves_no_dequantized_weight_and_as_much_as_bitsandbytes_path(tmp_path):
+    """Under compile (aot_eager partitions as inductor does) the fused layers keep the packed weight for backward, as
+    bnb's own path and the eager op do; keep_weight keeps every 16/32-bit W on purpose. Widths and token count are
+    chosen so that no activation has a weight's element count."""
+    tiny_model(hidden_size=96, intermediate_size=256, num_attention_heads=4, num_key_value_heads=2).save_pretrained(
+        tmp_path)
+    compiled = "+compile:backend=aot_eager"
+    plain, fused, kept = (_saved_in_one_step(spec + compiled, str(tmp_path))
+                          for spec in (PLAIN, FUSED, "lora+q4+q4fused:keep_weight=true"))
+    assert plain[0] > 0 and fused == (plain[0], 0) and plain[1] == 0
+    # every projection whose input gradient backward computes: all 2 x 7 but the first layer's q/k/v, whose input
+    # (the frozen embedding's output) needs none, so the partitioner drops their W
+    assert kept[1] == 2 * 7 - 3 and kept[0] > fused[0]
