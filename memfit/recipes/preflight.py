@@ -104,13 +104,11 @@ def _check_caches(cfg: "FinetuneConfig") -> None:
 
 def check_output_outside_sources(run_dir: Path, cfg: "FinetuneConfig") -> None:
     """A run folder inside a data folder: its summary, results and adapter would be read back as training documents
-    by the next run over that folder (memfit.data's check, over the PDF folder when no sources are given)."""
-    from ..data import PdfSource
+    by the next run over that folder (memfit.data's check)."""
     from ..data.sources import check_output_outside_sources as outside
 
-    data = cfg.data
     try:
-        outside(run_dir, data.sources or [PdfSource(path=data.pdf_dir)])
+        outside(run_dir, cfg.data.sources)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
