@@ -71,7 +71,7 @@ def test_chat_finetune_loss_counts_only_assistant_tokens(smol_tokenizer, tmp_pat
                           {"role": "assistant", "content": f"It is {2 * i}."}]} for i in range(10)]
     _write_chat(tmp_path / "chat.jsonl", rows)
     bundle, issues = build_bundle([TableSource(path=str(tmp_path / "chat.jsonl"), format="chat")],
-                                           smol_tokenizer, block_size=128, seed=0)
+                                  smol_tokenizer, block_size=128, seed=0)
     assert not issues and len(bundle.plan.train) == 8
     train_rows = [dict(r) for r in bundle.train]
     supervised = [t for r in train_rows for t in r["labels"] if t != IGNORE_INDEX]

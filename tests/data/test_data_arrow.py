@@ -54,7 +54,7 @@ def _assert_same_bundle(arrow, arrow_issues, memory, memory_issues):
 def test_arrow_path_gives_the_in_memory_blocks_split_and_issues(sources, chat_tokenizer, tmp_path):
     memory, memory_issues = build_bundle(sources, chat_tokenizer, block_size=BLOCK, test_fraction=0.25)
     arrow, arrow_issues = build_bundle(sources, chat_tokenizer, storage="arrow", block_size=BLOCK, test_fraction=0.25,
-                                               cache_dir=str(tmp_path / "cache"))
+                                       cache_dir=str(tmp_path / "cache"))
     assert {i.kind for i in arrow_issues} == {"bad-json", "bad-chat", "too-long"}
     assert len(arrow.train) > 4 and arrow.stats["train"].target_tokens > 0
     _assert_same_bundle(arrow, arrow_issues, memory, memory_issues)
@@ -126,4 +126,4 @@ def test_a_refused_input_is_the_users_one_line_error_not_a_generation_traceback(
     (tmp_path / "t.jsonl").write_text('{"text": "fine"}\n{broken\n')
     with pytest.raises(DataError, match=r"t.jsonl: line 2: not a JSON object"):
         build_bundle([TableSource(path=str(tmp_path / "t.jsonl"), on_error="raise")], chat_tokenizer, storage="arrow",
-                             cache_dir=str(tmp_path / "cache"))
+                     cache_dir=str(tmp_path / "cache"))

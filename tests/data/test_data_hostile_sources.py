@@ -155,7 +155,7 @@ def test_a_text_edited_at_the_same_size_with_its_mtime_restored_is_read_again(tm
     stamp = target.stat()
     cache = str(tmp_path / "cache")
     build_bundle([TextSource(path=str(notes))], tiny_tokenizer, storage="arrow", block_size=32,
-                             cache_dir=cache)
+                 cache_dir=cache)
     text = target.read_text()
     target.write_text(text.replace("e", "a"))
     os.utime(target, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))

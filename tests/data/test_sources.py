@@ -97,7 +97,7 @@ def test_one_split_across_sources_weights_and_test_hashes(tmp_path, tiny_tokeniz
     assert bundle.stats["train"].documents == len(bundle.plan.train)
     # weight 2 doubles source a's train text in the packed stream, never the test split
     unweighted, _ = build_bundle([sources[0].model_copy(update={"weight": 1}), sources[1]], tiny_tokenizer,
-                                          block_size=32, test_fraction=0.2, seed=1)
+                                 block_size=32, test_fraction=0.2, seed=1)
     assert unweighted.plan == bundle.plan
     extra = bundle.stats["train"].tokens - unweighted.stats["train"].tokens
     assert extra > 0 and train_a and train_b
