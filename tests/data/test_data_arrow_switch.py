@@ -1,24 +1,15 @@
-"""The fine-tune job's choice of data path: `arrow_cache` true/false/automatic, and both paths give the job the same
-data record (split, hashes, statistics)."""
+"""The fine-tune job's choice of data path: `arrow_cache` true/false (automatic: test_bundle_parts.py), and both
+paths give the job the same data record (split, hashes, statistics)."""
 from __future__ import annotations
 
 import contextlib
 from types import SimpleNamespace
 
-from memfit.data.bundle_parts import wants_arrow
-from memfit.data.sources import HubSource, TextSource
 from memfit.recipes.finetune import FinetuneConfig
 from memfit.recipes.finetune_data import finetune_datasets
 from pdf_factory import english_page
 
 STATE = SimpleNamespace(main_process_first=contextlib.nullcontext, device=SimpleNamespace(type="cpu"))
-
-
-def test_automatic_choice_follows_input_size_and_hub_sources(tmp_path):
-    (tmp_path / "a.txt").write_text("x" * 3000)
-    local = [TextSource(path=str(tmp_path))]
-    assert not wants_arrow(local) and wants_arrow(local, threshold_mb=0.001)
-    assert wants_arrow([HubSource(id="someone/corpus")])
 
 
 def test_both_paths_give_the_job_the_same_data_record(tmp_path, monkeypatch, tiny_tokenizer):
