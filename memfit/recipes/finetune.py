@@ -36,7 +36,7 @@ from ..training.trackers import finish_trackers, log_evaluation, start_trackers
 from .finetune_data import finetune_datasets
 from .held_out import HeldOut, fitted_context
 from .planning import check_blocks, plan_training
-from .preflight import (check_data_fits, check_vocabulary, model_config_without_weights, preflight, run_tokenizer,
+from .preflight import (check_data_fits, check_vocabulary, job_tokenizer, model_config_without_weights, preflight,
                         validated)
 from .quality import original_result
 from .results import results_record, write_report
@@ -89,7 +89,7 @@ class FinetuneRecipe:
             log.info(message)
 
     def setup_data(self) -> DataPhase:
-        tokenizer = run_tokenizer(self.cfg.model)
+        tokenizer = job_tokenizer(self.cfg.model)
         self.check_vocabulary(tokenizer)
         bundle, info, summary = finetune_datasets(self.cfg.data_request(), tokenizer, self.state)
         self.say(summary)

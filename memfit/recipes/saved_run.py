@@ -27,7 +27,7 @@ from ..core.stack import Stack
 from ..data import tokenize
 from ..models import CONFIG_DIR, EMBEDDED, GGUF_FILE, _gguf_folder, cache_root, load_config, load_model
 from ..training.checkpoint import check_adapter, load_adapter
-from .preflight import run_tokenizer as preflight_tokenizer
+from .preflight import job_tokenizer
 from .run_config import FinetuneConfig
 
 BASE_FINGERPRINT = "base_fingerprint"  # results.json key holding base_fingerprint(config.model) at training time
@@ -123,7 +123,7 @@ test_documents.__test__ = False  # its name starts with "test": keep pytest from
 
 
 def run_tokenizer(run: SavedRun):
-    return preflight_tokenizer(run.config.model)
+    return job_tokenizer(run.config.model)
 
 
 def base_fingerprint(model_source: str) -> Optional[str]:

@@ -47,8 +47,8 @@ class ModelSection(Section):
 
 class DataSection(Section):
     pdf_dir: Optional[str] = Field(None, exclude=True, description=(
-        "a folder of text PDFs: shorthand for sources [{kind: pdf, path: DIR}] (what the run records); give it or "
-        "sources, not both"))
+        "a folder of text PDFs: shorthand for sources [{kind: pdf, path: DIR}] (what the run records); either "
+        "form replaces the data a recipe named, both in one place are refused"))
     sources: list[Source] = Field(default_factory=lambda: [PdfSource(path=str(CLIMATE_SAMPLE))], description=(
         "training data: a YAML list of sources, each {kind: pdf|text|table|saved|hub, path (hub: id), ...}; the keys "
         "of each kind are listed at the end; one document split across all. Default: the bundled CC BY sample"))

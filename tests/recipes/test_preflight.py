@@ -10,7 +10,8 @@ from pydantic import ValidationError
 from memfit.recipes.finetune import FinetuneConfig, run_finetune
 from memfit.recipes.run_config import FLAT
 from memfit.core.protocol import StackError
-from memfit.recipes.preflight import ConfigError, check_data_fits, preflight
+from memfit.core.errors import ConfigError
+from memfit.recipes.preflight import check_data_fits, preflight
 from memfit.training.run_lock import LOCK_FILE
 from _models import tiny_config
 
