@@ -4,28 +4,14 @@ evaluation sample of the test documents."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "data"))
-from pdf_factory import english_page, write_text_pdf  # noqa: E402
+from pdf_factory import english_page, write_text_pdf  # tests/data (tests/recipes/conftest.py)
 
-from memfit.recipes.finetune import FinetuneConfig  # noqa: E402
-from memfit.recipes.finetune_data import finetune_datasets, sample_documents  # noqa: E402
+from memfit.recipes.finetune import FinetuneConfig
+from memfit.recipes.finetune_data import finetune_datasets, sample_documents
 
 STATE = SimpleNamespace(main_process_first=contextlib.nullcontext, device=SimpleNamespace(type="cpu"))
-
-
-def _data_fixtures():
-    spec = importlib.util.spec_from_file_location("data_fixtures", Path(__file__).parents[1] / "data" / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tiny_tokenizer = _data_fixtures().tiny_tokenizer  # the data tests' in-process byte-level BPE tokenizer
 
 
 def test_a_pdf_dir_run_records_its_pdf_source_like_any_source(tmp_path, monkeypatch, tiny_tokenizer):
@@ -63,7 +49,7 @@ def test_both_paths_give_the_job_the_same_data_record(tmp_path, monkeypatch, tin
 def test_the_jobs_train_on_inputs_setting_reaches_the_bundle(tmp_path, monkeypatch, tiny_tokenizer):
     import copy
 
-    from test_bundle import CHATML, _chat_sources  # tests/data, on the path above
+    from test_bundle import CHATML, _chat_sources  # tests/data
 
     monkeypatch.setenv("MEMFIT_CACHE", str(tmp_path / "cache"))
     tokenizer = copy.deepcopy(tiny_tokenizer)

@@ -3,28 +3,14 @@ hashes, including runs written before `pdf_dir` became a PDF source (documents n
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from pdf_factory import english_page, write_text_pdf  # tests/data (tests/recipes/conftest.py)
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "data"))
-from pdf_factory import english_page, write_text_pdf  # noqa: E402
-
-from memfit.data import extract_pdfs  # noqa: E402
-from memfit.recipes.saved_run import RunError, read_run, test_documents  # noqa: E402
-
-
-def _data_fixtures():
-    spec = importlib.util.spec_from_file_location("data_fixtures", Path(__file__).parents[1] / "data" / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tiny_tokenizer = _data_fixtures().tiny_tokenizer  # the data tests' in-process byte-level BPE tokenizer
+from memfit.data import extract_pdfs
+from memfit.recipes.saved_run import RunError, read_run, test_documents
 
 
 @pytest.fixture
