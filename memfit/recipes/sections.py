@@ -75,27 +75,25 @@ class DataSection(Section):
     @classmethod
     def _pdf_dir_as_source(cls, data: Any) -> Any:
         """`pdf_dir` becomes the one PDF source here, so every run reads its data through the same sources and
-        records it as `sources`; `keep_non_english` reaches every PDF source, where the language check reads it."""
-        if not isinstance(data, dict):
+        records it as `sources` (values of the wrong type are left to the fields' own checks)."""
+        if not isinstance(data, dict) or not isinstance(data.get("pdf_dir"), str):
             return data
         data = dict(data)
-        pdf_dir, sources = data.pop("pdf_dir", None), data.get("sources")
-        if pdf_dir is not None and sources and pdf_dir != str(CLIMATE_SAMPLE):  # earlier records carried the default
+        pdf_dir, sources = data.pop("pdf_dir"), data.get("sources")
+        if sources and pdf_dir != str(CLIMATE_SAMPLE):  # earlier records carried this default beside their sources
             raise ValueError(f"pdf_dir ({pdf_dir}) and sources both name the training data: give one (pdf_dir DIR is "
                              f"sources [{{kind: pdf, path: DIR}}])")
-        if pdf_dir is not None and not sources:
-            data["sources"] = sources = [{"kind": "pdf", "path": pdf_dir}]
-        if data.get("keep_non_english"):
-            data["sources"] = [_keeping_non_english(s) for s in sources or [PdfSource(path=str(CLIMATE_SAMPLE))]]
+        if not sources:
+            data["sources"] = [{"kind": "pdf", "path": pdf_dir}]
         return data
 
-
-def _keeping_non_english(source: Any) -> Any:
-    if isinstance(source, PdfSource):
-        return source.model_copy(update={"keep_non_english": True})
-    if isinstance(source, dict) and source.get("kind") == "pdf":
-        return {**source, "keep_non_english": True}
-    return source
+    @model_validator(mode="after")
+    def _keep_non_english_in_every_pdf_source(self):
+        """The PDF sources are where the language check reads it (memfit/data/readers.py)."""
+        if self.keep_non_english and any(isinstance(s, PdfSource) and not s.keep_non_english for s in self.sources):
+            self.sources = [s.model_copy(update={"keep_non_english": True}) if isinstance(s, PdfSource) else s
+                            for s in self.sources]
+        return self
 
 
 class DataRequest(DataSection):
