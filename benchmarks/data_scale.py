@@ -50,15 +50,16 @@ def _status_kb(field: str) -> int:
 
 
 def run_case(case: str, corpus: str, tokenizer, cache: str, num_proc: int, block_size: int) -> dict:
-    from memfit.data import build_arrow_datasets, build_source_datasets
+    from memfit.data import build_bundle
     from memfit.data.sources import TableSource
 
     sources = [TableSource(path=corpus)]
     start = time.perf_counter()
     if case == "memory":
-        bundle, _ = build_source_datasets(sources, tokenizer, block_size=block_size)
+        bundle, _ = build_bundle(sources, tokenizer, block_size=block_size)
     else:
-        bundle, _ = build_arrow_datasets(sources, tokenizer, block_size=block_size, num_proc=num_proc, cache_dir=cache)
+        bundle, _ = build_bundle(sources, tokenizer, storage="arrow", block_size=block_size, num_proc=num_proc,
+                                 cache_dir=cache)
     seconds = time.perf_counter() - start
     out = {"case": case, "num_proc": num_proc, "seconds": round(seconds, 2), "train_blocks": len(bundle.train)}
     if case == "arrow-rerun":  # training reads: every block once through the loop's own DataLoader

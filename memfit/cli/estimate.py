@@ -75,7 +75,8 @@ def estimate_from_args(args) -> int:
     from ..plan.report import format_estimate
     from ..recipes.preflight import model_config_without_weights
     from ..recipes.stack_choice import with_accumulation
-    from .plan import DEFAULT_STACK, dump_json
+    from ..strategies.defaults import PLAN_STACK
+    from .plan import dump_json
 
     given = vars(args)  # the estimate's flags default to SUPPRESS: absent unless typed, so the recipe's value stays
     device = given.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -83,7 +84,7 @@ def estimate_from_args(args) -> int:
     model = given.get("model_config") or given.get("model") or recipe.get("model", EMBEDDED)
     seq_len = given.get("seq_len") or recipe.get("seq_len") or DEFAULT_SEQ_LEN
     target = given.get("target_effective_batch") or recipe.get("target_effective_batch")
-    spec = given.get("stack") or recipe.get("stack") or DEFAULT_STACK
+    spec = given.get("stack") or recipe.get("stack") or PLAN_STACK
     stack = with_accumulation(spec, target) if recipe and not given.get("stack") else Stack.coerce(spec)
     margin = given["margin"] if "margin" in given else recipe.get("margin", 0.03)
     budget_gib, budget_from = _budget_gib(given, recipe, device, margin)

@@ -100,16 +100,19 @@ def _eval_run(args) -> dict[str, Any]:
 
 
 def _eval_folder(args) -> dict[str, Any]:
-    from ..data import clean_documents, tokenize
+    from ..data import PdfSource, load_records, tokenize
     from ..models import load_model, load_tokenizer
-    from ..recipes.finetune_data import load_corpus
 
     if args.base or args.merge:
         raise ValueError("--base/--merge apply to a run directory: `memfit eval RUN_DIR --merge`")
     settings = _settings(args, FOLDER_DEFAULTS)
     tokenizer = load_tokenizer(args.model)
-    docs = clean_documents(load_corpus(args.data, None))
-    rows = [{"name": d.name, "input_ids": ids, "n_bytes": len(d.text.encode("utf-8"))}
-            for d, ids in zip(docs, tokenize(tokenizer, [d.text for d in docs]))]
+    records, issues = load_records([PdfSource(path=args.data)])
+    for issue in issues:
+        log.warning("skipped %s", issue)
+    if not records:
+        raise ValueError(f"none of the PDFs in {args.data} gave usable text: pass a folder of text PDFs")
+    rows = [{"name": r.file, "input_ids": ids, "n_bytes": len(r.text.encode("utf-8"))}
+            for r, ids in zip(records, tokenize(tokenizer, [r.text for r in records]))]
     result = _score(load_model(args.model), rows, tokenizer, settings, "model")
-    return {**result, "data": args.data, "model": args.model, "documents": [d.name for d in docs]}
+    return {**result, "data": args.data, "model": args.model, "documents": [r.file for r in records]}

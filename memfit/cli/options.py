@@ -12,6 +12,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from ..core.errors import ConfigError
+
 
 # what yaml loading raises besides YAMLError: ValueError for impossible dates (2001-13-01), RecursionError for
 # thousands of nested brackets
@@ -49,10 +51,6 @@ class StrictLoader(yaml.SafeLoader):
 def strict_yaml(text: str) -> Any:
     """The YAML value of `text` (StrictLoader: no duplicate keys, no aliases)."""
     return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
-
-
-class ConfigError(ValueError):
-    """A config file or flag the model rejects; the message is one line naming the setting and the fix."""
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -130,7 +128,7 @@ def add_flags(parser: argparse.ArgumentParser, fields, shown: dict[str, Any]) ->
     for name, aliases, info in fields:
         value = shown.get(name, info.default)
         if isinstance(value, list) and value and isinstance(value[0], BaseModel):  # e.g. sources: as YAML has them
-            value = [item.model_dump(exclude_defaults=True) for item in value]
+            value = [item.model_dump(exclude_unset=True) for item in value]
         parser.add_argument(flag(name), *map(flag, aliases), default=argparse.SUPPRESS, dest=name,
                             metavar=type_name(info.annotation).upper(), type=_converter(name, info.annotation),
                             help=f"{info.description or ''} (default: {value!r})".strip())

@@ -16,7 +16,6 @@ from ..strategies.defaults import AUTO_BASE, BENCH_STACKS, PLAN_STACK
 from .options import bounded, type_name
 
 HELP = argparse.ArgumentDefaultsHelpFormatter  # every subparser shows each option's default
-DEFAULT_STACK, DEFAULT_BENCH_STACKS = PLAN_STACK, BENCH_STACKS
 # every numeric flag is checked at parse time, before any model is loaded (bounds: memfit/recipes/limits.py)
 COUNT = bounded(int, 1, MAX_COUNT)
 SEQ_LEN = bounded(int, 8, MAX_COUNT)
@@ -55,7 +54,7 @@ def add_commands(sub) -> None:
                                    "accumulation that reaches the effective batch); or choose a stack (--auto) or "
                                    "find the longest context (--max-seq-len). `memfit bench` compares stacks.")
     _search_args(p)
-    p.add_argument("--stack", default=DEFAULT_STACK, help="memory strategies: a spec or a stack YAML file "
+    p.add_argument("--stack", default=PLAN_STACK, help="memory strategies: a spec or a stack YAML file "
                                                           "(--auto: the base the search builds on)")
     p.add_argument("--seq-len", type=SEQ_LEN, default=512, help="training sequence length")
     p.add_argument("--name", default="plan", help="report file name under --out")
@@ -76,7 +75,7 @@ def add_commands(sub) -> None:
                        description="Plan several stacks (and sequence lengths) side by side, one model load per "
                                    "stack: max micro-batch, peak memory and tokens/s per stack.")
     _search_args(p)
-    p.add_argument("--stack", nargs="+", default=DEFAULT_BENCH_STACKS, help="the stacks to compare")
+    p.add_argument("--stack", nargs="+", default=BENCH_STACKS, help="the stacks to compare")
     p.add_argument("--seq-len", type=SEQ_LEN, nargs="+", default=[512], help="sequence lengths, each planned per stack")
     p.add_argument("--name", default="bench", help="report file name under --out")
     p.set_defaults(func=cmd_bench)
@@ -95,7 +94,7 @@ def add_commands(sub) -> None:
     p.add_argument("--config", help="a run recipe (recipes/*.yaml or a name): its model, stack, seq_len, effective "
                                     "batch and CPU budget; the flags below override it")
     p.add_argument("--stack", **recipe_default, help=f"memory strategies (default: the recipe's, else "
-                                                     f"{DEFAULT_STACK})")
+                                                     f"{PLAN_STACK})")
     p.add_argument("--seq-len", **recipe_default, type=SEQ_LEN, help="sequence length (default: the recipe's, else 512)")
     p.add_argument("--micro-batch", **recipe_default, type=COUNT, help="micro-batch of the breakdown (default: the "
                                                                      "predicted max with a budget, else 1)")
@@ -190,7 +189,7 @@ def _cmd_choose(args, model: str, random_init: bool) -> int:
                         rope_scaling=args.rope_scaling, **common)
         return 0
     stack = args.stack
-    if stack is DEFAULT_STACK:  # not typed: the base of the search, not a finished (lossy) stack
+    if stack is PLAN_STACK:  # not typed: the base of the search, not a finished (lossy) stack
         import torch
 
         stack = AUTO_BASE["cuda" if torch.cuda.is_available() else "cpu"]

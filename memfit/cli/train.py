@@ -11,9 +11,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .options import ConfigError, OneLineParser, add_flags, load_yaml, validate
-
 from ..bundled import RECIPES_DIR as RECIPES  # shipped in the wheel (memfit/bundled/)
+from ..core.errors import ConfigError
+from .options import OneLineParser, add_flags, load_yaml, validate
 
 
 def recipe_path(name: str) -> Path:

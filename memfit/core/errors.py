@@ -9,3 +9,8 @@ from __future__ import annotations
 
 class MemfitError(Exception):
     exit_code = 2
+
+
+class ConfigError(MemfitError, ValueError):
+    """A setting that cannot work - a flag, a config file's key, a fine-tune setting checked before slow work; the
+    message is one line naming the setting and the fix."""

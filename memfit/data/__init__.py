@@ -22,7 +22,7 @@ from typing import Any
 _EXPORTS = {
     "IGNORE_INDEX": "memfit.core.loss",
     "tokenize": "memfit.data.arrow.tokens",
-    **dict.fromkeys(["build_arrow_datasets", "build_bundle", "build_source_datasets"], "memfit.data.bundle"),
+    "build_bundle": "memfit.data.bundle",
     **dict.fromkeys(["DataBundle", "SplitStats", "test_split_hashes"], "memfit.data.bundle_parts"),
     "tokenize_chat": "memfit.data.chat",
     **dict.fromkeys(["CleanDocument", "build_datasets", "clean_documents"], "memfit.data.documents"),

@@ -26,7 +26,7 @@ from datasets import Dataset, concatenate_datasets
 
 from memfit.data.arrow.cache_files import build_lock
 from memfit.data.arrow.records import content_hash, default_arrow_dir, memory_records, record_issues, write_records
-from memfit.data.arrow.tokens import load_tokenizer, tokenise_records
+from memfit.data.arrow.tokens import as_tokenizer, tokenise_records
 from memfit.data.bundle_parts import DataBundle, LossTokens, SplitStats, column, eval_set, sample_issues, \
     target_tokens
 from memfit.data.errors import DataError, FileIssue
@@ -58,7 +58,7 @@ def build_bundle(sources: Optional[list[Any]], tokenizer: Any, *, storage: Stora
                  cache_dir: Optional[str] = None) -> tuple[DataBundle, list[FileIssue]]:
     """The `DataBundle` of `sources` (or of ready `items`: `Record`s and `FileIssue`s, in memory only) and the
     issues of every skipped file, line or sample. `tokenizer` is an HF tokenizer or a path for `AutoTokenizer`."""
-    tokenizer = load_tokenizer(tokenizer)
+    tokenizer = as_tokenizer(tokenizer)
     if tokenizer.eos_token_id is None:
         raise DataError("the tokenizer has no eos_token, which packing needs between documents; set "
                         "tokenizer.eos_token (e.g. to '</s>') before building the datasets.")
@@ -73,16 +73,6 @@ def build_bundle(sources: Optional[list[Any]], tokenizer: Any, *, storage: Stora
     cache = Path(cache_dir or default_arrow_dir())
     with build_lock(cache):
         return _build(write_records(sources, text_cache, cache), tokenizer, weights, cache, options)
-
-
-def build_source_datasets(sources: list[Any], tokenizer: Any, **options: Any) -> tuple[DataBundle, list[FileIssue]]:
-    """`build_bundle` in memory (the name the recipe and tests know)."""
-    return build_bundle(sources, tokenizer, storage="memory", **options)
-
-
-def build_arrow_datasets(sources: list[Any], tokenizer: Any, **options: Any) -> tuple[DataBundle, list[FileIssue]]:
-    """`build_bundle` through the Arrow cache (the name the recipe and tests know)."""
-    return build_bundle(sources, tokenizer, storage="arrow", **options)
 
 
 def weighted(names: list[str], source_of: dict[str, str], weights: dict[str, float]) -> list[str]:

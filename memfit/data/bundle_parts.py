@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 from datasets import Dataset, concatenate_datasets
 
 from memfit.core.loss import IGNORE_INDEX
-from memfit.data.arrow.records import file_stamps
+from memfit.data.arrow.records import total_bytes
 from memfit.data.errors import DataError, FileIssue
 from memfit.data.split import SplitPlan
 
@@ -138,7 +138,7 @@ def wants_arrow(sources: list[Any], threshold_mb: float = ARROW_THRESHOLD_MB) ->
     """The automatic storage: Arrow for a Hub source (size unknown until read) or input files over `threshold_mb`."""
     if any(not getattr(src, "path", None) for src in sources):
         return True
-    total = sum(size for src in sources for _, size, _ in file_stamps(src.path))
+    total = sum(total_bytes(src.path) for src in sources)
     return total > threshold_mb * 2**20
 
 

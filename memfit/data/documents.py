@@ -1,5 +1,5 @@
 """Documents handed over directly (a PDF `Corpus`, cleaned documents, or a `{name: text}` mapping) -> the one bundle
-builder, named by their own names: what `memfit data inspect --tokenizer` and a `pdf_dir` run use.
+builder, named by their own names: what `memfit data inspect --tokenizer` and the benchmarks use.
 
     bundle = build_datasets(corpus, tokenizer, block_size=512, validation_fraction=0.1)
 """

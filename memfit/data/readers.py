@@ -207,7 +207,7 @@ def iter_records(sources: list[Any], text_cache: Optional[str] = None) -> Iterat
     for src in sources:
         collector = _Collector(src)
         if isinstance(src, PdfSource):
-            corpus = extract_pdfs(src.path, text_cache)
+            corpus = extract_pdfs(src.path, text_cache, keep_non_english=src.keep_non_english)
             for error in corpus.errors:
                 collector.add(error.path, error.kind, error.reason)
             records = chain((Record(src.label, doc.name, None, "text", text=doc.clean_text(), n_pages=doc.n_pages)

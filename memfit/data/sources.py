@@ -48,6 +48,7 @@ class PdfSource(_SourceBase):
     read_other_files: bool = Field(False, description="also read the folder's .txt/.md files as text and its "
                                                       ".jsonl/.json/.csv/.parquet files as tables; off: each such "
                                                       "file is named as not read, with how to include it")
+    keep_non_english: bool = Field(False, description="train on documents the language check flags as not English")
 
 
 class TextSource(_SourceBase):

@@ -36,7 +36,7 @@ from ..training.trackers import finish_trackers, log_evaluation, start_trackers
 from .finetune_data import finetune_datasets
 from .held_out import HeldOut, fitted_context
 from .planning import check_blocks, plan_training
-from .preflight import (check_data_fits, check_vocabulary, model_config_without_weights, preflight, run_tokenizer,
+from .preflight import (check_data_fits, check_vocabulary, job_tokenizer, model_config_without_weights, preflight,
                         validated)
 from .quality import original_result
 from .results import results_record, write_report
@@ -89,7 +89,7 @@ class FinetuneRecipe:
             log.info(message)
 
     def setup_data(self) -> DataPhase:
-        tokenizer = run_tokenizer(self.cfg.model)
+        tokenizer = job_tokenizer(self.cfg.model)
         self.check_vocabulary(tokenizer)
         bundle, info, summary = finetune_datasets(self.cfg.data_request(), tokenizer, self.state)
         self.say(summary)
@@ -103,17 +103,12 @@ class FinetuneRecipe:
                                   cfg.plan.target_effective_batch)
         if chose:  # the winner's declared needs (compile's dynamo recompile limit): the first call had no stack
             configure_runtime(stack)
-        check_data_fits(self.target(stack) or cfg.plan.target_effective_batch, train_blocks, cfg.data.seq_len)
+        target = effective_batch_target(stack) or cfg.plan.target_effective_batch
+        check_data_fits(target, train_blocks, cfg.data.seq_len)
         for note in check_launch(stack):  # a stack the launch engine cannot run fails here, before loading
             self.say(f"note: {note}")
         self.say(f"stack {stack.spec}:\n{stack.describe()}")
         return stack
-
-    @staticmethod
-    def target(stack: Stack):
-        """The effective batch the stack's accumulation asks for (None for fixed steps, e.g. 'ga8'): the planner
-        trains at the smallest micro-batch that reaches it in the fewest accumulation steps, not at the max."""
-        return effective_batch_target(stack)
 
     def check_vocabulary(self, tokenizer) -> None:
         """The tokenizer against the model's vocabulary, from its config (no weights read), before any tokenising; a
@@ -145,7 +140,7 @@ class FinetuneRecipe:
         cfg = self.cfg
         planned = plan_training(loaded.model, stack, self.state, loaded.load_copy, cfg.plan, seq_len=cfg.data.seq_len,
                                 eval_batch_size=cfg.eval.eval_batch_size, packed=cfg.data.packing,
-                                target=self.target(stack), say=self.say)
+                                target=effective_batch_target(stack), say=self.say)
         self.clock.lap("plan_s")
         return planned
 

@@ -1,68 +1,44 @@
-"""The fine-tune job's datasets: from its `sources`, or from `pdf_dir` (the shorthand for one PDF source, kept on
-today's PDF pipeline so its messages and results fields stay as they were)."""
+"""The fine-tune job's datasets, built from its `sources` by the one bundle builder (a `pdf_dir` setting is one PDF
+source by then: memfit/recipes/sections.py), and the evaluation sample of its test documents."""
 from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Optional
 
-from ..data import DataError, PdfSource, build_bundle, build_datasets, extract_pdfs, test_split_hashes
+from ..data import build_bundle, test_split_hashes
 from ..data.bundle_parts import default_num_proc, wants_arrow
 
 if TYPE_CHECKING:
     from .sections import DataRequest
 
 
-def load_corpus(pdf_dir: str, cache: Optional[str], keep_non_english: bool = False):
-    try:
-        corpus = extract_pdfs(pdf_dir, cache, keep_non_english=keep_non_english)
-    except DataError as exc:
-        raise DataError(f"{exc}\nThe example needs a folder of text PDFs: put them in {pdf_dir} or pass "
-                        f"--pdf-dir DIR (the full climate corpus: `memfit data fetch climate data/climate`, then "
-                        f"--pdf-dir data/climate).") from None
-    if not corpus.documents:
-        raise DataError(f"none of the PDFs in {pdf_dir} gave usable text:\n{corpus.summary()}")
-    return corpus
-
-
 def finetune_datasets(cfg: "DataRequest", tokenizer: Any, state: Any) -> tuple[Any, dict[str, Any], str]:
-    """(DataBundle, the results' "data" entry, a one-paragraph summary for the log)."""
-    arrow = cfg.arrow_cache
-    sources = cfg.sources or ([PdfSource(path=cfg.pdf_dir)] if arrow else [])
-    if sources:
-        arrow = wants_arrow(sources) if arrow is None else arrow
-        num_proc = (cfg.num_proc or default_num_proc(state.device.type == "cuda")) if arrow else 1
-        with state.main_process_first():  # rank 0 fills the text (and Arrow) caches, the others read them
-            bundle, issues = build_bundle(sources, tokenizer, storage="arrow" if arrow else "memory",
-                                          block_size=cfg.seq_len, test_fraction=cfg.test_fraction, seed=cfg.seed,
-                                          text_cache=cfg.text_cache, num_proc=num_proc,
-                                          train_on_inputs=cfg.train_on_inputs)
-        per_source = {}
-        for row in bundle.documents.select_columns(["source", "split"]):
-            counts = per_source.setdefault(row["source"], {"train": 0, "test": 0})
-            counts[row["split"]] = counts.get(row["split"], 0) + 1
-        entries = [f"{row['name']}:{hashlib.sha256(row['text'].encode('utf-8')).hexdigest()}"
-                   for row in bundle.documents.select_columns(["name", "text"])]
-        data = {"sources": [s.model_dump() for s in sources], "documents": len(bundle.documents), "arrow": arrow,
-                "per_source": per_source, "skipped": [str(i) for i in issues]}
-        summary = (f"{len(bundle.documents)} documents from {len(sources)} sources, {len(issues)} inputs skipped"
-                   + (", tokenised through the Arrow cache" if arrow else ""))
-    else:
-        with state.main_process_first():
-            corpus = load_corpus(cfg.pdf_dir, cfg.text_cache, cfg.keep_non_english)
-        bundle = build_datasets(corpus, tokenizer, block_size=cfg.seq_len, test_fraction=cfg.test_fraction,
-                                seed=cfg.seed, verbose=False)
-        entries = [f"{d.name}:{d.sha256}" for d in corpus.documents]
-        data = {"pdf_dir": str(cfg.pdf_dir), "documents": len(corpus.documents),
-                "skipped_files": [str(e) for e in corpus.errors],
-                "text_from_cache": sum(d.from_cache for d in corpus.documents)}
-        summary = corpus.summary()
-    # one hash over every document's name and content: a changed, added or removed file changes the run's identity
-    data["sha256"] = hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()
-    data |= {"split": {k: asdict(v) for k, v in bundle.stats.items()}, "test_documents": list(bundle.plan.test),
-             "loss_tokens": bundle.loss_tokens,  # what the training loss counted: all | assistant | mixed
-             "test_sha256": dict(test_split_hashes(bundle))}  # {document name: sha256 of its text}
-    return bundle, data, summary
+    """(DataBundle, the results' "data" entry, a one-line summary for the log)."""
+    sources = cfg.sources
+    arrow = wants_arrow(sources) if cfg.arrow_cache is None else cfg.arrow_cache
+    num_proc = (cfg.num_proc or default_num_proc(state.device.type == "cuda")) if arrow else 1
+    with state.main_process_first():  # rank 0 fills the text (and Arrow) caches, the others read them
+        bundle, issues = build_bundle(sources, tokenizer, storage="arrow" if arrow else "memory",
+                                      block_size=cfg.seq_len, test_fraction=cfg.test_fraction, seed=cfg.seed,
+                                      text_cache=cfg.text_cache, num_proc=num_proc,
+                                      train_on_inputs=cfg.train_on_inputs)
+    per_source = {}
+    for row in bundle.documents.select_columns(["source", "split"]):
+        counts = per_source.setdefault(row["source"], {"train": 0, "test": 0})
+        counts[row["split"]] = counts.get(row["split"], 0) + 1
+    entries = [f"{row['name']}:{hashlib.sha256(row['text'].encode('utf-8')).hexdigest()}"
+               for row in bundle.documents.select_columns(["name", "text"])]
+    summary = (f"{len(bundle.documents)} documents from {len(sources)} sources, {len(issues)} inputs skipped"
+               + (", tokenised through the Arrow cache" if arrow else ""))
+    return bundle, {
+        "sources": [s.model_dump() for s in sources], "documents": len(bundle.documents), "arrow": arrow,
+        "per_source": per_source, "skipped": [str(i) for i in issues],
+        # one hash over every document's name and content: a changed, added or removed file changes the run's identity
+        "sha256": hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest(),
+        "split": {k: asdict(v) for k, v in bundle.stats.items()}, "test_documents": list(bundle.plan.test),
+        "loss_tokens": bundle.loss_tokens,  # what the training loss counted: all | assistant | mixed
+        "test_sha256": dict(test_split_hashes(bundle))}, summary  # {document name: sha256 of its text}
 
 
 def sample_documents(test, tokenizer, max_tokens: Optional[int], chunk: int) -> tuple[list[dict], dict[str, Any]]:

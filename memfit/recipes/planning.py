@@ -14,7 +14,7 @@ from ..core.units import GiB
 from ..plan.planner import PlanResult
 from ..plan.probe import SimulatedMeter
 from .engine_plan import plan_run
-from .preflight import ConfigError
+from ..core.errors import ConfigError
 from .sections import PlanSection
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from ..core.errors import ConfigError
 from ..core.stack import Stack
 from ..launch.distributed import check_launch
 from ..models import EMBEDDED, CONFIG_DIR, load_config, load_tokenizer
@@ -19,10 +20,6 @@ if TYPE_CHECKING:
     from .sections import ModelSection
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-class ConfigError(ValueError):
-    """A fine-tune setting that cannot work; the message names the setting and the fix."""
 
 
 def run_dir_of(cfg: "FinetuneConfig") -> Path:
@@ -102,15 +99,13 @@ def _check_caches(cfg: "FinetuneConfig") -> None:
         raise ConfigError(str(exc)) from None
 
 
-def check_output_outside_sources(run_dir: Path, cfg: "FinetuneConfig") -> None:
+def check_run_dir_outside_data(run_dir: Path, cfg: "FinetuneConfig") -> None:
     """A run folder inside a data folder: its summary, results and adapter would be read back as training documents
-    by the next run over that folder (memfit.data's check, over the PDF folder when no sources are given)."""
-    from ..data import PdfSource
+    by the next run over that folder (memfit.data's check)."""
     from ..data.sources import check_output_outside_sources as outside
 
-    data = cfg.data
     try:
-        outside(run_dir, data.sources or [PdfSource(path=data.pdf_dir)])
+        outside(run_dir, cfg.data.sources)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -149,7 +144,7 @@ def check_vocabulary(tokenizer, config, model: str) -> None:
                           f"is at least {size:,}")
 
 
-def run_tokenizer(model: "ModelSection"):
+def job_tokenizer(model: "ModelSection"):
     """The run's tokenizer: `model.tokenizer` or the model's own, with `model.chat_template` in place of its
     template (the chat data are rendered with it)."""
     tokenizer = load_tokenizer(model.tokenizer or (None if model.config else model.name))
@@ -170,7 +165,7 @@ def preflight(cfg: "FinetuneConfig") -> Path:
         read_chat_template(cfg.model.chat_template)
     _check_model(cfg)
     _check_caches(cfg)
-    check_output_outside_sources(run_dir, cfg)
+    check_run_dir_outside_data(run_dir, cfg)
     ensure_writable(run_dir)
     return run_dir
 

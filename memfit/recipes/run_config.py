@@ -60,6 +60,8 @@ IDENTITY_KEYS = ("model", "architecture", "random_init", "stack", "seq_len", "ta
                  "warmup", "test_fraction", "seed", "weight_decay", "scheduler", "max_grad_norm")
 
 
+DATA_FORMS = frozenset({"pdf_dir", "sources"})  # the two ways to name the training data
+
 SECTIONS: dict[str, type[BaseModel]] = {"model": ModelSection, "data": DataSection, "plan": PlanSection,
                                         "train": TrainConfig, "eval": EvalSection}
 TOP_LEVEL = ("stack", "output_dir", "run_name", "seed")
@@ -123,8 +125,13 @@ def _accepts_none(info) -> bool:
 
 
 def merged_settings(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """`update`'s settings over `base`'s. The data is named in either form (pdf_dir is the shorthand of one PDF
+    source): an update naming it replaces the base's data in both forms (a script's default folder, a recipe's
+    sources), so only data given twice in one layer is refused."""
     out = dict(base)
     for key, value in update.items():
+        if key == "data" and isinstance(value, dict) and isinstance(out.get(key), dict) and DATA_FORMS & set(value):
+            out[key] = {k: v for k, v in out[key].items() if k not in DATA_FORMS}
         out[key] = {**out[key], **value} if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
@@ -224,7 +231,7 @@ class FinetuneConfig(Section):
                             ("chat_template", model.chat_template)):
             if value is not None and Path(value).expanduser().exists() and absolute(value) != value:
                 out[name] = absolute(value)
-        for name, value in (("pdf_dir", data.pdf_dir), ("text_cache", data.text_cache),
+        for name, value in (("text_cache", data.text_cache),
                             ("plan_cache", self.plan.plan_cache), ("output_dir", self.output_dir)):
             if value is not None and absolute(value) != value:
                 out[name] = absolute(value)

@@ -24,12 +24,11 @@ from pydantic import ValidationError
 
 from ..core.integrity import FINGERPRINT_MEMO, IntegrityError, checksum_problem, folder_fingerprint, verify_manifest
 from ..core.stack import Stack
-from ..data import clean_documents, tokenize
+from ..data import tokenize
 from ..models import CONFIG_DIR, EMBEDDED, GGUF_FILE, _gguf_folder, cache_root, load_config, load_model
 from ..training.checkpoint import check_adapter, load_adapter
-from .preflight import run_tokenizer as preflight_tokenizer
+from .preflight import job_tokenizer
 from .run_config import FinetuneConfig
-from .finetune_data import load_corpus
 
 BASE_FINGERPRINT = "base_fingerprint"  # results.json key holding base_fingerprint(config.model) at training time
 
@@ -82,15 +81,13 @@ def read_run(run_dir: str | Path) -> SavedRun:
 
 
 def _recorded_texts(run: SavedRun) -> dict[str, tuple[str, Any]]:
-    """{name: (text as hashed, record or None)} of every document the run's sources give today."""
-    cfg = run.config.data
-    if cfg.sources:
-        from ..data import load_records
+    """{name: (text as hashed, record)} of every document the run's sources give today. A run of a version before
+    `pdf_dir` became a PDF source recorded its documents by file name alone (its results' data held `pdf_dir`)."""
+    from ..data import load_records
 
-        records, _ = load_records(cfg.sources, cfg.text_cache)
-        return {r.name: (r.content(), r) for r in records}
-    corpus = load_corpus(cfg.pdf_dir, cfg.text_cache, cfg.keep_non_english)
-    return {d.name: (d.text, None) for d in clean_documents(corpus)}
+    records, _ = load_records(run.config.data.sources, run.config.data.text_cache)
+    by_file_name = "pdf_dir" in run.results["data"]
+    return {(r.file if by_file_name else r.name): (r.content(), r) for r in records}
 
 
 def test_documents(run: SavedRun, tokenizer) -> list[dict[str, Any]]:
@@ -98,7 +95,7 @@ def test_documents(run: SavedRun, tokenizer) -> list[dict[str, Any]]:
     with one line when a document is gone or its text changed."""
     found = _recorded_texts(run)
     data = run.config.data
-    where = ", ".join(s.label for s in data.sources) if data.sources else data.pdf_dir
+    where = ", ".join(s.label for s in data.sources)
     rows = []
     for name, want in sorted(run.test_sha256.items()):
         if name not in found:
@@ -109,7 +106,7 @@ def test_documents(run: SavedRun, tokenizer) -> list[dict[str, Any]]:
         if have != want:
             raise RunError(f"test document {name!r} changed since run {run.path} (sha256 {want[:12]}... recorded, "
                            f"{have[:12]}... now): restore the original file, or train a new run on the new data")
-        if record is not None and record.messages is not None:
+        if record.messages is not None:
             from ..data.chat import tokenize_chat
 
             ids, labels = tokenize_chat(tokenizer, record.messages)
@@ -126,7 +123,7 @@ test_documents.__test__ = False  # its name starts with "test": keep pytest from
 
 
 def run_tokenizer(run: SavedRun):
-    return preflight_tokenizer(run.config.model)
+    return job_tokenizer(run.config.model)
 
 
 def base_fingerprint(model_source: str) -> Optional[str]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..bundled import CLIMATE_SAMPLE
-from ..data.sources import Source
+from ..data.sources import PdfSource, Source
 from .limits import CPU_BUDGET_GIB, MARGIN, number_problem
 
 
@@ -46,11 +46,12 @@ class ModelSection(Section):
 
 
 class DataSection(Section):
-    pdf_dir: str = Field(str(CLIMATE_SAMPLE), description="folder of text PDFs: the one PDF source used when "
-                                                           "`sources` is empty; default: the bundled CC BY sample")
-    sources: list[Source] = Field(default_factory=list, description=(
+    pdf_dir: Optional[str] = Field(None, exclude=True, description=(
+        "a folder of text PDFs: shorthand for sources [{kind: pdf, path: DIR}] (what the run records); either "
+        "form replaces the data a recipe named, both in one place are refused"))
+    sources: list[Source] = Field(default_factory=lambda: [PdfSource(path=str(CLIMATE_SAMPLE))], description=(
         "training data: a YAML list of sources, each {kind: pdf|text|table|saved|hub, path (hub: id), ...}; the keys "
-        "of each kind are listed at the end; one document split across all. Empty: the PDF folder pdf_dir"))
+        "of each kind are listed at the end; one document split across all. Default: the bundled CC BY sample"))
     text_cache: Optional[str] = Field(None, description="extracted page texts; default $MEMFIT_CACHE/text")
     arrow_cache: Optional[bool] = Field(None, description=(
         "tokenise through datasets' Arrow cache ($MEMFIT_CACHE/arrow, reused by a rerun) and train from memory-mapped "
@@ -67,7 +68,32 @@ class DataSection(Section):
                                             "false: one document per block, padded (not yet supported)")
     train_on_inputs: bool = Field(False, description="chat data: also train on system/user tokens; false: the loss "
                                                      "counts assistant tokens only (not yet supported as true)")
-    keep_non_english: bool = Field(False, description="train on documents the language check flags as not English")
+    keep_non_english: bool = Field(False, description="train on PDF documents the language check flags as not "
+                                                      "English (sets keep_non_english of every PDF source)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pdf_dir_as_source(cls, data: Any) -> Any:
+        """`pdf_dir` becomes the one PDF source here, so every run reads its data through the same sources and
+        records it as `sources` (values of the wrong type are left to the fields' own checks)."""
+        if not isinstance(data, dict) or not isinstance(data.get("pdf_dir"), str):
+            return data
+        data = dict(data)
+        pdf_dir, sources = data.pop("pdf_dir"), data.get("sources")
+        if sources and pdf_dir != str(CLIMATE_SAMPLE):  # earlier records carried this default beside their sources
+            raise ValueError(f"pdf_dir ({pdf_dir}) and sources both name the training data: give one (pdf_dir DIR is "
+                             f"sources [{{kind: pdf, path: DIR}}])")
+        if not sources:
+            data["sources"] = [{"kind": "pdf", "path": pdf_dir}]
+        return data
+
+    @model_validator(mode="after")
+    def _keep_non_english_in_every_pdf_source(self):
+        """The PDF sources are where the language check reads it (memfit/data/readers.py)."""
+        if self.keep_non_english and any(isinstance(s, PdfSource) and not s.keep_non_english for s in self.sources):
+            self.sources = [s.model_copy(update={"keep_non_english": True}) if isinstance(s, PdfSource) else s
+                            for s in self.sources]
+        return self
 
 
 class DataRequest(DataSection):

@@ -12,10 +12,7 @@ UNITS = {"pdf": "PDF documents", "text": "text files", "text-rows": "rows", "cha
 
 
 def data_phrase(data: dict[str, Any]) -> str:
-    """'2 PDFs' for the PDF folder; otherwise the documents of each source kind ('40 conversations (chat.jsonl),
-    3 text files (notes)')."""
-    if "pdf_dir" in data:
-        return f"{data['documents']} PDFs"
+    """The documents of each source kind ('40 conversations (chat.jsonl), 3 text files (notes)')."""
     parts = []
     for source in data.get("sources", []):
         label = source.get("name") or source.get("path") or source.get("id", "")

@@ -11,8 +11,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memfit.cli.options import ConfigError
 from memfit.cli.train import parse_config
+from memfit.core.errors import ConfigError
 from memfit.recipes.finetune import FinetuneConfig
 from memfit.recipes.run_config import FLAT, SECTIONS
 

@@ -18,6 +18,13 @@ def run(tmp_path_factory, tiny_tokenizer):  # noqa: F811
     return shared_run(tmp_path_factory, tiny_tokenizer)
 
 
+def pdf_folder(recorded: dict) -> Path:
+    """The run's one PDF source folder (its --pdf-dir, recorded as a source)."""
+    (source,) = recorded["config"]["data"]["sources"]
+    assert source["kind"] == "pdf"
+    return Path(source["path"])
+
+
 def evaluate(root: Path, *args: str) -> dict:
     done = memfit("eval", *map(str, args), env=run_env(root))
     assert done.returncode == 0, done.stderr[-2000:]
@@ -66,11 +73,11 @@ def test_an_added_file_does_not_change_the_test_set(run):
 
     root, run_dir = run
     recorded = results(run_dir)
-    pdfs = Path(recorded["config"]["data"]["pdf_dir"])
-    names = sorted(p.name for p in pdfs.glob("*.pdf"))
+    pdfs = pdf_folder(recorded)
+    names = sorted(f"{pdfs}::{p.name}" for p in pdfs.glob("*.pdf"))
     # a name for which re-splitting the folder (what `memfit eval --data` did) picks another test document
     added = next(name for name in ("a-added.pdf", "m-added.pdf", "z-added.pdf")
-                 if split_documents([*names, name]).test != recorded["data"]["test_documents"])
+                 if split_documents([*names, f"{pdfs}::{name}"]).test != recorded["data"]["test_documents"])
     write_pdf(pdfs, added, 50)
     try:
         after = evaluate(root, run_dir)
@@ -119,13 +126,14 @@ def _eval_error(*argv: str) -> str:
 def test_a_missing_test_document_is_refused(run, monkeypatch):
     root, run_dir = run
     monkeypatch.setenv("MEMFIT_CACHE", run_env(root)["MEMFIT_CACHE"])
-    pdfs = Path(results(run_dir)["config"]["data"]["pdf_dir"])
+    pdfs = pdf_folder(results(run_dir))
     name = results(run_dir)["data"]["test_documents"][0]
-    (pdfs / name).rename(pdfs.parent / name)
+    file = name.split("::")[-1]  # a document is named <source>::<file>
+    (pdfs / file).rename(pdfs.parent / file)
     try:
         says = _eval_error(str(run_dir))
     finally:
-        (pdfs.parent / name).rename(pdfs / name)
+        (pdfs.parent / file).rename(pdfs / file)
     assert f"test document {name!r}" in says and "is missing from" in says and "restore it" in says
 
 
@@ -143,7 +151,7 @@ def test_data_folder_form_scores_every_document_of_the_folder(run, monkeypatch, 
     root, run_dir = run
     monkeypatch.setenv("MEMFIT_CACHE", run_env(root)["MEMFIT_CACHE"])
     config = results(run_dir)["config"]
-    args = _parse("--data", config["data"]["pdf_dir"], "--model", config["model"]["name"], "--context", "32")
+    args = _parse("--data", str(pdf_folder(results(run_dir))), "--model", config["model"]["name"], "--context", "32")
     assert args.func(args) == 0
     scored = json.loads(capsys.readouterr().out)
     assert scored["documents"] == ["land.pdf", "ocean.pdf"] and scored["scored"] == "model"

@@ -35,6 +35,8 @@ def test_every_recipe_validates_and_its_stack_builds():
     for path in RECIPES:
         cfg = parse_config([str(path)])
         file = yaml.safe_load(path.read_text())
+        if "pdf_dir" in file:  # the shorthand of one PDF source: validated into `sources`
+            assert [(s.kind, s.path) for s in cfg.data.sources] == [("pdf", file.pop("pdf_dir"))]
         assert {key: cfg.flat()[key] for key in file} == file
         if cfg.stack != "auto":  # 'auto': the planner chooses on the GPU (smollm2-gpu)
             Stack.coerce(cfg.stack)  # a recipe naming an impossible stack fails here, not on the GPU

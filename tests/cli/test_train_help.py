@@ -19,8 +19,10 @@ def test_every_option_shows_the_value_the_run_uses():
     assert "PydanticUndefined" not in text
     if ON_CPU:  # the CPU device defaults, not None
         for flag, value in [("--lr", "0.003"), ("--seq-len", "256"), ("--eval-context", "256"),
-                            ("--max-steps", "6"), ("--target-effective-batch", "8"), ("--sources", "[]")]:
+                            ("--max-steps", "6"), ("--target-effective-batch", "8")]:
             assert re.search(re.escape(flag) + r" \S+ .*?\(default: " + re.escape(value) + r"\)", text), flag
+    # the bundled sample, as the one PDF source a run records (what --pdf-dir DIR also becomes)
+    assert re.search(r"--sources LIST .*?\(default: \[\{'kind': 'pdf', 'path': '[^']*climate'\}\]\)", text)
     assert "(default: 'tensorboard')" in text and "--warmup FLOAT warm-up" in text
 
 

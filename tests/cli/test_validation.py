@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from memfit.cli import main
-from memfit.cli.options import ConfigError, load_yaml
+from memfit.cli.options import load_yaml
 from memfit.cli.train import parse_config
+from memfit.core.errors import ConfigError
 
 # nothing below may get as far as loading: a model that does not exist would be the first thing to fail
 NO_MODEL = ["--model", "/nonexistent/model-folder"]

@@ -10,7 +10,7 @@ import torch
 
 from memfit.data import DataError, IGNORE_INDEX
 from memfit.data import pack_samples, tokenize_chat
-from memfit.data import build_source_datasets
+from memfit.data import build_bundle
 from memfit.data.sources import TableSource
 
 CHAT = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there"}]
@@ -70,8 +70,8 @@ def test_chat_finetune_loss_counts_only_assistant_tokens(smol_tokenizer, tmp_pat
     rows = [{"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
                           {"role": "assistant", "content": f"It is {2 * i}."}]} for i in range(10)]
     _write_chat(tmp_path / "chat.jsonl", rows)
-    bundle, issues = build_source_datasets([TableSource(path=str(tmp_path / "chat.jsonl"), format="chat")],
-                                           smol_tokenizer, block_size=128, seed=0)
+    bundle, issues = build_bundle([TableSource(path=str(tmp_path / "chat.jsonl"), format="chat")],
+                                  smol_tokenizer, block_size=128, seed=0)
     assert not issues and len(bundle.plan.train) == 8
     train_rows = [dict(r) for r in bundle.train]
     supervised = [t for r in train_rows for t in r["labels"] if t != IGNORE_INDEX]

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from memfit.data import build_arrow_datasets, build_source_datasets
+from memfit.data import build_bundle
 from memfit.data.sources import TableSource, TextSource
 from pdf_factory import english_page
 
@@ -52,9 +52,9 @@ def _assert_same_bundle(arrow, arrow_issues, memory, memory_issues):
 
 
 def test_arrow_path_gives_the_in_memory_blocks_split_and_issues(sources, chat_tokenizer, tmp_path):
-    memory, memory_issues = build_source_datasets(sources, chat_tokenizer, block_size=BLOCK, test_fraction=0.25)
-    arrow, arrow_issues = build_arrow_datasets(sources, chat_tokenizer, block_size=BLOCK, test_fraction=0.25,
-                                               cache_dir=str(tmp_path / "cache"))
+    memory, memory_issues = build_bundle(sources, chat_tokenizer, block_size=BLOCK, test_fraction=0.25)
+    arrow, arrow_issues = build_bundle(sources, chat_tokenizer, storage="arrow", block_size=BLOCK, test_fraction=0.25,
+                                       cache_dir=str(tmp_path / "cache"))
     assert {i.kind for i in arrow_issues} == {"bad-json", "bad-chat", "too-long"}
     assert len(arrow.train) > 4 and arrow.stats["train"].target_tokens > 0
     _assert_same_bundle(arrow, arrow_issues, memory, memory_issues)
@@ -64,9 +64,10 @@ def test_arrow_path_gives_the_in_memory_blocks_split_and_issues(sources, chat_to
 def test_num_proc_2_equals_1_and_a_rerun_reads_the_cache(sources, chat_tokenizer, tmp_path, monkeypatch):
     import memfit.data.arrow.tokens as arrow_tokens
 
-    memory, memory_issues = build_source_datasets(sources, chat_tokenizer, block_size=BLOCK)
+    memory, memory_issues = build_bundle(sources, chat_tokenizer, block_size=BLOCK)
     cache = tmp_path / "cache"
-    arrow, issues = build_arrow_datasets(sources, chat_tokenizer, block_size=BLOCK, num_proc=2, cache_dir=str(cache))
+    arrow, issues = build_bundle(sources, chat_tokenizer, storage="arrow", block_size=BLOCK, num_proc=2,
+                                 cache_dir=str(cache))
     _assert_same_bundle(arrow, issues, memory, memory_issues)
     written = {p: p.stat().st_mtime_ns for p in cache.rglob("*.arrow")}
     assert any(p.name.startswith("tokens-") and "_of_00002" in p.name for p in written)  # two workers tokenised
@@ -74,7 +75,7 @@ def test_num_proc_2_equals_1_and_a_rerun_reads_the_cache(sources, chat_tokenizer
     calls = []
     monkeypatch.setattr(arrow_tokens, "tokenize", lambda *a: calls.append(a) or [])
     monkeypatch.setattr(arrow_tokens, "tokenize_chat", lambda *a: calls.append(a) or ([], []))
-    again, again_issues = build_arrow_datasets(sources, chat_tokenizer, block_size=BLOCK, cache_dir=str(cache))
+    again, again_issues = build_bundle(sources, chat_tokenizer, storage="arrow", block_size=BLOCK, cache_dir=str(cache))
     assert not calls  # no record was tokenised again
     assert {p: p.stat().st_mtime_ns for p in cache.rglob("*.arrow")} == written
     _assert_same_bundle(again, again_issues, memory, memory_issues)
@@ -85,7 +86,8 @@ def test_training_reads_blocks_from_the_arrow_dataset(sources, chat_tokenizer, t
     from memfit import Stack, TrainConfig
     from _models import tiny_model
 
-    bundle, _ = build_arrow_datasets(sources, chat_tokenizer, block_size=BLOCK, cache_dir=str(tmp_path / "cache"))
+    bundle, _ = build_bundle(sources, chat_tokenizer, storage="arrow", block_size=BLOCK,
+                             cache_dir=str(tmp_path / "cache"))
     assert bundle.train.cache_files  # memory-mapped from disk, not a table in memory
     model = tiny_model(vocab_size=len(chat_tokenizer), max_position_embeddings=BLOCK)
     stack = Stack.from_spec("lora:dropout=0")
@@ -123,5 +125,5 @@ def test_a_refused_input_is_the_users_one_line_error_not_a_generation_traceback(
 
     (tmp_path / "t.jsonl").write_text('{"text": "fine"}\n{broken\n')
     with pytest.raises(DataError, match=r"t.jsonl: line 2: not a JSON object"):
-        build_arrow_datasets([TableSource(path=str(tmp_path / "t.jsonl"), on_error="raise")], chat_tokenizer,
-                             cache_dir=str(tmp_path / "cache"))
+        build_bundle([TableSource(path=str(tmp_path / "t.jsonl"), on_error="raise")], chat_tokenizer, storage="arrow",
+                     cache_dir=str(tmp_path / "cache"))

@@ -8,7 +8,6 @@ import pytest
 from pdf_factory import english_page, write_text_pdf
 
 from memfit.data import extract_pdfs
-from memfit.data.text.language import MIN_WORDS, check_language
 
 
 @pytest.fixture
@@ -44,14 +43,6 @@ def test_link_loops_broken_links_and_folders_named_pdf_are_listed_with_a_reason(
     kinds = {i.path.name: i.kind for i in corpus.errors}
     assert kinds == {"loop.pdf": "symlink_loop", "gone.pdf": "broken_link", "folder.pdf": "not_a_file"}
     assert all(f"skipped {pdf_dir / name}" in corpus.summary() for name in kinds)
-
-
-def test_a_short_chinese_document_is_not_english():
-    text = "气候变化是人类面临的最严峻挑战之一，全球变暖导致极端天气事件频发。" * 10  # ~340 characters, one "run"
-    check = check_language(text)
-    assert check.words >= MIN_WORDS and not check.is_english
-    assert check_language("Hello 世界, the climate is changing " * 20).words > 100
-    assert check_language("The ocean is warming and the ice is melting. " * 10).is_english
 
 
 def test_a_short_chinese_pdf_is_left_out_of_training_through_extraction(pdf_dir, good, tmp_path, monkeypatch):

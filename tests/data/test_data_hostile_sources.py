@@ -15,7 +15,7 @@ import time
 import pytest
 from pdf_factory import english_page, write_text_pdf
 
-from memfit.data import DataError, build_arrow_datasets, build_source_datasets, extract_pdfs, load_records
+from memfit.data import DataError, build_bundle, extract_pdfs, load_records
 from memfit.data.sources import PdfSource, TableSource, TextSource, check_output_outside_sources
 
 CHATML = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<eos>\n{% endfor %}"
@@ -41,7 +41,7 @@ def test_four_identical_text_files_give_one_document_never_one_in_test_and_three
     for copy_number in range(4):
         (notes / f"same-{copy_number}.txt").write_text("The same paragraph about sea ice, saved four times.\n" * 5)
     (notes / "zz-near.txt").write_text("THE SAME paragraph about sea ice,   saved four times!!\n" * 5)
-    bundle, issues = build_source_datasets([TextSource(path=str(notes))], tiny_tokenizer, block_size=32)
+    bundle, issues = build_bundle([TextSource(path=str(notes))], tiny_tokenizer, block_size=32)
     assert sorted(i.path.name for i in issues if i.kind == "duplicate") == ["same-1.txt", "same-2.txt", "same-3.txt",
                                                                             "zz-near.txt"]
     assert "nearly the same text" in next(str(i) for i in issues if i.path.name == "zz-near.txt")
@@ -135,7 +135,7 @@ def _train_ids(bundle):
 def test_flipped_arrow_token_ids_are_rebuilt_not_trained_on(tmp_path, tiny_tokenizer, caplog):
     sources = [TextSource(path=str(_notes(tmp_path / "notes", 5)))]
     cache = tmp_path / "cache"
-    clean, _ = build_arrow_datasets(sources, tiny_tokenizer, block_size=32, cache_dir=str(cache))
+    clean, _ = build_bundle(sources, tiny_tokenizer, storage="arrow", block_size=32, cache_dir=str(cache))
     expected = _train_ids(clean)  # read before the damage: the cache files are memory-mapped
     for pattern in ("tokens/tokens-*.arrow", "blocks/blocks-*.arrow", "records/**/*.arrow"):
         for path in cache.glob(pattern):
@@ -143,7 +143,7 @@ def test_flipped_arrow_token_ids_are_rebuilt_not_trained_on(tmp_path, tiny_token
             raw[-200] ^= 0x01  # one flipped bit in the data
             path.write_bytes(bytes(raw))
     with caplog.at_level(logging.WARNING, logger="memfit.data"):
-        again, _ = build_arrow_datasets(sources, tiny_tokenizer, block_size=32, cache_dir=str(cache))
+        again, _ = build_bundle(sources, tiny_tokenizer, storage="arrow", block_size=32, cache_dir=str(cache))
     assert _train_ids(again) == expected
     rebuilt = [r.message for r in caplog.records if "rebuilding" in r.message]
     assert len(rebuilt) == 3 and all("sha256" in m for m in rebuilt)
@@ -154,13 +154,15 @@ def test_a_text_edited_at_the_same_size_with_its_mtime_restored_is_read_again(tm
     target = notes / "n0.txt"
     stamp = target.stat()
     cache = str(tmp_path / "cache")
-    build_arrow_datasets([TextSource(path=str(notes))], tiny_tokenizer, block_size=32, cache_dir=cache)
+    build_bundle([TextSource(path=str(notes))], tiny_tokenizer, storage="arrow", block_size=32,
+                 cache_dir=cache)
     text = target.read_text()
     target.write_text(text.replace("e", "a"))
     os.utime(target, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
     assert target.stat().st_size == stamp.st_size and target.stat().st_mtime_ns == stamp.st_mtime_ns
-    bundle, _ = build_arrow_datasets([TextSource(path=str(notes))], tiny_tokenizer, block_size=32, cache_dir=cache)
-    memory, _ = build_source_datasets([TextSource(path=str(notes))], tiny_tokenizer, block_size=32)
+    bundle, _ = build_bundle([TextSource(path=str(notes))], tiny_tokenizer, storage="arrow", block_size=32,
+                             cache_dir=cache)
+    memory, _ = build_bundle([TextSource(path=str(notes))], tiny_tokenizer, block_size=32)
     assert text.replace("e", "a") in bundle.documents["text"]
     assert _train_ids(bundle) == _train_ids(memory)
 
@@ -176,9 +178,9 @@ def test_temporary_files_of_a_killed_build_are_removed_unless_a_build_is_running
     leftover.write_bytes(b"half a file")
     with open(cache / ".build.lock", "a+") as running:  # another process building now: its temp files are live
         fcntl.flock(running, fcntl.LOCK_SH)
-        build_arrow_datasets(sources, tiny_tokenizer, block_size=32, cache_dir=str(cache))
+        build_bundle(sources, tiny_tokenizer, storage="arrow", block_size=32, cache_dir=str(cache))
         assert leftover.exists()
-    build_arrow_datasets(sources, tiny_tokenizer, block_size=32, cache_dir=str(cache))
+    build_bundle(sources, tiny_tokenizer, storage="arrow", block_size=32, cache_dir=str(cache))
     assert not leftover.exists() and not list(cache.rglob("*.incomplete"))
 
 

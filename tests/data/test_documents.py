@@ -19,13 +19,10 @@ def test_split_is_by_document_and_deterministic(tiny_tokenizer):
     assert sorted(plan.train + plan.test) == sorted(DOCS) and not set(plan.train) & set(plan.test)
     assert len(plan.test) == 2  # round(0.2 * 10)
     assert _build(tiny_tokenizer, seed=3).plan == plan
-    assert len({tuple(split_documents(list(DOCS), seed=seed).test) for seed in range(6)}) > 1
     assert split_documents(list(reversed(DOCS)), seed=3) == plan  # listing order does not matter
 
 
-def test_minimum_test_size_and_validation_split(tiny_tokenizer):
-    assert len(split_documents(list(DOCS), test_fraction=0.0, min_test_docs=1).test) == 1
-    assert len(split_documents(list(DOCS)[:3], test_fraction=0.2, min_test_docs=2).test) == 2
+def test_the_validation_split_is_whole_documents_of_its_own(tiny_tokenizer):
     bundle = _build(tiny_tokenizer, validation_fraction=0.1)
     plan = bundle.plan
     assert (len(plan.train), len(plan.validation), len(plan.test)) == (7, 1, 2)

@@ -8,7 +8,6 @@ import pytest
 from pdf_factory import english_page, pdf_bytes, write_blank_pdf, write_encrypted_pdf, write_text_pdf
 
 from memfit.data import DataError, extract_pdfs
-from memfit.data.pdf.text_cache import default_cache_dir
 
 FRENCH = ("La Conférence des Parties, rappelant sa décision sur l'établissement du groupe de travail spécial de la "
           "plateforme de Durban pour une action renforcée, rappelant également les articles de la Convention, se "
@@ -55,11 +54,6 @@ def test_a_corrupt_cache_entry_is_re_extracted(pdf_dir, good_pdfs, tmp_path):
     again = extract_pdfs(pdf_dir, cache).documents[0]
     assert not again.from_cache and again.pages == doc.pages
     assert json.loads((cache / f"{doc.sha256}.json").read_text())["pages"] == doc.pages
-
-
-def test_default_cache_dir_follows_memfit_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("MEMFIT_CACHE", str(tmp_path / "mc"))
-    assert default_cache_dir() == tmp_path / "mc" / "text"
 
 
 def test_missing_directory_is_a_clear_error(tmp_path):

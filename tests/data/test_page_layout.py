@@ -1,9 +1,8 @@
-"""Running headers/footers and draft line numbers, detected from repetition within one document."""
+"""Running headers/footers, detected from repetition within one document (line numbers: test_line_numbers.py)."""
 from __future__ import annotations
 
 from pdf_factory import english_page
 
-from memfit.data.pdf.line_numbers import remove_line_numbers
 from memfit.data.pdf.page_layout import find_running_lines, remove_running_lines
 
 
@@ -52,50 +51,3 @@ def test_body_lines_that_repeat_outside_the_zone_are_kept():
 def test_too_few_pages_means_no_header_detection():
     pages = [f"Header\n{english_page(n)}" for n in range(2)]
     assert find_running_lines(pages) == {}
-
-
-def _numbered(lines: list[str], start: int = 1, leading: bool = False) -> str:
-    return "\n".join(f"{n} {line}" if leading else f"{line} {n} " for n, line in enumerate(lines, start))
-
-
-def test_trailing_draft_line_numbers_are_stripped():
-    body = english_page(1).split("\n")
-    page = "Final Government Distribution\n" + _numbered(body) + "\nACCEPTED VERSION"
-    pages, removed = remove_line_numbers([page] * 3)
-    assert removed == 3 * len(body)
-    assert [line.rstrip() for line in pages[0].split("\n")] == ["Final Government Distribution", *body,
-                                                                "ACCEPTED VERSION"]
-
-
-def test_line_number_glued_to_a_trailing_hyphen():
-    lines = english_page(1).split("\n")
-    lines[4] += " the low-"
-    page = _numbered(lines).replace("low- 5 ", "low-5 ")  # pypdf's "low-8 \ncarbon" in Chapter 15
-    (cleaned,), removed = remove_line_numbers([page])
-    assert removed == len(lines)
-    assert "the low-\n" in cleaned and "low-5" not in cleaned
-
-
-def test_leading_line_numbers_are_stripped():
-    body = english_page(2).split("\n")
-    pages, removed = remove_line_numbers([_numbered(body, leading=True)])
-    assert removed == len(body)
-    assert [line.strip() for line in pages[0].split("\n")] == body
-
-
-def test_numbered_lists_and_years_are_not_line_numbers():
-    page = "\n".join([
-        "1 Electricity systems", "Enabling low-carbon electricity", "2 Transportation", "Reducing transport activity",
-        "3 Buildings and cities", *english_page(3).split("\n"), "4 Industry", "5 Farms", "emissions fell in 2019",
-    ])
-    assert remove_line_numbers([page]) == ([page], 0)
-
-
-def test_table_pages_of_a_numbered_document_use_a_shorter_run():
-    numbered = [_numbered(english_page(n).split("\n")) for n in range(4)]
-    rows = ["2013 2014 2015", "687 584 680", "Source Type", "n/a n/a", "339 392 472", "UNFCCC SCF", "total low"]
-    table = _numbered(["Table 15.1 flows", "between 2013 and 2020", "as reported"]) + "\n" + "\n".join(rows)
-    assert remove_line_numbers([table])[1] == 0  # alone, 3 numbered lines out of 10 are not enough
-    pages, removed = remove_line_numbers(numbered + [table])
-    assert removed == 4 * 12 + 3
-    assert pages[-1].split("\n")[3:] == rows

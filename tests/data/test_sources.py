@@ -8,7 +8,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from memfit.data import DataError
-from memfit.data import build_source_datasets, test_split_hashes
+from memfit.data import build_bundle, test_split_hashes
 from memfit.data.readers import load_records
 from memfit.data.sources import HubSource, PdfSource, SavedSource, Source, TableSource, TextSource
 
@@ -71,14 +71,14 @@ def test_unknown_role_and_too_long_samples_are_named_and_kept_out_of_the_split(t
     (tmp_path / "chat.jsonl").write_text(json.dumps(bad_chat) + "\n")
     sources = [TableSource(path=str(tmp_path / "pc.jsonl"), format="prompt_completion"),
                TableSource(path=str(tmp_path / "chat.jsonl"), format="chat")]
-    bundle, issues = build_source_datasets(sources, tokenizer, block_size=64)
+    bundle, issues = build_bundle(sources, tokenizer, block_size=64)
     assert [(i.path.name, i.kind, i.reason.split(":")[0]) for i in issues] == [
         ("pc.jsonl", "too-long", "line 5"), ("chat.jsonl", "bad-chat", "line 1")]
     assert "unknown chat role 'robot'" in issues[1].reason
     assert sorted(bundle.plan.train + bundle.plan.test) == [f"{tmp_path / 'pc.jsonl'}::{tmp_path / 'pc.jsonl'}:{i}"
                                                             for i in range(1, 5)]
     with pytest.raises(DataError, match="line 5: sample of .* tokens is longer than the sequence length 64"):
-        build_source_datasets(sources, tokenizer, block_size=64, on_too_long="raise")
+        build_bundle(sources, tokenizer, block_size=64, on_too_long="raise")
 
 
 def test_one_split_across_sources_weights_and_test_hashes(tmp_path, tiny_tokenizer):
@@ -88,7 +88,7 @@ def test_one_split_across_sources_weights_and_test_hashes(tmp_path, tiny_tokeniz
         (tmp_path / "a" / f"{i}.txt").write_text(f"alpha document number {i} " * 5)
         (tmp_path / "b" / f"{i}.md").write_text(f"beta document number {i} " * 5)
     sources = [TextSource(path=str(tmp_path / "a"), name="a", weight=2), TextSource(path=str(tmp_path / "b"), name="b")]
-    bundle, _ = build_source_datasets(sources, tiny_tokenizer, block_size=32, test_fraction=0.2, seed=1)
+    bundle, _ = build_bundle(sources, tiny_tokenizer, block_size=32, test_fraction=0.2, seed=1)
     names = bundle.plan.train + bundle.plan.test
     assert sorted(names) == sorted([f"a::{i}.txt" for i in range(5)] + [f"b::{i}.md" for i in range(5)])
     assert len(bundle.plan.test) == 2 and not set(bundle.plan.test) & set(bundle.plan.train)
@@ -96,8 +96,8 @@ def test_one_split_across_sources_weights_and_test_hashes(tmp_path, tiny_tokeniz
     train_b = len(bundle.plan.train) - train_a
     assert bundle.stats["train"].documents == len(bundle.plan.train)
     # weight 2 doubles source a's train text in the packed stream, never the test split
-    unweighted, _ = build_source_datasets([sources[0].model_copy(update={"weight": 1}), sources[1]], tiny_tokenizer,
-                                          block_size=32, test_fraction=0.2, seed=1)
+    unweighted, _ = build_bundle([sources[0].model_copy(update={"weight": 1}), sources[1]], tiny_tokenizer,
+                                 block_size=32, test_fraction=0.2, seed=1)
     assert unweighted.plan == bundle.plan
     extra = bundle.stats["train"].tokens - unweighted.stats["train"].tokens
     assert extra > 0 and train_a and train_b

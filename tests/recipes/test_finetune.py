@@ -121,9 +121,12 @@ def test_example_end_to_end_writes_every_result_and_reuses_caches(tmp_path, monk
     assert saved["memory"]["budget_gib"] == pytest.approx(0.004) and saved["memory"]["breakdown_gib"]
     assert {"python", "torch", "transformers", "peft", "accelerate"} <= set(saved["versions"])
     data = saved["data"]
-    assert data["documents"] == 2 and data["skipped_files"] == [] and data["text_from_cache"] == 0
+    assert data["documents"] == 2 and data["skipped"] == [] and data["per_source"] == {str(climate_pdfs): {
+        "train": 1, "test": 1}}
+    assert [(s["kind"], s["path"]) for s in data["sources"]] == [("pdf", str(climate_pdfs))]  # --pdf-dir, as a source
     assert set(data["split"]) == {"train", "test"} and data["split"]["train"]["blocks"] > 0
-    assert data["test_documents"] and all(name.endswith(".pdf") for name in data["test_documents"])
+    assert data["test_documents"] and all(name.startswith(f"{climate_pdfs}::") and name.endswith(".pdf")
+                                          for name in data["test_documents"])
     assert saved["stack"] == Stack.from_spec(seed_stack("cpu").format(batch=16)).spec
     assert "LoRA" in saved["stack_description"] and "checkpoint" not in saved["stack_description"]
     assert ev["sampled"] and ev["pieces"] == 3 and ev["piece_tokens"] == 32 and ev["context_length"] == 32
@@ -147,8 +150,13 @@ def test_example_end_to_end_writes_every_result_and_reuses_caches(tmp_path, monk
     assert summary in capsys.readouterr().out  # the example prints it
 
     # a second run reads the extracted text and the plan from the caches, and trains the same way
+    from memfit.data.pdf.text_cache import TextCache
+
+    cached, load = [], TextCache.load
+    monkeypatch.setattr(TextCache, "load", lambda cache, sha256: cached.append(load(cache, sha256)) or cached[-1])
     second = example.main(_argv(climate_pdfs, tiny_model_dir, out, "second"))
-    assert second["data"]["text_from_cache"] == 2
+    assert len(cached) == 2 and all(entry is not None for entry in cached)  # both PDFs' text, not pypdf again
+    assert second["data"]["sha256"] == data["sha256"]
     assert second["plan"]["cache_hit"] is True and second["max_batch_size"] == saved["max_batch_size"]
     assert second["base_perplexity"] == pytest.approx(saved["base_perplexity"], rel=1e-6)
     assert second["final_perplexity"] == pytest.approx(saved["final_perplexity"], rel=1e-4)

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from memfit import Stack
+from memfit.core.errors import ConfigError
 from memfit.plan.planner import PlanResult
 from memfit.recipes.planning import check_blocks, fixed_plan, is_capped, plan_training
-from memfit.recipes.preflight import ConfigError
 from memfit.recipes.sections import PlanSection
 
 STATE = SimpleNamespace(num_processes=1, device=torch.device("cpu"))

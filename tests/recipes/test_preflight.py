@@ -10,7 +10,8 @@ from pydantic import ValidationError
 from memfit.recipes.finetune import FinetuneConfig, run_finetune
 from memfit.recipes.run_config import FLAT
 from memfit.core.protocol import StackError
-from memfit.recipes.preflight import ConfigError, check_data_fits, preflight
+from memfit.core.errors import ConfigError
+from memfit.recipes.preflight import check_data_fits, preflight
 from memfit.training.run_lock import LOCK_FILE
 from _models import tiny_config
 
@@ -119,13 +120,15 @@ def test_a_plan_cache_that_is_a_file_is_refused(tmp_path, arch):
 
 
 def test_a_run_folder_inside_a_data_source_is_refused(tmp_path, arch):
+    from memfit.data.sources import TextSource
+
     data = tmp_path / "papers"
     data.mkdir()
-    with pytest.raises(ConfigError, match=r"lies inside the data source"):
-        preflight(_cfg(tmp_path, arch, pdf_dir=str(data), output_dir=str(data / "results")))
+    with pytest.raises(ConfigError, match=r"lies inside the data source"):  # the --pdf-dir folder, as its source
+        preflight(FinetuneConfig(pdf_dir=str(data), architecture=str(arch), output_dir=str(data / "results"),
+                                 run_name="run", seq_len=64, stack="lora+ga2").resolved("cpu"))
     notes = tmp_path / "notes"
     notes.mkdir()
-    from memfit.data.sources import TextSource
 
     sources = [TextSource(path=str(notes))]
     with pytest.raises(ConfigError, match=r"lies inside the data source"):

@@ -2,7 +2,7 @@
 import pytest
 from pydantic import ValidationError
 
-from memfit.recipes.run_config import FLAT, RECIPE_SETS, FinetuneConfig, nest
+from memfit.recipes.run_config import FLAT, RECIPE_SETS, FinetuneConfig, merged_settings, nest
 from memfit.training.loop import TrainConfig
 
 
@@ -65,7 +65,7 @@ def test_a_flat_results_config_of_an_earlier_version_loads():
            "checkpoint_minutes": 10.0, "keep_last": 2, "log_with": "tensorboard", "resume": "auto", "progress": True,
            "keep_non_english": False, "text_cache": None, "arrow_cache": None, "num_proc": None}
     cfg = FinetuneConfig.model_validate(old)
-    assert cfg.train.epochs == 1.0 and cfg.train.max_steps == 6 and cfg.data.pdf_dir == "papers"
+    assert cfg.train.epochs == 1.0 and cfg.train.max_steps == 6 and [s.path for s in cfg.data.sources] == ["papers"]
     assert FinetuneConfig.model_validate(cfg.model_dump()) == cfg  # and its nested record round-trips
 
 
@@ -84,9 +84,17 @@ def test_the_job_bounds_the_loops_settings():
 def test_paths_are_recorded_absolute_so_a_run_travels(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = FinetuneConfig.model_validate({"sources": [{"kind": "text", "path": "notes"}, {"kind": "hub", "id": "a/b"}],
-                                         "output_dir": "res", "plan_cache": "plans", "pdf_dir": "pdfs"})
+                                         "output_dir": "res", "plan_cache": "plans"})
     resolved = cfg.resolved("cpu")
     assert resolved.data.sources[0].path == str(tmp_path / "notes") and resolved.data.sources[1].id == "a/b"
     assert resolved.output_dir == str(tmp_path / "res") and resolved.plan.plan_cache == str(tmp_path / "plans")
-    assert resolved.data.pdf_dir == str(tmp_path / "pdfs")
+    assert FinetuneConfig(pdf_dir="pdfs").resolved("cpu").data.sources[0].path == str(tmp_path / "pdfs")
     assert resolved.run_name == cfg.resolved("cpu").run_name  # the paths are not part of the run's identity
+
+
+def test_a_later_layer_naming_the_data_replaces_the_earlier_in_either_form():
+    script_default, recipe = nest({"pdf_dir": "bundled"}), nest({"sources": [{"kind": "text", "path": "notes"}]})
+    assert merged_settings(script_default, recipe)["data"] == {"sources": [{"kind": "text", "path": "notes"}]}
+    flags = nest({"pdf_dir": "papers", "seq_len": 64})
+    assert merged_settings(recipe, flags)["data"] == {"pdf_dir": "papers", "seq_len": 64}
+    assert FinetuneConfig.model_validate(merged_settings(recipe, flags)).data.sources[0].path == "papers"

@@ -3,7 +3,6 @@ from memfit.recipes.summary import data_phrase, memory_text, rate_text
 
 
 def test_the_data_is_named_by_source_kind_not_as_pdfs():
-    assert data_phrase({"pdf_dir": "papers", "documents": 14}) == "14 PDFs"
     data = {"documents": 43, "sources": [
         {"kind": "table", "path": "chat.jsonl", "format": "chat"},
         {"kind": "text", "path": "notes", "name": "notes"},

@@ -86,7 +86,7 @@ def cached_map(data: Dataset, function: Callable[..., Any], cache_dir: Optional[
     return out
 
 
-def remove_stale_temporaries(cache_dir: Path) -> list[Path]:
+def remove_interrupted_builds(cache_dir: Path) -> list[Path]:
     """datasets' `tmp*` files and `*.incomplete` folders under `cache_dir`: call only while no build runs."""
     stale = [p for p in cache_dir.rglob("tmp*") if p.is_file()] + \
         [p for p in cache_dir.rglob("*.incomplete") if p.is_dir()]
@@ -110,7 +110,7 @@ def build_lock(cache_dir: Path) -> Iterator[None]:
     with open(cache_dir / ".build.lock", "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            remove_stale_temporaries(cache_dir)
+            remove_interrupted_builds(cache_dir)
         except BlockingIOError:
             pass  # another build is running: its temporary files are live
         fcntl.flock(handle, fcntl.LOCK_SH)

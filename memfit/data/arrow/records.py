@@ -62,10 +62,11 @@ def memory_records(items: Iterable[Union[Record, FileIssue]]) -> Dataset:
     return Dataset.from_list(list(record_rows(items)), features=RECORD_FEATURES)
 
 
-def file_stamps(path: str) -> list[tuple[str, int, int]]:
+def total_bytes(path: str) -> int:
+    """The size of a source path's files (a file, or every file under a folder): what decides the storage."""
     root = Path(path)
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
-    return [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()] if root.is_dir() else []
+    return sum(p.stat().st_size for p in files)
 
 
 def file_digests(path: str) -> list[tuple[str, str]]:

@@ -25,8 +25,9 @@ TOKEN_FEATURES = Features({"input_ids": List(Value("int32")), "labels": List(Val
                            "n_tokens": Value("int64"), "chat_error": Value("string")})
 
 
-def load_tokenizer(tokenizer: Any) -> Any:
-    """A tokenizer object, or `AutoTokenizer` loaded from a path / Hub id."""
+def as_tokenizer(tokenizer: Any) -> Any:
+    """The tokenizer object given, or `AutoTokenizer` loaded from a path / Hub id (a model's own tokenizer, chat
+    template and padding rules: memfit.models.load_tokenizer)."""
     if isinstance(tokenizer, str):
         from transformers import AutoTokenizer
 
