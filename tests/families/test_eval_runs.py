@@ -5,7 +5,6 @@ from the saved adapter on the recorded test documents."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,18 +12,6 @@ import yaml
 
 from memfit.cli import main
 from _families import CLASSES, FAMILY_TYPES, family_model
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "recipes"))
-from test_finetune import tiny_tokenizer  # noqa: E402,F401 (the session fixture)
-from pdf_factory import english_page  # noqa: E402 (on the path once test_finetune is imported)
-
-
-@pytest.fixture(scope="module")
-def notes(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("notes")
-    for i in range(3):  # three documents: two train, one test
-        (folder / f"note{i}.md").write_text("\n".join(english_page(seed=i) for _ in range(2)))
-    return folder
 
 
 def _recipe(folder: Path, notes: Path, weights: Path, run_name: str) -> Path:
@@ -38,7 +25,7 @@ def _recipe(folder: Path, notes: Path, weights: Path, run_name: str) -> Path:
 
 
 @pytest.mark.parametrize("model_type", FAMILY_TYPES)
-def test_memfit_eval_reproduces_the_runs_perplexity(tmp_path, monkeypatch, capsys, tiny_tokenizer,  # noqa: F811
+def test_memfit_eval_reproduces_the_runs_perplexity(tmp_path, monkeypatch, capsys, tiny_tokenizer,
                                                       notes, model_type):
     monkeypatch.setenv("MEMFIT_CACHE", str(tmp_path / "cache"))
     weights = tmp_path / model_type  # "real" weights: a saved checkpoint with its tokenizer, as from the Hub

@@ -5,8 +5,6 @@ is refused in one line by every command, naming the text model to use instead.""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -14,9 +12,6 @@ import yaml
 from memfit.cli import main
 from _families import family_json, family_values
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "recipes"))
-from test_finetune import tiny_tokenizer  # noqa: E402,F401 (the session fixture)
-from pdf_factory import english_page  # noqa: E402 (on the path once test_finetune is imported)
 
 VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=28,
               patch_size=14)
@@ -52,13 +47,10 @@ def test_a_gemma3_text_config_plans_by_probing_its_own_class(text_config, tmp_pa
     assert "gemma3_text" in out and "max micro-batch 4" in out  # probed to the cap, terms owned by the family
 
 
-def test_a_gemma3_text_config_trains_as_gemma3_for_causal_lm(text_config, tmp_path, monkeypatch,
-                                                             tiny_tokenizer):  # noqa: F811
+def test_a_gemma3_text_config_trains_as_gemma3_for_causal_lm(text_config, tmp_path, monkeypatch, tiny_tokenizer,
+                                                             notes):
     monkeypatch.setenv("MEMFIT_CACHE", str(tmp_path / "cache"))
-    notes, tokenizer = tmp_path / "notes", tmp_path / "tokenizer"
-    notes.mkdir()
-    for i in range(3):
-        (notes / f"note{i}.md").write_text("\n".join(english_page(seed=i) for _ in range(2)))
+    tokenizer = tmp_path / "tokenizer"
     tiny_tokenizer.save_pretrained(tokenizer)
     recipe = tmp_path / "run.yaml"
     recipe.write_text(yaml.safe_dump(dict(
