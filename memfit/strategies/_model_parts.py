@@ -3,10 +3,11 @@ attention, MLP and norms, the final norm and the lm_head.
 
 Found through the model's own structure (transformers' `get_decoder()` / `.model`, then `.layers`, `.self_attn`,
 `.mlp`, `.norm`, `get_output_embeddings()`), never by class name, so the same code serves Llama, Mistral, Qwen2,
-Qwen3, Gemma 2/3 (also Gemma 3's multimodal wrapper, whose decoder is its language model) and Phi-3, through a peft
-wrapper as well. What differs per family is read off the modules: which projections exist (Phi-3 fuses q/k/v into
-`qkv_proj` and gate/up into `gate_up_proj`), which norms a layer has (Gemma adds pre/post feed-forward norms, Qwen3
-and Gemma 3 norm q and k). The family itself is `memfit.core.families.family_of(config)`.
+Qwen3, Gemma 2/3 (even Gemma 3's multimodal wrapper, whose decoder is its language model, though memfit refuses to
+load one) and Phi-3, through a peft wrapper as well. What differs per family is read off the modules: which
+projections exist (Phi-3 fuses q/k/v into `qkv_proj` and gate/up into `gate_up_proj`), which norms a layer has
+(Gemma adds pre/post feed-forward norms, Qwen3 and Gemma 3 norm q and k). The family itself is
+`memfit.core.families.family_of(config)`.
 """
 
 from __future__ import annotations
