@@ -218,8 +218,8 @@ def load_model(model: str = EMBEDDED, stack=None, ctx=None, *, random_init: bool
     if quantized:  # bitsandbytes quantizes while moving weights onto the device
         kwargs["device_map"] = {"": ctx.device.index if ctx.device.type == "cuda" else "cpu"}
     try:
-        net = AutoModelForCausalLM.from_pretrained(source, use_safetensors=True, trust_remote_code=False,
-                                                   **kwargs, **(config_overrides or {}))
+        net = AutoModelForCausalLM.from_pretrained(source, config=config, use_safetensors=True,
+                                                   trust_remote_code=False, **kwargs)
     except OSError as exc:
         raise ModelError(_not_found(model, exc)) from None
     except ValueError as exc:

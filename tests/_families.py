@@ -11,10 +11,17 @@ from pathlib import Path
 
 import torch
 
+from _models import random_blocks
+
 FAMILY_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3")
+CLASSES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
+           "qwen3": "Qwen3ForCausalLM", "gemma2": "Gemma2ForCausalLM", "gemma3_text": "Gemma3ForCausalLM",
+           "phi3": "Phi3ForCausalLM"}
 SHAPE = dict(hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
              vocab_size=128, max_position_embeddings=256, pad_token_id=0, bos_token_id=1, eos_token_id=2,
              tie_word_embeddings=False, num_hidden_layers=2)
+# 40 tokens: longer than the 16-token sliding windows, so windowed layers differ from full attention
+BATCH = {k: torch.tensor([r[k] for r in random_blocks(2, 40)]) for k in ("input_ids", "labels")}
 EXTRA = {"mistral": dict(sliding_window=16), "gemma2": dict(sliding_window=16, final_logit_softcapping=0.5),
          "gemma3_text": dict(sliding_window=16), "qwen3": dict(), "phi3": dict()}
 

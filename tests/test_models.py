@@ -83,3 +83,20 @@ def test_a_damaged_converted_copy_is_converted_again_with_one_line(tmp_path, con
     assert integrity.manifest_problem(out) is None
     caplog.clear()
     assert models.embedded_model_dir() == out and conversion["runs"] == 2 and not caplog.records  # trusted again
+
+
+def test_config_overrides_reach_a_model_loaded_from_weights(tiny_weights_dir):
+    """memfit.plan.rope's scaled positions on saved weights: the model is built from the overridden config (passed as
+    `config=`), so its rotary tables are the scaled ones, and the weights are the saved ones."""
+    import torch
+
+    from memfit.models import load_config, load_model
+    from memfit.plan.rope import config_overrides, parse_rope_scaling
+
+    overrides = config_overrides(load_config(tiny_weights_dir), parse_rope_scaling("linear:factor=2"))
+    plain = load_model(tiny_weights_dir)
+    scaled = load_model(tiny_weights_dir, config_overrides=overrides)
+    assert scaled.config.max_position_embeddings == 2 * plain.config.max_position_embeddings
+    assert scaled.config.rope_parameters["rope_type"] == "linear"
+    torch.testing.assert_close(scaled.model.rotary_emb.inv_freq, plain.model.rotary_emb.inv_freq / 2)
+    torch.testing.assert_close(scaled.lm_head.weight, plain.lm_head.weight)

@@ -11,18 +11,17 @@ import argparse
 import contextlib
 import json
 import logging
-import math
 import sys
-from types import SimpleNamespace
 from typing import Any
 
 from ..recipes.limits import MAX_COUNT
+from ..recipes.sections import EvalSection
 from .options import bounded
 
 log = logging.getLogger(__name__)
 COUNT = bounded(int, 1, MAX_COUNT)
 # `--data DIR` has no run to take settings from: the library's defaults, every token scored
-FOLDER_DEFAULTS = SimpleNamespace(eval_context=512, eval_stride=None, eval_batch_size=8, eval_max_tokens=None)
+FOLDER_DEFAULTS = EvalSection(eval_context=512, eval_stride=None, eval_batch_size=8, eval_max_tokens=None)
 
 
 def add_eval_parser(sub) -> None:
@@ -45,29 +44,23 @@ def add_eval_parser(sub) -> None:
     p.set_defaults(func=cmd_eval)
 
 
-def _settings(args, cfg) -> dict[str, Any]:
-    """The run's evaluation settings with the flags typed over them (the flags' ranges are checked at parse time)."""
-    max_tokens = cfg.eval_max_tokens if args.max_tokens is None else args.max_tokens
-    return dict(context=args.context or cfg.eval_context,
-                stride=cfg.eval_stride if args.stride is None else args.stride,
-                batch_size=args.batch_size or cfg.eval_batch_size, max_tokens=max_tokens or None)
+def _settings(args, cfg):
+    """The run's evaluation section with the flags typed over it (the flags' ranges are checked at parse time)."""
+    return cfg.model_copy(update=dict(
+        eval_context=args.context or cfg.eval_context,
+        eval_stride=cfg.eval_stride if args.stride is None else args.stride,
+        eval_batch_size=args.batch_size or cfg.eval_batch_size,
+        eval_max_tokens=cfg.eval_max_tokens if args.max_tokens is None else args.max_tokens))
 
 
-def _score(model, documents, tokenizer, s: dict[str, Any], label: str) -> dict[str, Any]:
-    from ..evaluation import has_label_mask, perplexity
-    from ..recipes.finetune_data import sample_documents
-    from ..recipes.held_out import sample_chunk
+def _score(model, documents, tokenizer, settings, label: str) -> dict[str, Any]:
+    """The run's own scorer (recipes.held_out): the same sample, the same tokens scored, the same numbers."""
+    from ..recipes.held_out import HeldOut
 
-    pieces, sample = sample_documents(documents, tokenizer, s["max_tokens"], sample_chunk(s["context"], s["max_tokens"]))
-    common = dict(context_length=s["context"], stride=s["stride"], batch_size=s["batch_size"], progress=True,
-                  pad_token_id=tokenizer.pad_token_id)
-    masked = has_label_mask(pieces)  # a chat run: the answer tokens it scored, all tokens beside them
-    res = perplexity(model, pieces, only_labels=masked, **common)
-    log.info(f"{label} perplexity {res.perplexity:.3f} ({res.bits_per_byte or math.nan:.4f} bits/byte, "
-             f"{res.tokens:,} {'answer tokens' if masked else 'tokens'})")
-    every = perplexity(model, pieces, **common).to_dict() if masked else None
-    return {**res.to_dict(), "scored": label, "sample": sample, "tokens_scored": "answer tokens" if masked else
-            "all tokens", "all_tokens": every}
+    held_out = HeldOut(documents, tokenizer, settings, accelerator=None, progress=True, say=log.info)
+    res = held_out.score(model, label)
+    return {**res.to_dict(), "scored": label, "sample": held_out.info, "tokens_scored": held_out.scored,
+            "all_tokens": held_out.all_tokens.get(label)}
 
 
 def cmd_eval(args) -> int:
@@ -93,7 +86,8 @@ def _eval_run(args) -> dict[str, Any]:
     label = "base" if args.base else "merged" if args.merge else "adapter"
     model = load_base(run) if args.base else merged_model(run) if args.merge else load_trained(run)
     limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    settings["context"] = fitted_context(settings["context"], limit, log.info)  # never past what the model saw
+    # never past what the model saw
+    settings = settings.model_copy(update={"eval_context": fitted_context(settings.eval_context, limit, log.info)})
     result = _score(model, documents, tokenizer, settings, label)
     return {**result, "run": str(run.path), "model": run.config.model.name, "stack": run.stack,
             "test_documents": [d["name"] for d in documents]}

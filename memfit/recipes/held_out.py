@@ -43,6 +43,10 @@ class HeldOut:
         self.masked = has_label_mask(self.pieces)
         self.all_tokens: dict[str, dict[str, Any]] = {}
 
+    @property
+    def scored(self) -> str:
+        return "answer tokens" if self.masked else "all tokens"
+
     def score(self, model, label: str):
         s = self.settings
         common = dict(context_length=s.eval_context, stride=s.eval_stride, batch_size=s.eval_batch_size,
@@ -62,4 +66,4 @@ class HeldOut:
         return {**self.info, "context_length": final.context_length, "stride": final.stride,
                 "scored_tokens": final.tokens, "scored_bytes": final.bytes, "original": original.to_dict(),
                 "base": base.to_dict(), "final": final.to_dict(),
-                "scored": "answer tokens" if self.masked else "all tokens", "all_tokens": self.all_tokens or None}
+                "scored": self.scored, "all_tokens": self.all_tokens or None}

@@ -3,10 +3,11 @@ attention, MLP and norms, the final norm and the lm_head.
 
 Found through the model's own structure (transformers' `get_decoder()` / `.model`, then `.layers`, `.self_attn`,
 `.mlp`, `.norm`, `get_output_embeddings()`), never by class name, so the same code serves Llama, Mistral, Qwen2,
-Qwen3, Gemma 2/3 (also Gemma 3's multimodal wrapper, whose decoder is its language model) and Phi-3, through a peft
-wrapper as well. What differs per family is read off the modules: which projections exist (Phi-3 fuses q/k/v into
-`qkv_proj` and gate/up into `gate_up_proj`), which norms a layer has (Gemma adds pre/post feed-forward norms, Qwen3
-and Gemma 3 norm q and k), and `family()` is the config's own `model_type`.
+Qwen3, Gemma 2/3 (even Gemma 3's multimodal wrapper, whose decoder is its language model, though memfit refuses to
+load one) and Phi-3, through a peft wrapper as well. What differs per family is read off the modules: which
+projections exist (Phi-3 fuses q/k/v into `qkv_proj` and gate/up into `gate_up_proj`), which norms a layer has
+(Gemma adds pre/post feed-forward norms, Qwen3 and Gemma 3 norm q and k). The family itself is
+`memfit.core.families.family_of(config)`.
 """
 
 from __future__ import annotations
@@ -21,13 +22,6 @@ from ..core.wrapping import unwrap_peft
 def causal_lm(model: torch.nn.Module) -> torch.nn.Module:
     """The transformers *ForCausalLM (or multimodal *ForConditionalGeneration) inside any peft wrapper."""
     return unwrap_peft(model)
-
-
-def family(model: torch.nn.Module) -> str:
-    """The model's family as its (text) config names it: 'llama', 'mistral', 'qwen2', 'qwen3', 'gemma2', ..."""
-    config = causal_lm(model).config
-    text = config.get_text_config() if callable(getattr(config, "get_text_config", None)) else config
-    return str(getattr(text, "model_type", None) or config.model_type)
 
 
 def decoder(model: torch.nn.Module) -> torch.nn.Module | None:

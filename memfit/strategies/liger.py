@@ -23,6 +23,7 @@ from typing import Any, Callable, ClassVar
 import torch
 from pydantic import BaseModel
 
+from ..core.families import family_of
 from ..core.protocol import PHASE_LOSS, StackError, strategy_config
 from ..core.registry import register_strategy
 from ..core.wrapping import Wrapper, unwrap_all, wrap
@@ -127,7 +128,7 @@ class LigerKernels(BaseModel):
 
     def transform_model(self, model, ctx):
         api = liger_api(ctx)
-        family = parts.family(model)
+        family = family_of(parts.causal_lm(model).config).name
         if family not in LIGER_FAMILIES:
             raise StackError(f"liger's Llama kernels do not compute {family}'s norms/MLP exactly (memfit applies them "
                              f"to {', '.join(sorted(LIGER_FAMILIES))}): drop liger, or use cce for the fused loss")

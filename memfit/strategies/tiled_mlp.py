@@ -7,7 +7,7 @@ chunk by chunk without a graph, and the backward recomputes one chunk at a time,
 `tokens` tokens only. The MLP is per-token, so this is exact: outputs equal, gradients up to summation order.
 Cost: the MLP forward runs twice (once more on top of checkpointing's recompute).
 Every supported family's MLP is per-token (SwiGLU, Gemma's GeGLU, Phi-3's fused gate_up_proj), so the same wrapper
-is exact on each (tests/test_families.py); the memory terms count gate, up and act(gate) for all of them.
+is exact on each (tests/families/test_exact_strategies.py); the memory terms count gate, up and act(gate) for all of them.
 """
 
 from __future__ import annotations

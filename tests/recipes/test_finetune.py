@@ -244,9 +244,10 @@ def test_a_fixed_micro_batch_skips_the_planner_and_the_report_says_what_it_train
     assert "on 3 text files (notes)" in summary and "tokens/s n/a" in summary and "planner skipped" in summary
 
 
-def test_a_chat_run_scores_the_answer_tokens_it_trained_on(tmp_path, monkeypatch, tiny_tokenizer):
+def test_a_chat_run_scores_the_answer_tokens_it_trained_on(tmp_path, monkeypatch, capsys, tiny_tokenizer):
     """Chat data trains on the assistant's tokens (train_on_inputs false): the run's held-out numbers score those
-    tokens, the all-token perplexity is recorded beside them, and the summary says what the loss counted."""
+    tokens, the all-token perplexity is recorded beside them, the summary says what the loss counted, and `memfit
+    eval RUN` reproduces both numbers."""
     import copy
 
     import torch
@@ -274,3 +275,11 @@ def test_a_chat_run_scores_the_answer_tokens_it_trained_on(tmp_path, monkeypatch
     assert 0 < final["tokens"] < every["tokens"] and final["bits_per_byte"] is None
     assert results["final_perplexity"] == pytest.approx(final["perplexity"])
     assert "assistant" in (tmp_path / "out" / "chat" / "summary.md").read_text()
+    from memfit.cli import main
+
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "out" / "chat")]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["tokens_scored"] == "answer tokens" and scored["tokens"] == final["tokens"]
+    assert scored["perplexity"] == pytest.approx(final["perplexity"], rel=1e-5)
+    assert scored["all_tokens"]["perplexity"] == pytest.approx(every["perplexity"], rel=1e-5)
