@@ -36,7 +36,8 @@ def finetune_datasets(cfg: "DataRequest", tokenizer: Any, state: Any) -> tuple[A
             bundle, issues = build_bundle(sources, tokenizer, storage="arrow" if arrow else "memory",
                                           block_size=cfg.seq_len, test_fraction=cfg.test_fraction, seed=cfg.seed,
                                           text_cache=cfg.text_cache, num_proc=num_proc,
-                                          train_on_inputs=cfg.train_on_inputs)
+                                          train_on_inputs=cfg.train_on_inputs, packing=cfg.packing,
+                                          validation_fraction=cfg.validation_fraction)
         per_source = {}
         for row in bundle.documents.select_columns(["source", "split"]):
             counts = per_source.setdefault(row["source"], {"train": 0, "test": 0})
@@ -51,7 +52,8 @@ def finetune_datasets(cfg: "DataRequest", tokenizer: Any, state: Any) -> tuple[A
         with state.main_process_first():
             corpus = load_corpus(cfg.pdf_dir, cfg.text_cache, cfg.keep_non_english)
         bundle = build_datasets(corpus, tokenizer, block_size=cfg.seq_len, test_fraction=cfg.test_fraction,
-                                seed=cfg.seed, verbose=False)
+                                validation_fraction=cfg.validation_fraction, seed=cfg.seed, verbose=False,
+                                packing=cfg.packing)
         entries = [f"{d.name}:{d.sha256}" for d in corpus.documents]
         data = {"pdf_dir": str(cfg.pdf_dir), "documents": len(corpus.documents),
                 "skipped_files": [str(e) for e in corpus.errors],
@@ -60,6 +62,7 @@ def finetune_datasets(cfg: "DataRequest", tokenizer: Any, state: Any) -> tuple[A
     # one hash over every document's name and content: a changed, added or removed file changes the run's identity
     data["sha256"] = hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()
     data |= {"split": {k: asdict(v) for k, v in bundle.stats.items()}, "test_documents": list(bundle.plan.test),
+             "validation_documents": list(bundle.plan.validation), "packed": bundle.packed, "chat": bundle.chat,
              "loss_tokens": bundle.loss_tokens,  # what the training loss counted: all | assistant | mixed
              "test_sha256": dict(test_split_hashes(bundle))}  # {document name: sha256 of its text}
     return bundle, data, summary

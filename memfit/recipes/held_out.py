@@ -57,6 +57,15 @@ class HeldOut:
             self.say(f"{label} perplexity over all tokens {every.perplexity:.3f} ({every.tokens:,} tokens)")
         return res
 
+    def split_record(self, base, final: dict[str, Any], every: Optional[int]) -> dict[str, Any]:
+        """results.json's "validation" entry: the split's perplexity before and after training (`final`: the last
+        periodic evaluation's dict when it scored the trained model), apart from the test numbers."""
+        before, after = base.perplexity, final["perplexity"]
+        change = 100.0 * (after - before) / before if before and math.isfinite(before) else None
+        return {**self.info, "base": base.to_dict(), "final": final, "change_pct": change,
+                "scored": "answer tokens" if self.masked else "all tokens",
+                "evaluated": f"every {every} steps (train.evals)" if every else "before and after training"}
+
     def record(self, original, base, final) -> dict[str, Any]:
         """results.json's "evaluation" entry."""
         return {**self.info, "context_length": final.context_length, "stride": final.stride,
