@@ -64,10 +64,10 @@ class DataSection(Section):
     test_fraction: float = Field(0.2, gt=0, lt=1, description="fraction of documents held out for evaluation")
     validation_fraction: float = Field(0.0, ge=0, lt=1, description=(
         "fraction of documents held out of training as a validation split (never test documents), scored before "
-        "and after training and every eval_every steps, reported apart from the test perplexity; default 0: no "
+        "and after training and every eval_every steps, reported apart from the test perplexity; 0: no "
         "validation split (eval_every then scores the test documents)"))
     packing: bool = Field(True, description=(
-        "default true: pack documents into full blocks (EOS between them, position ids restart per document); "
+        "true: pack documents into full blocks (EOS between them, position ids restart per document); "
         "false: one document or conversation per block, right-padded, the padding masked out of attention and loss "
         "(a document longer than a block continues in blocks of its own)"))
     train_on_inputs: bool = Field(False, description="chat data: also train on system/user tokens; false: the loss "
