@@ -196,8 +196,8 @@ def pack_documents(token_lists: Sequence[Sequence[int]], block_size: int, eos_to
 
 def pack_samples(samples: Sequence[tuple[Sequence[int], Sequence[int]]], block_size: int,
                  pad_token_id: int, packing: bool = True) -> Columns:
-    """Whole (input_ids, labels) samples into blocks of `block_size` (one per block when not `packing`); a sample longer than a block is a caller
-    error (they are filtered, and reported, before packing)."""
+    """Whole (input_ids, labels) samples into blocks of `block_size` (one per block when not `packing`); a sample
+    longer than a block is a caller error (they are filtered, and reported, before packing)."""
     for ids, _ in samples:
         if len(ids) > block_size:
             raise ValueError(f"a sample of {len(ids)} tokens does not fit a block of {block_size}")

@@ -180,7 +180,7 @@ class FinetuneRecipe:
                                data_seed=cfg.seed)
         held_out = HeldOut(data.bundle.test, data.tokenizer, cfg.eval, acc, cfg.train.progress, self.say)
         validation = None if data.bundle.validation is None else \
-            HeldOut(data.bundle.validation, data.tokenizer, cfg.eval, acc, cfg.train.progress, self.say)
+            HeldOut(data.bundle.validation, data.tokenizer, cfg.eval, acc, cfg.train.progress, self.say, "validation")
         sample = SampleAnswer(cfg.eval.sample_prompt, data.tokenizer, data.bundle.chat, self.state, self.say)
         tcfg = self.train_config(planned, data)
         if tcfg.log_with:  # started here, not in train(): the evaluations before and after training are logged too

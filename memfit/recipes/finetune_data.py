@@ -68,14 +68,15 @@ def finetune_datasets(cfg: "DataRequest", tokenizer: Any, state: Any) -> tuple[A
     return bundle, data, summary
 
 
-def sample_documents(test, tokenizer, max_tokens: Optional[int], chunk: int) -> tuple[list[dict], dict[str, Any]]:
-    """Whole test documents, or (when they hold more than `max_tokens`) evenly spaced `chunk`-token pieces of them,
-    so a capped evaluation still covers every part of every test document. A piece's bytes are those of its decoded
-    text (exact for byte-level tokenizers, up to a split character at a piece edge)."""
+def sample_documents(test, tokenizer, max_tokens: Optional[int], chunk: int,
+                     split: str = "test") -> tuple[list[dict], dict[str, Any]]:
+    """Whole documents of the `split` (test or validation), or (when they hold more than `max_tokens`) evenly spaced
+    `chunk`-token pieces of them, so a capped evaluation still covers every part of every document. A piece's bytes
+    are those of its decoded text (exact for byte-level tokenizers, up to a split character at a piece edge)."""
     docs = [dict(row) for row in test]
     total = sum(len(d["input_ids"]) for d in docs)
     if not max_tokens or total <= max_tokens:
-        return docs, {"sampled": False, "test_tokens": total, "scored_documents": len(docs)}
+        return docs, {"sampled": False, f"{split}_tokens": total, "scored_documents": len(docs)}
     starts = [(d, s) for d in docs for s in range(0, len(d["input_ids"]) - 1, chunk)]
     n = max(1, min(len(starts), max_tokens // chunk))
     picked = [starts[int(i * len(starts) / n)] for i in range(n)]
@@ -86,7 +87,7 @@ def sample_documents(test, tokenizer, max_tokens: Optional[int], chunk: int) -> 
         if "labels" in doc:  # the label mask training scored (assistant tokens of chat samples) travels with the piece
             piece["labels"] = doc["labels"][s:s + chunk]
         pieces.append(piece)
-    info = {"sampled": True, "test_tokens": total, "pieces": n, "piece_tokens": chunk,
-            "note": f"{n} evenly spaced {chunk}-token pieces of the test documents (eval_max_tokens={max_tokens}); "
+    info = {"sampled": True, f"{split}_tokens": total, "pieces": n, "piece_tokens": chunk,
+            "note": f"{n} evenly spaced {chunk}-token pieces of the {split} documents (eval_max_tokens={max_tokens}); "
                     "the same pieces before and after training"}
     return pieces, info

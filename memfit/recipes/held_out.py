@@ -31,14 +31,15 @@ def fitted_context(context: int, max_positions: Optional[int], say) -> int:
 
 
 class HeldOut:
-    """The test documents (or an evenly spaced sample of them) and the scorer every evaluation of the run uses."""
+    """The held-out documents of one split (test, or validation), or an evenly spaced sample of them, and the scorer
+    every evaluation of that split uses."""
 
     def __init__(self, test, tokenizer, settings: EvalSection, accelerator, progress: bool,
-                 say: Callable[[str], None]):
+                 say: Callable[[str], None], split: str = "test"):
         self.settings, self.accelerator, self.progress, self.say = settings, accelerator, progress, say
         self.pad_token_id = tokenizer.pad_token_id
         chunk = sample_chunk(settings.eval_context, settings.eval_max_tokens)
-        self.pieces, self.info = sample_documents(test, tokenizer, settings.eval_max_tokens, chunk)
+        self.pieces, self.info = sample_documents(test, tokenizer, settings.eval_max_tokens, chunk, split)
         # chat / prompt-completion data trained on the answers only: score what training scored, all tokens beside it
         self.masked = has_label_mask(self.pieces)
         self.all_tokens: dict[str, dict[str, Any]] = {}

@@ -5,7 +5,8 @@ a reader sees what the fine-tune did to the model's words beside what it did to 
 A text run continues the prompt; a chat run (chat or prompt/completion training samples) asks it as one user turn
 through the run's chat template, as the trained model will be asked. An empty prompt takes no sample. Weights
 sharded across processes (DeepSpeed ZeRO, FSDP) would need every rank inside `generate`: no sample there, said in
-results.json rather than left out silently."""
+results.json rather than left out silently. A generation that fails (a strategy whose forward cannot decode) is
+recorded the same way: the sample is a view of the run, never a reason to lose the run's report."""
 from __future__ import annotations
 
 from typing import Any, Callable, Optional
@@ -31,7 +32,12 @@ class SampleAnswer:
     def take(self, model, label: str) -> None:
         if self.skipped or not self.state.is_main_process:  # whole weights on every rank: the main one answers
             return
-        text = answer(model, self.tokenizer, self.prompt, chat=self.chat, max_new_tokens=SAMPLE_TOKENS)
+        try:
+            text = answer(model, self.tokenizer, self.prompt, chat=self.chat, max_new_tokens=SAMPLE_TOKENS)
+        except Exception as exc:  # noqa: BLE001 - a sample must never cost a finished run its report; said, recorded
+            self.skipped = f"generation failed {label} training: {type(exc).__name__}: {exc}"
+            self.say(f"note: no sample answer: {self.skipped}")
+            return
         self.answers[label] = text
         self.say(f"sample answer {label} training: {one_line(text)!r}")
 

@@ -11,7 +11,7 @@ from ..bundled import CLIMATE_SAMPLE
 from ..data.sources import Source
 from .limits import CPU_BUDGET_GIB, MARGIN, number_problem
 
-SAMPLE_PROMPT = "What is the most important thing to know about this topic?"  # reads as a question and as a text
+SAMPLE_PROMPT = "The main finding is that"  # continued as text, and answered as a chat turn too (SmolLM2, by hand)
 
 
 class Section(BaseModel):

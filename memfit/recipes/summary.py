@@ -62,7 +62,7 @@ def validation_text(v: dict[str, Any]) -> str:
 
 def table_cell(text: str) -> str:
     """Free text as one markdown table cell: one line, pipes escaped."""
-    return " ".join(str(text).split()).replace("|", "\\|") or "(empty)"
+    return " ".join(str(text).split()).replace("|", "\\|") or "(empty: the model ended its answer at once)"
 
 
 def sample_rows(s: dict[str, Any]) -> list[tuple[str, str]]:

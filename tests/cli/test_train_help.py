@@ -44,7 +44,7 @@ def test_the_knobs_are_settings():
     defaults = " ".join(text.split())  # the effective defaults are in the help
     for said in ("padding masked out of attention and loss (a document longer than a block continues in blocks of "
                  "its own) (default: True)", "0: no validation split (eval_every then scores the test documents) "
-                 "(default: 0.0)", "empty: no sample (default: 'What is the most important thing"):
+                 "(default: 0.0)", "empty: no sample (default: 'The main finding is that')"):
         assert said in defaults
     cfg = parse_config(["--micro-batch", "2", "--log-every", "5", "--tokenizer", "tok", "--architecture", "a"])
     assert cfg.plan.micro_batch == 2 and cfg.train.log_every == 5 and cfg.model.tokenizer == "tok"
