@@ -90,3 +90,14 @@ def test_paths_are_recorded_absolute_so_a_run_travels(tmp_path, monkeypatch):
     assert resolved.output_dir == str(tmp_path / "res") and resolved.plan.plan_cache == str(tmp_path / "plans")
     assert resolved.data.pdf_dir == str(tmp_path / "pdfs")
     assert resolved.run_name == cfg.resolved("cpu").run_name  # the paths are not part of the run's identity
+
+
+def test_packing_and_a_validation_split_join_the_identity_only_when_set():
+    """Runs that leave them at their defaults keep the names earlier versions gave them; a run that changes them
+    trains on other blocks or documents, so it gets a name (and checkpoint identity) of its own."""
+    plain = FinetuneConfig()
+    assert not {"packing", "validation_fraction"} & set(plain.identity())
+    unpacked, validated = FinetuneConfig(packing=False), FinetuneConfig(validation_fraction=0.1)
+    assert unpacked.identity()["packing"] is False and validated.identity()["validation_fraction"] == 0.1
+    names = {cfg.resolved("cpu").run_name for cfg in (plain, unpacked, validated)}
+    assert len(names) == 3
