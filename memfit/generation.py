@@ -3,7 +3,8 @@ after training (memfit/recipes/finetune.py) - one decode, so the two never answe
 
 Greedy unless a temperature is given, so the same prompt gives the same answer. `chat` wraps the prompt as one user
 turn in the tokenizer's chat template (what an instruct model expects); otherwise the prompt is continued as plain
-text. The model's train/eval mode is put back afterwards: a sample taken before training must not leave dropout off."""
+text. The model's train/eval mode and the caller's random state are put back afterwards: a sample taken before
+training must not leave dropout off or change the run's random draws."""
 from __future__ import annotations
 
 from typing import Optional
@@ -38,11 +39,13 @@ def answer(model, tokenizer, prompt: str, *, chat: bool = False, system: Optiona
     config = GenerationConfig(max_new_tokens=max_new_tokens, eos_token_id=eos,
                               pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
                               **sampling)
-    torch.manual_seed(seed)
     was_training = model.training
     model.eval()
+    # the seed is the sample's own: the caller's random state (a run's dropout and data order) continues unchanged
+    devices = [ids.device] if ids.device.type == "cuda" else []
     try:
-        with torch.no_grad():
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            torch.manual_seed(seed)
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)
     finally:
         model.train(was_training)

@@ -57,7 +57,11 @@ def test_chat_uses_the_tokenizer_template_and_refuses_without_one(tiny_tokenizer
     assert tokenizer.decode(ids[0]) == "<system>be brief<eos><user>why is the sea warming?<eos><assistant>"
 
 
-def test_a_sample_keeps_the_models_training_mode(tiny, tiny_tokenizer):  # noqa: F811
+def test_a_sample_keeps_the_models_training_mode_and_the_callers_random_state(tiny, tiny_tokenizer):  # noqa: F811
     tiny.train()
-    answer(tiny, tiny_tokenizer, "the ocean", max_new_tokens=2)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    answer(tiny, tiny_tokenizer, "the ocean", max_new_tokens=2, temperature=1.0, seed=7)
     assert tiny.training
+    assert torch.equal(torch.rand(3), expected)  # the sample's seed did not reset the caller's generator
