@@ -78,8 +78,8 @@ def text_blocks(batch: dict[str, list], docs: Dataset, starts: np.ndarray, ends:
 
 def document_blocks(batch: dict[str, list], docs: Dataset, doc_first: np.ndarray, block_size: int, eos: int,
                     pad: int) -> Columns:
-    """Unpacked text: blocks `batch["block"]` where document d (EOS appended) fills blocks doc_first[d] ..
-    doc_first[d + 1] - 1 and the last of them is right-padded, masked out of attention and loss."""
+    """Unpacked text: blocks `batch["block"]` where document d fills blocks doc_first[d] .. doc_first[d + 1] - 1, its
+    EOS after it when the last block has room, and the rest right-padded, masked out of attention and loss."""
     first_block, last_block = _block_numbers(batch)
     d0 = int(np.searchsorted(doc_first, first_block, side="right")) - 1
     d1 = int(np.searchsorted(doc_first, last_block, side="left"))
@@ -87,10 +87,12 @@ def document_blocks(batch: dict[str, list], docs: Dataset, doc_first: np.ndarray
     out: Columns = {"input_ids": [], "labels": [], "position_ids": [], "attention_mask": []}
     for b in range(first_block, last_block):
         d = int(np.searchsorted(doc_first, b, side="right")) - 1
-        start = (b - int(doc_first[d])) * block_size
-        piece = [*rows[d - d0], eos][start:start + block_size]
+        doc, start = rows[d - d0], (b - int(doc_first[d])) * block_size
+        piece = list(doc[start:start + block_size])  # a slice per block: a long document is never copied whole
+        if len(piece) < block_size and start + len(piece) == len(doc):
+            piece.append(eos)  # the document's end, in its last block
         padding = block_size - len(piece)
-        # a block's first token has no target anyway (the loss shifts); -100 says it is no prediction of this doc
+        # the loss shifts, so a block's first label is never a target: -100 says so (as for packed documents)
         out["input_ids"].append(piece + [pad] * padding)
         out["labels"].append([IGNORE_INDEX, *piece[1:]] + [IGNORE_INDEX] * padding)
         out["position_ids"].append(list(range(block_size)))
@@ -145,8 +147,9 @@ def _layout(lengths: np.ndarray, chat: bool, block_size: int, eos: int, pad: int
         block_first = chat_block_starts(lengths, block_size, packing)
         return len(block_first) - 1, chat_blocks, {"block_first": block_first, "block_size": block_size, "pad": pad,
                                                    "train_on_inputs": train_on_inputs, "padded": not packing}
-    if not packing:  # each document (and its EOS) in blocks of its own
-        doc_first = np.concatenate([[0], np.cumsum(-(-(lengths + 1) // block_size))]).astype(np.int64)
+    if not packing:  # each document in blocks of its own; its EOS only where the last block has room (alone at a
+        # block's start it would be no target: a block of padding and one untrained EOS)
+        doc_first = np.concatenate([[0], np.cumsum(-(-lengths // block_size))]).astype(np.int64)
         return int(doc_first[-1]), document_blocks, {"doc_first": doc_first, "block_size": block_size, "eos": eos,
                                                      "pad": pad}
     ends = np.cumsum(lengths + 1)  # every document is followed by its EOS

@@ -73,6 +73,9 @@ def test_unpacked_blocks_hold_one_document_each_padded_and_masked():
         "position_ids": [[0, 1, 2, 3]] * 3,
         "attention_mask": [[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 0]],
     }
+    # a document filling its last block exactly: no block of a lone EOS (at a block's start it is no target)
+    exact = pack_documents([[5, 6, 7, 8]], block_size=4, eos_token_id=EOS, pad_token_id=PAD, packing=False)
+    assert exact["input_ids"] == [[5, 6, 7, 8]] and exact["labels"] == [[-100, 6, 7, 8]]
 
 
 def test_unpacked_chat_samples_one_per_block():
