@@ -185,16 +185,23 @@ class FinetuneRecipe:
         tcfg = self.train_config(planned, data)
         if tcfg.log_with:  # started here, not in train(): the evaluations before and after training are logged too
             start_trackers(acc, stack, tcfg)
-        base, original = self.evaluate_before(loaded, stack, held_out, acc)
+        # the eval/perplexity tracker curve holds one split: the validation documents when the periodic evaluations
+        # score them, else the test documents (base, periodic, final)
+        test_curve = validation is None
+        base, original = self.evaluate_before(loaded, stack, held_out, acc, test_curve)
         validation_base = validation.score(loaded.model, "validation base") if validation else None
+        if validation_base:
+            log_evaluation(acc, validation_base.to_dict(), 0, "validation_base")
         sample.take(loaded.model, "before")
         trained = self.train(loaded, stack, data, tcfg, validation or held_out, acc)
         final = held_out.score(loaded.model, "final")
-        log_evaluation(acc, final.to_dict(), trained.steps, "final")
+        log_evaluation(acc, final.to_dict(), trained.steps, "final", test_curve)
         extra: dict[str, Any] = {}
         if validation:  # the last periodic evaluation already scored the trained model: not scored twice
             last = trained.evals[-1] if trained.evals and trained.evals[-1]["step"] == trained.steps else None
             validation_final = last or validation.score(loaded.model, "validation final").to_dict()
+            if not last:
+                log_evaluation(acc, validation_final, trained.steps, "validation_final")
             extra["validation"] = validation.split_record(validation_base, validation_final, tcfg.eval_every)
         sample.take(loaded.model, "after")
         extra["sample_answer"] = sample.record()
@@ -203,16 +210,16 @@ class FinetuneRecipe:
         return self.report(loaded.model, stack, planned, trained, held_out.record(original, base, final), original,
                            base, final, data, acc.num_processes, extra)
 
-    def evaluate_before(self, loaded: ModelPhase, stack: Stack, held_out: HeldOut, acc):
+    def evaluate_before(self, loaded: ModelPhase, stack: Stack, held_out: HeldOut, acc, curve: bool = True):
         """The base as trained and, when the stack changes its weights, the original at full precision."""
         model_cfg = self.cfg.model
         base = held_out.score(loaded.model, "base")
-        log_evaluation(acc, base.to_dict(), 0, "base")
+        log_evaluation(acc, base.to_dict(), 0, "base", curve)
         original = original_result(base, stack, model_cfg.random,
                                    lambda: load_model(model_cfg.name, Stack(), loaded.ctx, seed=self.cfg.seed),
                                    lambda m, label: held_out.score(m, label))
         if original is not base:
-            log_evaluation(acc, original.to_dict(), 0, "original")
+            log_evaluation(acc, original.to_dict(), 0, "original", curve)
         self.clock.lap("base_eval_s")
         return base, original
 
