@@ -65,7 +65,8 @@ class HeldOut:
         change = 100.0 * (after - before) / before if before and math.isfinite(before) else None
         return {**self.info, "base": base.to_dict(), "final": final, "change_pct": change,
                 "scored": "answer tokens" if self.masked else "all tokens",
-                "evaluated": f"every {every} steps (train.evals)" if every else "before and after training"}
+                "evaluated": (f"every {every} step{'s' * (every > 1)} (train.evals)" if every else
+                              "before and after training")}
 
     def record(self, original, base, final) -> dict[str, Any]:
         """results.json's "evaluation" entry."""

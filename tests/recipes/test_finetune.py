@@ -290,7 +290,7 @@ def test_unpacked_blocks_and_a_validation_split(tmp_path, monkeypatch, tiny_mode
     # every train document gets blocks of its own: at least one block per document, padding in the last
     assert data["split"]["train"]["blocks"] >= data["split"]["train"]["documents"] == 3
     validation = results["validation"]
-    assert validation["evaluated"] == "every 1 steps (train.evals)"
+    assert validation["evaluated"] == "every 1 step (train.evals)"
     assert [e["step"] for e in results["train"]["evals"]] == [1, 2]
     assert validation["final"] == results["train"]["evals"][-1]  # the last periodic evaluation, not scored twice
     assert validation["base"]["perplexity"] != results["evaluation"]["base"]["perplexity"]  # other documents
