@@ -1,7 +1,10 @@
 """`memfit estimate`: the analytic memory model (memfit/plan/memory.py) from a model config or a run recipe.
 
 Only configs are read: no weights are loaded, no model is built, nothing is probed, so it answers in seconds for an
-8B model on a laptop. What it prints is a prediction; `memfit plan` measures the real boundary."""
+8B model on a laptop. What it prints is a prediction; `memfit plan` measures the real boundary. `--device` matters:
+the device's own terms (memfit/plan/device_terms.py: the CUDA context and workspaces on cuda; no workspace, host =
+device and the process's runtime on cpu) join the table, and the largest term is named with the registered strategy
+that lowers it most."""
 
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ def dominating_term(stack, config, seq_len: int, ctx, est, micro: int) -> tuple[
     Every strategy the registry holds is tried on the analytic model, so plugins take part and no name is assumed."""
     from .. import available_strategies
     from ..core.stack import Stack, StackError
-    from ..plan.memory import estimate
+    from ..plan.device_terms import device_estimate as estimate
 
     device_terms = {k: v for k, v in est.breakdown(micro).items() if k != "total" and not k.startswith("host:")}
     term = max(device_terms, key=device_terms.get)
@@ -48,8 +51,8 @@ def dominating_term(stack, config, seq_len: int, ctx, est, micro: int) -> tuple[
             continue
         if lowered < device_terms[term] * 0.99 and (best is None or lowered < best[1]):
             best = (name, lowered)
-    remedy = (f"adding '{best[0]}' lowers it to {best[1]:.2f} GiB" if best else
-              "no strategy added to this stack lowers it")
+    remedy = (f"{best[0]} removes it" if best and best[1] < 0.05 * device_terms[term] else
+              f"{best[0]} lowers it to {best[1]:.2f} GiB" if best else "no strategy added to this stack lowers it")
     return term, device_terms[term], remedy
 
 
@@ -70,7 +73,8 @@ def estimate_from_args(args) -> int:
 
     from ..core.stack import Stack
     from ..models import EMBEDDED
-    from ..plan.memory import GiB, estimate
+    from ..plan.device_terms import PROCESS_RUNTIME_GIB, device_estimate
+    from ..plan.memory import GiB
     from ..plan.planner import check_seq_lens, training_size
     from ..plan.report import format_estimate
     from ..recipes.preflight import model_config_without_weights
@@ -92,7 +96,7 @@ def estimate_from_args(args) -> int:
     check_seq_lens([seq_len], getattr(config, "max_position_embeddings", None))
     # an explicit device index: Stack.context would ask CUDA for the current device, and there may be none here
     ctx = stack.context(torch.device("cuda", 0) if device == "cuda" else "cpu", num_processes=args.num_processes)
-    est = estimate(stack, config, seq_len, ctx)
+    est = device_estimate(stack, config, seq_len, ctx)
     predicted = est.max_micro_batch(budget_gib * GiB) if budget_gib else None
     micro = given.get("micro_batch") or predicted or 1
     print(f"memfit estimate: {model}, stack {stack.spec}, seq {seq_len}, {device} (analytic; no weights loaded)")
@@ -100,12 +104,20 @@ def estimate_from_args(args) -> int:
         if line:
             print(f"note: {line}")
     print(format_estimate(est, micro))
+    total = est.breakdown(micro)["total"]
     term, gib, remedy = dominating_term(stack, config, seq_len, ctx, est, micro)
-    print(f"dominated by {term} ({gib:.2f} GiB of {est.breakdown(micro)['total']:.2f} GiB on {device} at micro-batch "
-          f"{micro}); {remedy}")
+    share = 100 * gib / total if total else 0.0
+    compute = str(ctx.compute_dtype).removeprefix("torch.")
+    print(f"{device}: compute in {compute}" + (f"; process RSS about {total + PROCESS_RUNTIME_GIB:.2f} GiB (the total "
+          f"+ {PROCESS_RUNTIME_GIB} GiB of interpreter and libraries)" if device == "cpu" else
+          "; the CUDA context sits outside torch's allocator (the planner's margin covers it)"))
+    print(f"dominated by {term}: {share:.0f} % of {total:.2f} GiB at micro-batch {micro}; {remedy}")
     out: dict[str, Any] = {"model": model, "stack": stack.spec, "seq_len": seq_len, "device": device,
-                           "micro_batch": micro, "breakdown_gib": est.breakdown(micro), "estimate": est.to_dict(),
-                           "dominating_term": term, "remedy": remedy}
+                           "compute_dtype": compute, "micro_batch": micro, "breakdown_gib": est.breakdown(micro),
+                           "estimate": est.to_dict(), "dominating_term": term, "dominating_share_pct": share,
+                           "remedy": remedy}
+    if device == "cpu":
+        out["process_rss_gib"] = total + PROCESS_RUNTIME_GIB
     if budget_gib:
         # the size a run would train at: for a target, the fewest steps and the smallest micro-batch reaching it
         train_micro, accum = training_size(stack, max(predicted, 1), args.num_processes, target)

@@ -5,7 +5,8 @@ The run's base is loaded as it trained (its stack's weight settings) with its ad
 --temperature is given, so the same prompt gives the same answer. --chat wraps the prompt as one user turn in the
 tokenizer's chat template (what an instruct model such as the embedded SmolLM2 expects); without it the prompt is
 continued as plain text. --base answers with the base model, without the adapter: the answer before training.
-stdout carries the answer alone; loading messages go to stderr."""
+stdout carries the answer alone; loading messages go to stderr. The decode is memfit/generation.py's (the run
+summary's sample answers use it too)."""
 from __future__ import annotations
 
 import argparse
@@ -13,9 +14,7 @@ import contextlib
 import sys
 from pathlib import Path
 
-
-class GenerateError(ValueError):
-    """A prompt, setting or tokenizer that cannot generate as asked; the message says the fix."""
+from ..generation import GenerateError, answer, prompt_ids
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,38 +39,6 @@ def check_settings(args) -> None:
         raise GenerateError(f"--temperature {args.temperature} must be between 0 (greedy) and 100")
     if args.system and not args.chat:
         raise GenerateError("--system applies to a chat prompt: add --chat")
-
-
-def prompt_ids(tokenizer, prompt: str, chat: bool, system: str | None = None):
-    """Token ids (1, n) of the prompt: as one chat turn ready for the assistant's answer, or the plain text."""
-    if not chat:
-        return tokenizer(prompt, return_tensors="pt").input_ids
-    if not getattr(tokenizer, "chat_template", None):
-        raise GenerateError(f"the tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no chat template: drop "
-                            f"--chat to continue the prompt as plain text")
-    turns = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    text = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
-    return tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids  # the template has them
-
-
-def answer(model, tokenizer, prompt: str, *, chat: bool = False, system: str | None = None,
-           max_new_tokens: int = 128, temperature: float = 0.0, seed: int = 0) -> str:
-    """The model's answer to `prompt`, decoded without special tokens; greedy when temperature is 0."""
-    import torch
-    from transformers import GenerationConfig
-
-    ids = prompt_ids(tokenizer, prompt, chat, system).to(next(model.parameters()).device)
-    eos = tokenizer.eos_token_id
-    sampling = dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0) if temperature > 0 else \
-        dict(do_sample=False)
-    config = GenerationConfig(max_new_tokens=max_new_tokens, eos_token_id=eos,
-                              pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
-                              **sampling)
-    torch.manual_seed(seed)
-    model.eval()
-    with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)
-    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
 
 
 def run_tokenizer_of(run):

@@ -48,22 +48,24 @@ class _Options(NamedTuple):
     on_too_long: str
     train_on_inputs: bool
     num_proc: int
+    packing: bool
 
 
 def build_bundle(sources: Optional[list[Any]], tokenizer: Any, *, storage: Storage = "memory", items: Any = None,
                  block_size: int = 512, test_fraction: float = 0.2, min_test_docs: int = 1,
                  validation_fraction: float = 0.0, min_validation_docs: int = 1, seed: int = 0,
                  text_cache: Optional[str] = None, on_too_long: Literal["skip", "raise"] = "skip",
-                 train_on_inputs: bool = False, num_proc: int = 1,
+                 train_on_inputs: bool = False, num_proc: int = 1, packing: bool = True,
                  cache_dir: Optional[str] = None) -> tuple[DataBundle, list[FileIssue]]:
     """The `DataBundle` of `sources` (or of ready `items`: `Record`s and `FileIssue`s, in memory only) and the
-    issues of every skipped file, line or sample. `tokenizer` is an HF tokenizer or a path for `AutoTokenizer`."""
+    issues of every skipped file, line or sample. `tokenizer` is an HF tokenizer or a path for `AutoTokenizer`.
+    `packing` False: one document or chat sample per train block, padded (memfit/data/packing.py)."""
     tokenizer = as_tokenizer(tokenizer)
     if tokenizer.eos_token_id is None:
         raise DataError("the tokenizer has no eos_token, which packing needs between documents; set "
                         "tokenizer.eos_token (e.g. to '</s>') before building the datasets.")
     options = _Options(block_size, test_fraction, min_test_docs, validation_fraction, min_validation_docs, seed,
-                       on_too_long, train_on_inputs, num_proc)
+                       on_too_long, train_on_inputs, num_proc, packing)
     weights = {src.label: src.weight for src in sources or []}
     if storage == "memory":
         records = memory_records(items if items is not None else iter_records(sources, text_cache))
@@ -112,7 +114,7 @@ def _build(records: Dataset, tokenizer: Any, weights: dict[str, float], cache: O
     text_order = np.asarray([i for i in train_rows if not chat[i] and n_tokens[i]], dtype=np.int64)
     chat_order = np.asarray([i for i in train_rows if chat[i]], dtype=np.int64)
     parts = [pack_rows(tokens, order, is_chat, o.block_size, eos, pad, cache / "blocks" if cache else None,
-                       tokens_key, o.num_proc, train_on_inputs=o.train_on_inputs)
+                       tokens_key, o.num_proc, train_on_inputs=o.train_on_inputs, packing=o.packing)
              for order, is_chat in ((text_order, False), (chat_order, True)) if len(order)]
     train = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     loss: LossTokens = "all" if o.train_on_inputs or not len(chat_order) else \
@@ -139,4 +141,5 @@ def _build(records: Dataset, tokenizer: Any, weights: dict[str, float], cache: O
         log.warning("skipped %s", issue)
     return DataBundle(train=train, test=evaluation["test"],
                       validation=evaluation["validation"] if o.validation_fraction else None, documents=documents,
-                      plan=plan, block_size=o.block_size, eos_token_id=eos, stats=stats, loss_tokens=loss), issues
+                      plan=plan, block_size=o.block_size, eos_token_id=eos, stats=stats, loss_tokens=loss,
+                      packed=o.packing, chat=bool(len(chat_order))), issues

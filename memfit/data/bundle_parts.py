@@ -51,13 +51,15 @@ class DataBundle:
     eos_token_id: int
     stats: dict[str, SplitStats] = field(default_factory=dict)
     loss_tokens: LossTokens = "all"
+    packed: bool = True  # False: one document or chat sample per train block, padded and masked
+    chat: bool = False  # the train blocks hold chat / prompt-completion samples
 
     def format_stats(self) -> str:
-        return format_split_stats(self.stats, self.block_size, self.loss_tokens)
+        return format_split_stats(self.stats, self.block_size, self.loss_tokens, self.packed)
 
 
 def format_split_stats(stats: Mapping[str, SplitStats], block_size: int | None = None,
-                       loss_tokens: Optional[LossTokens] = None) -> str:
+                       loss_tokens: Optional[LossTokens] = None, packed: bool = True) -> str:
     def cell(value: int | None) -> str:
         return "-" if value is None else f"{value:,}"
 
@@ -68,9 +70,11 @@ def format_split_stats(stats: Mapping[str, SplitStats], block_size: int | None =
         lines.append(f"{name:<11}{s.documents:>6}{s.pages:>8,}{s.characters:>12,}{s.characters / total_chars:>9.1%}"
                      f"{cell(s.tokens):>11}{cell(s.blocks):>9}")
     if block_size:
-        packed = "chat samples are packed whole (padding at each block's end)" if loss_tokens == "assistant" else \
-            "train blocks are packed (EOS between documents, padding only at the end)"
-        lines.append(f"blocks of {block_size} tokens; {packed}, test/validation stay whole documents (blocks = "
+        layout = ("train blocks are not packed (one document or conversation per block, padding masked out of "
+                  "attention and loss)" if not packed else
+                  "chat samples are packed whole (padding at each block's end)" if loss_tokens == "assistant" else
+                  "train blocks are packed (EOS between documents, padding only at the end)")
+        lines.append(f"blocks of {block_size} tokens; {layout}, test/validation stay whole documents (blocks = "
                      "windows to cover them).")
     if loss_tokens:
         lines.append(f"the loss counts {LOSS_WORDS[loss_tokens]}.")

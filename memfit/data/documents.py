@@ -48,10 +48,11 @@ def clean_documents(source: Documents, options: CleanOptions = CleanOptions()) -
 def build_datasets(corpus_or_documents: Documents, tokenizer: Any, *, block_size: int = 512,
                    test_fraction: float = 0.2, min_test_docs: int = 1, validation_fraction: float = 0.0,
                    min_validation_docs: int = 1, seed: int = 0, drop_references: bool = False,
-                   clean_options: CleanOptions | None = None, verbose: bool = True) -> DataBundle:
+                   clean_options: CleanOptions | None = None, verbose: bool = True, packing: bool = True) -> DataBundle:
     """Split by document (deterministic by `seed`), pack train into blocks, keep test/validation as whole documents.
 
-    `tokenizer` is any HF tokenizer (or a path for `AutoTokenizer`); its EOS separates packed documents.
+    `tokenizer` is any HF tokenizer (or a path for `AutoTokenizer`); its EOS separates packed documents (`packing`
+    False: one document per block, padded).
     """
     docs = clean_documents(corpus_or_documents, clean_options or CleanOptions(drop_references=drop_references))
     if not docs:
@@ -60,7 +61,7 @@ def build_datasets(corpus_or_documents: Documents, tokenizer: Any, *, block_size
              for doc in docs]
     bundle, _ = build_bundle(None, tokenizer, items=items, block_size=block_size, test_fraction=test_fraction,
                              min_test_docs=min_test_docs, validation_fraction=validation_fraction,
-                             min_validation_docs=min_validation_docs, seed=seed)
+                             min_validation_docs=min_validation_docs, seed=seed, packing=packing)
     log.info("datasets:\n%s", bundle.format_stats())
     if verbose:
         print(bundle.format_stats())

@@ -15,8 +15,9 @@ CURVES_FILE = "curves.png"
 
 
 def eval_points(r: dict[str, Any]) -> list[tuple[int, float]]:
-    """(step, perplexity): the base before training at step 0, every periodic evaluation, the final one."""
-    train, ev = r["train"], r["evaluation"]
+    """(step, perplexity): the base before training at step 0, every periodic evaluation, the final one - of the
+    validation split when the run has one (the periodic evaluations score it), else of the test documents."""
+    train, ev = r["train"], r.get("validation") or r["evaluation"]
     points = [(0, ev["base"]["perplexity"])] + [(e["step"], e["perplexity"]) for e in train.get("evals", [])]
     points.append((train["steps"], ev["final"]["perplexity"]))
     return sorted({s: p for s, p in points if p is not None and math.isfinite(p)}.items())
@@ -40,7 +41,7 @@ def write_curves(run_dir: str | Path, r: dict[str, Any]) -> Optional[Path]:
         return None
     panels = [("training loss (nats/token)", losses, "#4c72b0")]
     if evals:
-        panels.append(("evaluation perplexity", evals, "#55a868"))
+        panels.append(("validation perplexity" if r.get("validation") else "test perplexity", evals, "#55a868"))
     if memory:
         unit = "allocator peak" if "peak_gib" in r["memory"]["train"] else "process peak RSS"
         panels.append((f"memory GiB ({unit})", [(m["step"], m["peak_gib"]) for m in memory], "#dd8452"))

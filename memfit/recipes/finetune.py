@@ -40,6 +40,7 @@ from .preflight import (check_data_fits, check_vocabulary, job_tokenizer, model_
                         validated)
 from .quality import original_result
 from .results import results_record, write_report
+from .sample_answer import SampleAnswer
 from .saved_run import BASE_FINGERPRINT, base_fingerprint
 from .run_config import DEVICE_DEFAULTS, FinetuneConfig  # noqa: F401 - public names of this module
 from .stack_choice import auto_stack, with_accumulation
@@ -139,8 +140,10 @@ class FinetuneRecipe:
     def plan(self, loaded: ModelPhase, stack: Stack):
         cfg = self.cfg
         planned = plan_training(loaded.model, stack, self.state, loaded.load_copy, cfg.plan, seq_len=cfg.data.seq_len,
-                                eval_batch_size=cfg.eval.eval_batch_size, packed=cfg.data.packing,
+                                eval_batch_size=cfg.eval.eval_batch_size, packed=True,
                                 target=effective_batch_target(stack), say=self.say)
+        # packed=True for padded blocks too: their attention mask and packed blocks' restarting positions both make
+        # transformers build a 4-D mask, so the probes take the training step's attention path either way
         self.clock.lap("plan_s")
         return planned
 
@@ -152,10 +155,11 @@ class FinetuneRecipe:
             seq_len=planned.seq_len, micro_batch=planned.micro_batch, output_dir=str(self.run_dir), plan_cache=planned.cache_path,
             seed=cfg.seed, run_identity={**cfg.identity(), "data_sha256": data.info["sha256"],
                                          **({"model weights": self.base_fingerprint} if self.base_fingerprint else {})},
-            **cfg.eval.model_dump(exclude={"eval_max_tokens"})))
+            **cfg.eval.model_dump(exclude={"eval_max_tokens", "sample_prompt"})))
 
-    def train(self, loaded: ModelPhase, stack: Stack, data: DataPhase, tcfg, held_out: HeldOut, acc):
-        trained = train(loaded.model, stack, data.bundle.train, tcfg, eval_data=held_out.pieces, accelerator=acc,
+    def train(self, loaded: ModelPhase, stack: Stack, data: DataPhase, tcfg, during: HeldOut, acc):
+        """`during`: what eval_every scores - the validation split when there is one, else the test documents."""
+        trained = train(loaded.model, stack, data.bundle.train, tcfg, eval_data=during.pieces, accelerator=acc,
                         tokenizer=data.tokenizer)  # its chat template and overrides travel with the adapter
         self.clock.lap("train_s")
         return trained
@@ -170,37 +174,58 @@ class FinetuneRecipe:
         acc = make_accelerator(stack, planned.micro_batch, cfg.train.log_with, project_dir=str(self.run_dir),
                                data_seed=cfg.seed)
         held_out = HeldOut(data.bundle.test, data.tokenizer, cfg.eval, acc, cfg.train.progress, self.say)
+        validation = None if data.bundle.validation is None else \
+            HeldOut(data.bundle.validation, data.tokenizer, cfg.eval, acc, cfg.train.progress, self.say, "validation")
+        sample = SampleAnswer(cfg.eval.sample_prompt, data.tokenizer, data.bundle.chat, self.state, self.say)
         tcfg = self.train_config(planned, data)
         if tcfg.log_with:  # started here, not in train(): the evaluations before and after training are logged too
             start_trackers(acc, stack, tcfg)
-        base, original = self.evaluate_before(loaded, stack, held_out, acc)
-        trained = self.train(loaded, stack, data, tcfg, held_out, acc)
+        # the eval/perplexity tracker curve holds one split: the validation documents when the periodic evaluations
+        # score them, else the test documents (base, periodic, final)
+        test_curve = validation is None
+        base, original = self.evaluate_before(loaded, stack, held_out, acc, test_curve)
+        validation_base = validation.score(loaded.model, "validation base") if validation else None
+        if validation_base:
+            log_evaluation(acc, validation_base.to_dict(), 0, "validation_base")
+        sample.take(loaded.model, "before")
+        trained = self.train(loaded, stack, data, tcfg, validation or held_out, acc)
         final = held_out.score(loaded.model, "final")
-        log_evaluation(acc, final.to_dict(), trained.steps, "final")
+        log_evaluation(acc, final.to_dict(), trained.steps, "final", test_curve)
+        extra: dict[str, Any] = {}
+        if validation:  # the last periodic evaluation already scored the trained model: not scored twice
+            last = trained.evals[-1] if trained.evals and trained.evals[-1]["step"] == trained.steps else None
+            validation_final = last or validation.score(loaded.model, "validation final").to_dict()
+            if not last:
+                log_evaluation(acc, validation_final, trained.steps, "validation_final")
+            extra["validation"] = validation.split_record(validation_base, validation_final, tcfg.eval_every)
+        sample.take(loaded.model, "after")
+        extra["sample_answer"] = sample.record()
         finish_trackers(acc)
         self.clock.lap("final_eval_s")
         return self.report(loaded.model, stack, planned, trained, held_out.record(original, base, final), original,
-                           base, final, data, acc.num_processes)
+                           base, final, data, acc.num_processes, extra)
 
-    def evaluate_before(self, loaded: ModelPhase, stack: Stack, held_out: HeldOut, acc):
+    def evaluate_before(self, loaded: ModelPhase, stack: Stack, held_out: HeldOut, acc, curve: bool = True):
         """The base as trained and, when the stack changes its weights, the original at full precision."""
         model_cfg = self.cfg.model
         base = held_out.score(loaded.model, "base")
-        log_evaluation(acc, base.to_dict(), 0, "base")
+        log_evaluation(acc, base.to_dict(), 0, "base", curve)
         original = original_result(base, stack, model_cfg.random,
                                    lambda: load_model(model_cfg.name, Stack(), loaded.ctx, seed=self.cfg.seed),
                                    lambda m, label: held_out.score(m, label))
         if original is not base:
-            log_evaluation(acc, original.to_dict(), 0, "original")
+            log_evaluation(acc, original.to_dict(), 0, "original", curve)
         self.clock.lap("base_eval_s")
         return base, original
 
     def report(self, model, stack, planned, trained, evaluation, original, base, final, data: DataPhase,
-               num_processes: int) -> dict[str, Any]:
+               num_processes: int, extra: dict[str, Any]) -> dict[str, Any]:
+        """`extra`: the validation split's numbers (when there is one) and the sample answers."""
         results = results_record(self.cfg, model=model, stack=stack, planned=planned, trained=trained, evaluation=evaluation,
                                  original=original, base=base, final=final, data_info=data.info,
                                  num_processes=num_processes, clock=self.clock.total())
         results[BASE_FINGERPRINT] = self.base_fingerprint
+        results.update(extra)
         write_report(self.run_dir, results, data.bundle.format_stats(), self.state.is_main_process, self.say)
         self.state.wait_for_everyone()
         return results

@@ -22,7 +22,8 @@ def finetune_datasets(cfg: "DataRequest", tokenizer: Any, state: Any) -> tuple[A
         bundle, issues = build_bundle(sources, tokenizer, storage="arrow" if arrow else "memory",
                                       block_size=cfg.seq_len, test_fraction=cfg.test_fraction, seed=cfg.seed,
                                       text_cache=cfg.text_cache, num_proc=num_proc,
-                                      train_on_inputs=cfg.train_on_inputs)
+                                      train_on_inputs=cfg.train_on_inputs, packing=cfg.packing,
+                                      validation_fraction=cfg.validation_fraction)
     per_source = {}
     for row in bundle.documents.select_columns(["source", "split"]):
         counts = per_source.setdefault(row["source"], {"train": 0, "test": 0})
@@ -37,18 +38,20 @@ def finetune_datasets(cfg: "DataRequest", tokenizer: Any, state: Any) -> tuple[A
         # one hash over every document's name and content: a changed, added or removed file changes the run's identity
         "sha256": hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest(),
         "split": {k: asdict(v) for k, v in bundle.stats.items()}, "test_documents": list(bundle.plan.test),
+        "validation_documents": list(bundle.plan.validation), "packed": bundle.packed, "chat": bundle.chat,
         "loss_tokens": bundle.loss_tokens,  # what the training loss counted: all | assistant | mixed
         "test_sha256": dict(test_split_hashes(bundle))}, summary  # {document name: sha256 of its text}
 
 
-def sample_documents(test, tokenizer, max_tokens: Optional[int], chunk: int) -> tuple[list[dict], dict[str, Any]]:
-    """Whole test documents, or (when they hold more than `max_tokens`) evenly spaced `chunk`-token pieces of them,
-    so a capped evaluation still covers every part of every test document. A piece's bytes are those of its decoded
-    text (exact for byte-level tokenizers, up to a split character at a piece edge)."""
+def sample_documents(test, tokenizer, max_tokens: Optional[int], chunk: int,
+                     split: str = "test") -> tuple[list[dict], dict[str, Any]]:
+    """Whole documents of the `split` (test or validation), or (when they hold more than `max_tokens`) evenly spaced
+    `chunk`-token pieces of them, so a capped evaluation still covers every part of every document. A piece's bytes
+    are those of its decoded text (exact for byte-level tokenizers, up to a split character at a piece edge)."""
     docs = [dict(row) for row in test]
     total = sum(len(d["input_ids"]) for d in docs)
     if not max_tokens or total <= max_tokens:
-        return docs, {"sampled": False, "test_tokens": total, "scored_documents": len(docs)}
+        return docs, {"sampled": False, f"{split}_tokens": total, "scored_documents": len(docs)}
     starts = [(d, s) for d in docs for s in range(0, len(d["input_ids"]) - 1, chunk)]
     n = max(1, min(len(starts), max_tokens // chunk))
     picked = [starts[int(i * len(starts) / n)] for i in range(n)]
@@ -59,7 +62,7 @@ def sample_documents(test, tokenizer, max_tokens: Optional[int], chunk: int) -> 
         if "labels" in doc:  # the label mask training scored (assistant tokens of chat samples) travels with the piece
             piece["labels"] = doc["labels"][s:s + chunk]
         pieces.append(piece)
-    info = {"sampled": True, "test_tokens": total, "pieces": n, "piece_tokens": chunk,
-            "note": f"{n} evenly spaced {chunk}-token pieces of the test documents (eval_max_tokens={max_tokens}); "
+    info = {"sampled": True, f"{split}_tokens": total, "pieces": n, "piece_tokens": chunk,
+            "note": f"{n} evenly spaced {chunk}-token pieces of the {split} documents (eval_max_tokens={max_tokens}); "
                     "the same pieces before and after training"}
     return pieces, info

@@ -31,14 +31,15 @@ def fitted_context(context: int, max_positions: Optional[int], say) -> int:
 
 
 class HeldOut:
-    """The test documents (or an evenly spaced sample of them) and the scorer every evaluation of the run uses."""
+    """The held-out documents of one split (test, or validation), or an evenly spaced sample of them, and the scorer
+    every evaluation of that split uses."""
 
     def __init__(self, test, tokenizer, settings: EvalSection, accelerator, progress: bool,
-                 say: Callable[[str], None]):
+                 say: Callable[[str], None], split: str = "test"):
         self.settings, self.accelerator, self.progress, self.say = settings, accelerator, progress, say
         self.pad_token_id = tokenizer.pad_token_id
         chunk = sample_chunk(settings.eval_context, settings.eval_max_tokens)
-        self.pieces, self.info = sample_documents(test, tokenizer, settings.eval_max_tokens, chunk)
+        self.pieces, self.info = sample_documents(test, tokenizer, settings.eval_max_tokens, chunk, split)
         # chat / prompt-completion data trained on the answers only: score what training scored, all tokens beside it
         self.masked = has_label_mask(self.pieces)
         self.all_tokens: dict[str, dict[str, Any]] = {}
@@ -60,6 +61,16 @@ class HeldOut:
             self.all_tokens[label] = every.to_dict()
             self.say(f"{label} perplexity over all tokens {every.perplexity:.3f} ({every.tokens:,} tokens)")
         return res
+
+    def split_record(self, base, final: dict[str, Any], every: Optional[int]) -> dict[str, Any]:
+        """results.json's "validation" entry: the split's perplexity before and after training (`final`: the last
+        periodic evaluation's dict when it scored the trained model), apart from the test numbers."""
+        before, after = base.perplexity, final["perplexity"]
+        change = 100.0 * (after - before) / before if before and math.isfinite(before) else None
+        return {**self.info, "base": base.to_dict(), "final": final, "change_pct": change,
+                "scored": "answer tokens" if self.masked else "all tokens",
+                "evaluated": (f"every {every} step{'s' * (every > 1)} (train.evals)" if every else
+                              "before and after training")}
 
     def record(self, original, base, final) -> dict[str, Any]:
         """results.json's "evaluation" entry."""

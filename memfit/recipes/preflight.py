@@ -110,18 +110,6 @@ def check_run_dir_outside_data(run_dir: Path, cfg: "FinetuneConfig") -> None:
         raise ConfigError(str(exc)) from None
 
 
-def check_supported(cfg: "FinetuneConfig") -> None:
-    """Settings the job has a field for but this data pipeline cannot honour yet: refused by name, never ignored.
-    (Each goes when the job takes it: packing off, a validation split for eval_every.)"""
-    data = cfg.data
-    if not data.packing:
-        raise ConfigError("packing: false (one document per block) is not supported by the data pipeline yet: "
-                          "leave packing on (documents are packed with position ids restarting per document)")
-    if data.validation_fraction:
-        raise ConfigError(f"validation_fraction {data.validation_fraction} is not supported by the data pipeline "
-                          f"yet: eval_every evaluates on the held-out test documents; leave it at 0")
-
-
 def read_chat_template(value: str) -> str:
     """`model.chat_template`: a file holding the Jinja template, or the template text itself."""
     path = Path(value).expanduser()
@@ -160,7 +148,6 @@ def preflight(cfg: "FinetuneConfig") -> Path:
     if str(cfg.stack).strip().lower() != "auto":  # 'auto' is chosen by the planner's probes, later
         stack = Stack.coerce(cfg.stack)  # StackError names the bad part of the spec ('+++' included)
         check_launch(stack)
-    check_supported(cfg)
     if cfg.model.chat_template:
         read_chat_template(cfg.model.chat_template)
     _check_model(cfg)

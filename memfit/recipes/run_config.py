@@ -58,6 +58,9 @@ TRAIN_DEFAULTS = {"warmup": 0.1, "log_with": "tensorboard"}
 # its folder name) is the one earlier versions computed for the same settings.
 IDENTITY_KEYS = ("model", "architecture", "random_init", "stack", "seq_len", "target_effective_batch", "lr",
                  "warmup", "test_fraction", "seed", "weight_decay", "scheduler", "max_grad_norm")
+# later settings that change what a run trains on: part of the identity only when not at their default, so a run
+# that leaves them alone keeps the hash (and folder name) earlier versions gave it
+IDENTITY_UNLESS_DEFAULT = {"packing": True, "validation_fraction": 0.0}
 
 
 DATA_FORMS = frozenset({"pdf_dir", "sources"})  # the two ways to name the training data
@@ -243,7 +246,8 @@ class FinetuneConfig(Section):
     def identity(self) -> dict[str, Any]:
         """The settings that change what a run computes (not its length, paths or display options)."""
         values = {**self.flat(), "architecture": self.model.config}
-        return {key: values[key] for key in IDENTITY_KEYS}
+        return {**{key: values[key] for key in IDENTITY_KEYS},
+                **{key: values[key] for key, default in IDENTITY_UNLESS_DEFAULT.items() if values[key] != default}}
 
     def settings_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True, default=str).encode()).hexdigest()[:8]

@@ -11,6 +11,8 @@ from ..bundled import CLIMATE_SAMPLE
 from ..data.sources import PdfSource, Source
 from .limits import CPU_BUDGET_GIB, MARGIN, number_problem
 
+SAMPLE_PROMPT = "The main finding is that"  # continued as text, and answered as a chat turn too (SmolLM2, by hand)
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
@@ -61,11 +63,14 @@ class DataSection(Section):
     seq_len: Optional[int] = Field(None, ge=8, description="training block length in tokens (= the planner's "
                                                             "sequence length)")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="fraction of documents held out for evaluation")
-    validation_fraction: float = Field(0.0, ge=0, lt=1, description="fraction of documents held out for evaluation "
-                                       "during training (eval_every); 0: the test documents serve (not yet supported "
-                                       "above 0)")
-    packing: bool = Field(True, description="pack documents into full blocks (position ids restart per document); "
-                                            "false: one document per block, padded (not yet supported)")
+    validation_fraction: float = Field(0.0, ge=0, lt=1, description=(
+        "fraction of documents held out of training as a validation split (never test documents), scored before "
+        "and after training and every eval_every steps, reported apart from the test perplexity; 0: no "
+        "validation split (eval_every then scores the test documents)"))
+    packing: bool = Field(True, description=(
+        "true: pack documents into full blocks (EOS between them, position ids restart per document); "
+        "false: one document or conversation per block, right-padded, the padding masked out of attention and loss "
+        "(a document longer than a block continues in blocks of its own)"))
     train_on_inputs: bool = Field(False, description="chat data: also train on system/user tokens; false: the loss "
                                                      "counts assistant tokens only (not yet supported as true)")
     keep_non_english: bool = Field(False, description="train on PDF documents the language check flags as not "
@@ -123,3 +128,6 @@ class EvalSection(Section):
     eval_batch_size: Optional[int] = Field(None, ge=1, description="evaluation windows per forward pass")
     eval_max_tokens: Optional[int] = Field(None, ge=0, description="score an evenly spaced sample of this many test "
                                                                    "tokens; 0 = all")
+    sample_prompt: str = Field(SAMPLE_PROMPT, max_length=2000, description=(
+        "the prompt the summary's sample answers (before and after training, greedy, 32 tokens) reply to: "
+        "continued as text, or asked as a user turn in a chat run; empty: no sample"))

@@ -28,7 +28,7 @@ def auto_stack(cfg: "FinetuneConfig", state) -> str:
                           target_effective_batch=plan.target_effective_batch, margin=plan.margin,
                           random_init=cfg.model.random, eval_batch_size=cfg.eval.eval_batch_size,
                           cpu_budget_gib=None if device == "cuda" else plan.cpu_budget_gib, fresh=plan.fresh,
-                          packed=cfg.data.packing)  # as the plan phase: the run trains on packed blocks
+                          packed=True)  # as the plan phase: packed and padded blocks both take the 4-D mask path
     if chosen.winner is None:
         raise ValueError(f"stack: auto found nothing that trains: {chosen.why}")
     return chosen.winner

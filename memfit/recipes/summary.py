@@ -49,6 +49,29 @@ def memory_text(r: dict[str, Any]) -> str:
             f"GiB at the max of a {p['budget_gib']:.1f} GiB budget{over}{why}")
 
 
+def validation_text(v: dict[str, Any]) -> str:
+    """The validation split's perplexity (documents held out of training, not the test documents)."""
+    change = f" ({v['change_pct']:+.1f} %)" if v.get("change_pct") is not None else ""
+    return (f"{v['base']['perplexity']:.3f} -> {v['final']['perplexity']:.3f}{change} over "
+            f"{v['final']['tokens']:,} {v['scored']} of the validation documents, evaluated {v['evaluated']}; "
+            "apart from the test documents above")
+
+
+def table_cell(text: str) -> str:
+    """Free text as one markdown table cell: one line, pipes escaped."""
+    return " ".join(str(text).split()).replace("|", "\\|") or "(empty: the model ended its answer at once)"
+
+
+def sample_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
+    """The fixed prompt and the model's answers before and after training, each on one line of the table."""
+    if not s or "skipped" in s:
+        return [("sample answer", f"none ({s['skipped']})")] if s else []
+    asked = "asked as a chat turn" if s["chat"] else "continued as text"
+    return [("sample prompt", f"{table_cell(s['prompt'])} ({asked}; greedy, {s['max_new_tokens']} tokens)"),
+            ("sample answer before", table_cell(s.get("before", ""))),
+            ("sample answer after", table_cell(s.get("after", "")))]
+
+
 def summary_markdown(r: dict[str, Any], data_table: str = "") -> str:
     p, e = r["plan"], r["evaluation"]
     cap = " (the max_micro_batch cap; memory would allow more)" if p["capped_by_max_micro_batch"] else ""
@@ -60,6 +83,8 @@ def summary_markdown(r: dict[str, Any], data_table: str = "") -> str:
         ("effective batch size", f"{r['effective_batch_size']} (= {r['max_batch_size']} x "
                                  f"{r['gradient_accumulation_steps']} x {r['num_processes']} processes)"),
         *quality_rows(r),
+        *([("validation perplexity", validation_text(r["validation"]))] if r.get("validation") else []),
+        *sample_rows(r.get("sample_answer")),
         ("training", f"{r['train']['steps']} steps, {r['train']['tokens']:,} tokens, {rate_text(r)}"),
         ("memory", memory_text(r)),
         ("device", f"{r['device']} x {r['num_processes']}"),

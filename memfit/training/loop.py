@@ -243,9 +243,10 @@ def _minutes_passed(acc, since: float, minutes: Optional[float]) -> bool:
 
 
 def evaluate(model, eval_data, cfg: TrainConfig, acc) -> dict[str, Any]:
-    from ..evaluation import perplexity
+    from ..evaluation import has_label_mask, perplexity
 
+    # chat pieces carry the label mask training used: score the answer tokens, as the run's held-out numbers do
     res = perplexity(model, eval_data, context_length=cfg.eval_context, stride=cfg.eval_stride,
-                     batch_size=cfg.eval_batch_size, accelerator=acc)
+                     batch_size=cfg.eval_batch_size, accelerator=acc, only_labels=has_label_mask(eval_data))
     model.train()
     return res.to_dict()

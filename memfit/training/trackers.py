@@ -22,11 +22,12 @@ def finish_trackers(acc) -> None:
     acc.trackers = []
 
 
-def log_evaluation(acc, result: dict[str, Any], step: int, label: Optional[str] = None) -> None:
-    """An evaluation as tracker scalars: `eval/perplexity` (one curve over the run) and, for a named one
-    (base, final, original), `eval/<label>_perplexity` too; bits per byte alongside."""
+def log_evaluation(acc, result: dict[str, Any], step: int, label: Optional[str] = None, curve: bool = True) -> None:
+    """An evaluation as tracker scalars: `eval/perplexity` (one curve over the run; `curve` False keeps a named one
+    off it, so the curve holds one split's documents) and, for a named one (base, final, original),
+    `eval/<label>_perplexity` too; bits per byte alongside."""
     values = {}
-    for prefix in ("eval/", *([f"eval/{label}_"] if label else [])):
+    for prefix in (*(["eval/"] if curve else []), *([f"eval/{label}_"] if label else [])):
         values[f"{prefix}perplexity"] = result["perplexity"]
         if result.get("bits_per_byte") is not None:
             values[f"{prefix}bits_per_byte"] = result["bits_per_byte"]

@@ -72,7 +72,8 @@ def test_cpu_plan_without_a_budget_fails_before_any_model_is_built(tmp_path):
 
 def test_estimate_prints_every_term_and_the_predicted_max_without_weights(tmp_path, tiny_json):
     from memfit.core.stack import Stack
-    from memfit.plan.memory import GiB, estimate
+    from memfit.plan.device_terms import device_estimate
+    from memfit.plan.memory import GiB
 
     recipe = tmp_path / "recipe.yaml"  # a run config: its architecture, stack, seq_len and CPU budget are used
     recipe.write_text(yaml.safe_dump({"architecture": tiny_json, "stack": "lora+gc", "seq_len": 64,
@@ -81,7 +82,7 @@ def test_estimate_prints_every_term_and_the_predicted_max_without_weights(tmp_pa
                   env=_env(tmp_path))
     assert done.returncode == 0, done.stderr[-2000:]
     stack = Stack.coerce("lora+gc+ga:effective_batch=16")  # the recipe's stack as the run completes it
-    expected = estimate(stack, tiny_config(), 64, stack.context("cpu")).max_micro_batch(0.75 * GiB)
+    expected = device_estimate(stack, tiny_config(), 64, stack.context("cpu")).max_micro_batch(0.75 * GiB)
     assert expected > 1
     saved = json.loads((tmp_path / "est.json").read_text())
     assert saved["predicted_max_micro_batch"] == saved["micro_batch"] == expected and saved["seq_len"] == 64

@@ -39,8 +39,15 @@ def test_the_keys_of_every_source_kind_are_listed():
 def test_the_knobs_are_settings():
     text = _help()
     for flag in ("--micro-batch", "--packing", "--validation-fraction", "--tokenizer", "--chat-template",
-                 "--train-on-inputs", "--log-every"):
+                 "--train-on-inputs", "--log-every", "--sample-prompt"):
         assert flag in text
+    knobs = parse_config(["--packing", "false", "--validation-fraction", "0.1", "--sample-prompt", ""])
+    assert knobs.data.packing is False and knobs.data.validation_fraction == 0.1 and knobs.eval.sample_prompt == ""
+    defaults = " ".join(text.split())  # the effective defaults are in the help
+    for said in ("padding masked out of attention and loss (a document longer than a block continues in blocks of "
+                 "its own) (default: True)", "0: no validation split (eval_every then scores the test documents) "
+                 "(default: 0.0)", "empty: no sample (default: 'The main finding is that')"):
+        assert said in defaults
     cfg = parse_config(["--micro-batch", "2", "--log-every", "5", "--tokenizer", "tok", "--architecture", "a"])
     assert cfg.plan.micro_batch == 2 and cfg.train.log_every == 5 and cfg.model.tokenizer == "tok"
     assert cfg.model.config == "a" == parse_config(["--model-config", "a"]).model.config

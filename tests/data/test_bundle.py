@@ -51,3 +51,38 @@ def test_chat_loss_counts_assistant_tokens_and_evaluation_keeps_the_mask(tmp_pat
     mixed, _ = build_bundle(_chat_sources(tmp_path / "mixed", with_text=True), tokenizer, storage=storage,
                             block_size=64, **options)
     assert mixed.loss_tokens == "mixed"
+
+
+@pytest.mark.parametrize("storage", ["memory", "arrow"])
+def test_unpacked_bundle_one_document_or_conversation_per_block_and_a_validation_split(tmp_path, tiny_tokenizer,
+                                                                                      storage):
+    """packing=False: every train block holds one sample (text and chat alike), padding masked and unlabelled; the
+    same target tokens as packed; validation documents come from the non-test documents and stay whole."""
+    import copy
+
+    from memfit.data import IGNORE_INDEX, build_bundle
+
+    tokenizer = copy.deepcopy(tiny_tokenizer)
+    tokenizer.chat_template = CHATML
+    options = {"cache_dir": str(tmp_path / "cache")} if storage == "arrow" else {}
+    sources = _chat_sources(tmp_path, with_text=True)
+    packed, _ = build_bundle(sources, tokenizer, storage=storage, block_size=64, **options)
+    bundle, _ = build_bundle(sources, tokenizer, storage=storage, block_size=64, packing=False,
+                             validation_fraction=0.2, **options)
+    assert not bundle.packed and bundle.chat and "train blocks are not packed" in bundle.format_stats()
+    assert set(bundle.plan.validation) and not set(bundle.plan.validation) & set(bundle.plan.test)
+    assert len(bundle.validation) == len(bundle.plan.validation)
+    pad = tokenizer.pad_token_id
+    for block in bundle.train:
+        mask = block["attention_mask"]
+        real = sum(mask)
+        assert mask == [1] * real + [0] * (64 - real)  # right padding only
+        assert block["input_ids"][real:] == [pad] * (64 - real)
+        assert set(block["labels"][real:]) <= {IGNORE_INDEX}
+        assert block["position_ids"][:real] == list(range(real))  # one sequence: no restart (a second document)
+    assert "attention_mask" not in packed.train.column_names
+    unpacked, _ = build_bundle(sources, tokenizer, storage=storage, block_size=64, packing=False, **options)
+    # at least a block per document, and never fewer blocks than packing the same documents
+    assert len(unpacked.train) >= max(unpacked.stats["train"].documents, len(packed.train) + 1)
+    assert unpacked.plan == packed.plan  # the split does not depend on the layout
+    assert 0 < bundle.stats["train"].target_tokens < unpacked.stats["train"].target_tokens  # validation left out

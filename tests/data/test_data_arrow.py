@@ -118,6 +118,12 @@ def test_packing_map_equals_pack_documents_and_pack_samples_at_every_batch_cut(t
     for block_size in (20, 33):  # whole samples (at most 20 tokens) per block
         chat = pack_rows(tokens, order, True, block_size, 1, 0, tmp_path, f"c{block_size}", batch_size=batch_size)
         assert chat.to_dict() == pack_samples([(docs[i], labels[i]) for i in order], block_size, 0)
+    for block_size in (2, 7, 20):  # unpacked: a document's blocks may straddle the map's batches too
+        text = pack_rows(tokens, order, False, block_size, 1, 0, tmp_path, f"u{block_size}", batch_size=batch_size,
+                         packing=False)
+        assert text.to_dict() == pack_documents([docs[i] for i in order], block_size, 1, 0, packing=False)
+        chat = pack_rows(tokens, order, True, 20, 1, 0, tmp_path, "uc", batch_size=batch_size, packing=False)
+        assert chat.to_dict() == pack_samples([(docs[i], labels[i]) for i in order], 20, 0, packing=False)
 
 
 def test_a_refused_input_is_the_users_one_line_error_not_a_generation_traceback(tmp_path, chat_tokenizer):

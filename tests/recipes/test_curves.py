@@ -70,3 +70,11 @@ def test_run_writes_curves_linked_from_summary_and_logs_evaluation_to_tensorboar
     assert scalars["eval/final_perplexity"] == [(2, pytest.approx(final, rel=1e-5))]
     assert "eval/bits_per_byte" in scalars
 
+
+
+def test_with_a_validation_split_the_curve_is_the_validation_perplexity():
+    """The periodic evaluations score the validation documents: the curve starts and ends on that split, never on
+    the test documents' numbers."""
+    r = _results([3.0, 2.5], evals=[{"step": 1, "perplexity": 36.0}])
+    r["validation"] = {"base": {"perplexity": 41.0}, "final": {"perplexity": 33.0}}
+    assert eval_points(r) == [(0, 41.0), (1, 36.0), (2, 33.0)]

@@ -283,3 +283,37 @@ def test_a_chat_run_scores_the_answer_tokens_it_trained_on(tmp_path, monkeypatch
     assert scored["tokens_scored"] == "answer tokens" and scored["tokens"] == final["tokens"]
     assert scored["perplexity"] == pytest.approx(final["perplexity"], rel=1e-5)
     assert scored["all_tokens"]["perplexity"] == pytest.approx(every["perplexity"], rel=1e-5)
+
+
+def test_unpacked_blocks_and_a_validation_split(tmp_path, monkeypatch, tiny_model_dir):
+    """packing false: one document per block, padded and masked (the data table says so); validation_fraction:
+    documents taken from training (never the test ones), scored before, every eval_every steps and after, and
+    reported apart from the test perplexity (results.json, summary, the curve)."""
+    from memfit.recipes.finetune import FinetuneConfig, run_finetune
+
+    monkeypatch.setenv("MEMFIT_CACHE", str(tmp_path / "cache"))
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for i in range(5):
+        (notes / f"note{i}.md").write_text(english_page(seed=i)[:150 + 40 * i])
+    cfg = FinetuneConfig.model_validate({"sources": [{"kind": "text", "path": str(notes), "name": "notes"}],
+                                         "packing": False, "validation_fraction": 0.2, "test_fraction": 0.2})
+    results = run_finetune(cfg, model=str(tiny_model_dir), output_dir=str(tmp_path / "out"), run_name="unpacked",
+                           seq_len=64, micro_batch=2, target_effective_batch=2, max_steps=2, eval_every=1,
+                           eval_context=32, eval_max_tokens=64, progress=False, log_with=None)
+    data = results["data"]
+    assert data["packed"] is False and data["per_source"]["notes"] == {"train": 3, "validation": 1, "test": 1}
+    assert not set(data["validation_documents"]) & set(data["test_documents"])
+    # every train document gets blocks of its own: at least one block per document, padding in the last
+    assert data["split"]["train"]["blocks"] >= data["split"]["train"]["documents"] == 3
+    validation = results["validation"]
+    assert validation["evaluated"] == "every 1 step (train.evals)"
+    assert [e["step"] for e in results["train"]["evals"]] == [1, 2]
+    assert validation["final"] == results["train"]["evals"][-1]  # the last periodic evaluation, not scored twice
+    assert validation["base"]["perplexity"] != results["evaluation"]["base"]["perplexity"]  # other documents
+    summary = (tmp_path / "out" / "unpacked" / "summary.md").read_text()
+    assert "| validation perplexity |" in summary and "train blocks are not packed" in summary
+    assert results["config"]["data"]["packing"] is False
+    # a different layout of the same data is another run: the identity (and the default folder name) says so
+    assert {"packing", "validation_fraction"} <= set(FinetuneConfig.model_validate(results["config"]).identity())
+    assert not {"packing", "validation_fraction"} & set(FinetuneConfig().identity())

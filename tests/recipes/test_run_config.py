@@ -98,3 +98,12 @@ def test_a_later_layer_naming_the_data_replaces_the_earlier_in_either_form():
     flags = nest({"pdf_dir": "papers", "seq_len": 64})
     assert merged_settings(recipe, flags)["data"] == {"pdf_dir": "papers", "seq_len": 64}
     assert FinetuneConfig.model_validate(merged_settings(recipe, flags)).data.sources[0].path == "papers"
+def test_packing_and_a_validation_split_join_the_identity_only_when_set():
+    """Runs that leave them at their defaults keep the names earlier versions gave them; a run that changes them
+    trains on other blocks or documents, so it gets a name (and checkpoint identity) of its own."""
+    plain = FinetuneConfig()
+    assert not {"packing", "validation_fraction"} & set(plain.identity())
+    unpacked, validated = FinetuneConfig(packing=False), FinetuneConfig(validation_fraction=0.1)
+    assert unpacked.identity()["packing"] is False and validated.identity()["validation_fraction"] == 0.1
+    names = {cfg.resolved("cpu").run_name for cfg in (plain, unpacked, validated)}
+    assert len(names) == 3

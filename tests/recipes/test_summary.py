@@ -1,5 +1,5 @@
 """memfit.recipes.summary: the report says what was trained on, how fast, and why the peak differs from the plan."""
-from memfit.recipes.summary import data_phrase, memory_text, rate_text
+from memfit.recipes.summary import data_phrase, memory_text, rate_text, sample_rows, validation_text
 
 
 def test_the_data_is_named_by_source_kind_not_as_pdfs():
@@ -28,3 +28,18 @@ def test_a_peak_above_the_planners_budget_is_explained():
     fixed = {"plan": {"probes": [], "cache_hit": False, "peak_gib": None, "budget_gib": 0.0},
              "memory": {"train": {"peak_rss_gib": 0.61}}}
     assert "planner skipped" in memory_text(fixed)
+
+
+def test_the_validation_split_and_the_sample_answers_have_rows_of_their_own():
+    validation = {"base": {"perplexity": 40.0}, "final": {"perplexity": 30.0, "tokens": 1200}, "change_pct": -25.0,
+                  "scored": "all tokens", "evaluated": "every 5 steps (train.evals)"}
+    assert validation_text(validation) == ("40.000 -> 30.000 (-25.0 %) over 1,200 all tokens of the validation "
+                                           "documents, evaluated every 5 steps (train.evals); apart from the test "
+                                           "documents above")
+    rows = dict(sample_rows({"prompt": "The main finding", "chat": False, "max_new_tokens": 32, "greedy": True,
+                             "before": "is a\nline | with a pipe", "after": ""}))
+    assert rows["sample prompt"] == "The main finding (continued as text; greedy, 32 tokens)"
+    assert rows["sample answer before"] == "is a line \\| with a pipe"  # one table cell: one line, pipe escaped
+    assert rows["sample answer after"].startswith("(empty")
+    assert sample_rows({"skipped": "eval.sample_prompt is empty"}) == [
+        ("sample answer", "none (eval.sample_prompt is empty)")]

@@ -153,3 +153,19 @@ def test_the_micro_batch_reaches_the_loop_from_its_config_alone():
     res = memfit.train(model, stack, random_blocks(16, 16), TrainConfig(micro_batch=2, max_steps=1, progress=False),
                        accelerator=acc)
     assert (res.micro_batch, res.grad_accum, res.effective_batch, res.tokens) == (2, 4, 8, 8 * 15)
+
+
+def test_periodic_evaluation_of_chat_pieces_scores_the_answer_tokens():
+    """eval_every on chat data scores what the loss trained on (the labels' tokens), as the run's held-out numbers
+    do; plain pieces are scored on every token."""
+    from memfit.evaluation import perplexity
+    from memfit.training.loop import evaluate
+
+    model = tiny_model().eval()
+    ids = list(range(3, 43))
+    chat = [{"name": "c", "input_ids": ids, "labels": [-100] * 25 + ids[25:], "n_bytes": 40}]
+    cfg = TrainConfig(eval_context=16, eval_batch_size=2)
+    scored = evaluate(model, chat, cfg, None)
+    assert scored["tokens"] == perplexity(model, chat, context_length=16, only_labels=True).tokens < len(ids) - 1
+    plain = [{"name": "p", "input_ids": ids, "n_bytes": 40}]
+    assert evaluate(model, plain, cfg, None)["tokens"] == len(ids) - 1
