@@ -20,6 +20,7 @@ import torch
 from .core.families import UnsupportedFamily, family_of
 from .core.files import atomic_directory
 from .core.integrity import FINGERPRINT_MEMO, manifest_problem, write_manifest
+from .quiet import transformers_bars_off
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,8 @@ def embedded_model_dir() -> Path:
     folder = _gguf_folder()
     log.info("converting the embedded %s GGUF to safetensors (once, ~25 s) into %s", EMBEDDED, out)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=torch.float32)
+    with transformers_bars_off():
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=torch.float32)
     # The weights are dequantized on load; drop the GGUF quantization config so the copy loads as a plain model.
     model.hf_quantizer.remove_quantization_config(model)
     # replace=False: another process may finish the same conversion first; a corrupt copy is swapped out whole
@@ -218,8 +220,9 @@ def load_model(model: str = EMBEDDED, stack=None, ctx=None, *, random_init: bool
     if quantized:  # bitsandbytes quantizes while moving weights onto the device
         kwargs["device_map"] = {"": ctx.device.index if ctx.device.type == "cuda" else "cpu"}
     try:
-        net = AutoModelForCausalLM.from_pretrained(source, use_safetensors=True, trust_remote_code=False,
-                                                   **kwargs, **(config_overrides or {}))
+        with transformers_bars_off():
+            net = AutoModelForCausalLM.from_pretrained(source, use_safetensors=True, trust_remote_code=False,
+                                                       **kwargs, **(config_overrides or {}))
     except OSError as exc:
         raise ModelError(_not_found(model, exc)) from None
     except ValueError as exc:
