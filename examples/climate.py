@@ -1,8 +1,8 @@
 """Fine-tune a LLaMA-architecture model on climate-report PDFs with memfit, end to end.
 
-    accelerate launch examples/climate.py                  # the bundled CC BY 4.0 sample (examples/data/climate)
-    memfit data fetch climate data/climate && accelerate launch examples/climate.py --pdf-dir data/climate  # all 12
-    accelerate launch examples/climate.py recipes/smollm2-gpu.yaml --max-steps 50   # a recipe, flags override it
+    accelerate launch --config_file launch_configs/one_process.yaml examples/climate.py   # the bundled CC BY 4.0 sample
+    memfit data fetch climate data/climate && python examples/climate.py --pdf-dir data/climate   # all 12 PDFs
+    python examples/climate.py recipes/smollm2-gpu.yaml --max-steps 50   # a recipe, flags override it
     accelerate launch --config_file launch_configs/ddp.yaml examples/climate.py ...   # several GPUs (see launch_configs/)
 
 The same job as `memfit train`: every setting of memfit.FinetuneConfig is a flag (`--help` lists them with their
