@@ -54,7 +54,7 @@ def finetune_datasets(cfg: "DataRequest", tokenizer: Any, state: Any) -> tuple[A
                                 seed=cfg.seed, verbose=False)
         entries = [f"{d.name}:{d.sha256}" for d in corpus.documents]
         data = {"pdf_dir": str(cfg.pdf_dir), "documents": len(corpus.documents),
-                "skipped_files": [str(e) for e in corpus.errors],
+                "skipped_files": [str(e) for e in corpus.errors], "not_read": [str(e) for e in corpus.not_read],
                 "text_from_cache": sum(d.from_cache for d in corpus.documents)}
         summary = corpus.summary()
     # one hash over every document's name and content: a changed, added or removed file changes the run's identity
