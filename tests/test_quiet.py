@@ -151,15 +151,27 @@ sys.exit(code)
 MEMFIT_BARS = ("train", "perplexity")
 
 
-def _tiny_run_output(tmp_path: Path, recipe: Path, *flags: str) -> tuple[list[list[str]], list[str], str]:
-    records = tmp_path / f"records{len(flags)}.json"
-    done = subprocess.run([sys.executable, "-c", _RECORDING_MAIN, str(records), *flags, "train", str(recipe)],
-                          capture_output=True, text=True, cwd=REPO, timeout=600,
-                          env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
-                               "MEMFIT_CACHE": str(tmp_path / "cache")})
+def recorded_memfit(python: str, records: Path, argv: list[str], cwd: Path, env: dict[str, str],
+                    timeout: int = 600) -> tuple[list[list[str]], list[str], str]:
+    """(every logged [logger, message], the other stderr lines, stdout) of `python -m memfit ARGV` (also used by
+    tests/test_wheel.py on the installed wheel)."""
+    done = subprocess.run([python, "-c", _RECORDING_MAIN, str(records), *argv], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout, env={**env, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [line.strip() for line in done.stderr.replace("\r", "\n").splitlines() if line.strip()]
     return json.loads(records.read_text()), lines, done.stdout
+
+
+def third_party_output(logged: list[list[str]], stderr: list[str]) -> list[str]:
+    """What a run said that is not memfit's: other loggers' records, stderr lines that are not memfit's bars."""
+    return [f"{name}: {message}" for name, message in logged if not name.startswith("memfit")] + \
+        [line for line in stderr if line.split(":")[0] not in MEMFIT_BARS]
+
+
+def _tiny_run_output(tmp_path: Path, recipe: Path, *flags: str) -> tuple[list[list[str]], list[str], str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MEMFIT_CACHE": str(tmp_path / "cache")}
+    return recorded_memfit(sys.executable, tmp_path / f"records{len(flags)}.json", [*flags, "train", str(recipe)],
+                           REPO, env)
 
 
 def test_a_training_run_prints_only_memfit_lines_and_bars_and_verbose_shows_the_rest(tmp_path, tiny_model_dir,
@@ -167,8 +179,7 @@ def test_a_training_run_prints_only_memfit_lines_and_bars_and_verbose_shows_the_
     recipe = _recipe(tmp_path, climate_pdfs, tiny_model_dir)
     recipe.write_text(yaml.safe_dump({**yaml.safe_load(recipe.read_text()), "progress": True, "max_steps": 1}))
     logged, stderr, stdout = _tiny_run_output(tmp_path, recipe)
-    assert [name for name, _ in logged if not name.startswith("memfit")] == []
-    assert [line for line in stderr if line.split(":")[0] not in MEMFIT_BARS] == []
+    assert third_party_output(logged, stderr) == []
     assert {line.split(":")[0] for line in stderr} == set(MEMFIT_BARS)  # memfit's own bars are shown
     run_dir = next((tmp_path / "runs").iterdir())
     assert stdout.strip() == (run_dir / "summary.md").read_text().strip()
