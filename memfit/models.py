@@ -65,15 +65,15 @@ def embedded_model_dir() -> Path:
     folder = _gguf_folder()
     log.info("converting the embedded %s GGUF to safetensors (once, ~25 s) into %s", EMBEDDED, out)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
-    with transformers_bars_off():
+    with transformers_bars_off():  # the line above says what happens and how long it takes
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=torch.float32)
-    # The weights are dequantized on load; drop the GGUF quantization config so the copy loads as a plain model.
-    model.hf_quantizer.remove_quantization_config(model)
-    # replace=False: another process may finish the same conversion first; a corrupt copy is swapped out whole
-    with atomic_directory(out, replace=problem is not None) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        write_manifest(tmp)
+        # The weights are dequantized on load; drop the GGUF quantization config so the copy loads as a plain model.
+        model.hf_quantizer.remove_quantization_config(model)
+        # replace=False: another process may finish the same conversion first; a corrupt copy is swapped out whole
+        with atomic_directory(out, replace=problem is not None) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            write_manifest(tmp)
     return out
 
 
@@ -160,7 +160,7 @@ def random_weights_dir(config, dtype: torch.dtype, device: torch.device) -> Path
         torch.manual_seed(0)
         with torch.device(device):
             model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-        with atomic_directory(out, replace=False) as tmp:  # another rank may write the same weights first
+        with atomic_directory(out, replace=False) as tmp, transformers_bars_off():  # another rank may be first
             model.save_pretrained(tmp)
         del model
     return out
