@@ -20,6 +20,7 @@ import torch
 from .core.families import UnsupportedFamily, family_of
 from .core.files import atomic_directory
 from .core.integrity import FINGERPRINT_MEMO, manifest_problem, write_manifest
+from .quiet import transformers_bars_off
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +65,15 @@ def embedded_model_dir() -> Path:
     folder = _gguf_folder()
     log.info("converting the embedded %s GGUF to safetensors (once, ~25 s) into %s", EMBEDDED, out)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=torch.float32)
-    # The weights are dequantized on load; drop the GGUF quantization config so the copy loads as a plain model.
-    model.hf_quantizer.remove_quantization_config(model)
-    # replace=False: another process may finish the same conversion first; a corrupt copy is swapped out whole
-    with atomic_directory(out, replace=problem is not None) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        write_manifest(tmp)
+    with transformers_bars_off():  # the line above says what happens and how long it takes
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=torch.float32)
+        # The weights are dequantized on load; drop the GGUF quantization config so the copy loads as a plain model.
+        model.hf_quantizer.remove_quantization_config(model)
+        # replace=False: another process may finish the same conversion first; a corrupt copy is swapped out whole
+        with atomic_directory(out, replace=problem is not None) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            write_manifest(tmp)
     return out
 
 
@@ -158,7 +160,7 @@ def random_weights_dir(config, dtype: torch.dtype, device: torch.device) -> Path
         torch.manual_seed(0)
         with torch.device(device):
             model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-        with atomic_directory(out, replace=False) as tmp:  # another rank may write the same weights first
+        with atomic_directory(out, replace=False) as tmp, transformers_bars_off():  # another rank may be first
             model.save_pretrained(tmp)
         del model
     return out
@@ -218,8 +220,9 @@ def load_model(model: str = EMBEDDED, stack=None, ctx=None, *, random_init: bool
     if quantized:  # bitsandbytes quantizes while moving weights onto the device
         kwargs["device_map"] = {"": ctx.device.index if ctx.device.type == "cuda" else "cpu"}
     try:
-        net = AutoModelForCausalLM.from_pretrained(source, config=config, use_safetensors=True,
-                                                   trust_remote_code=False, **kwargs)
+        with transformers_bars_off():
+            net = AutoModelForCausalLM.from_pretrained(source, config=config, use_safetensors=True,
+                                                       trust_remote_code=False, **kwargs)
     except OSError as exc:
         raise ModelError(_not_found(model, exc)) from None
     except ValueError as exc:

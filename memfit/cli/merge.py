@@ -7,12 +7,14 @@ import contextlib
 import logging
 import sys
 
+from .options import EffectiveDefaults
+
 log = logging.getLogger(__name__)
 
 
 def add_merge_parser(sub) -> None:
     p = sub.add_parser("merge", help="merge a run's adapter into its base: `memfit merge RUN_DIR --out DIR`",
-                       description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       description=__doc__, formatter_class=EffectiveDefaults)
     p.add_argument("run_dir", help="a run directory written by `memfit train` (holds results.json and adapter/)")
     p.add_argument("--out", required=True, help="new folder for the merged model (never overwritten)")
     p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="fp32", help="dtype of the written weights")

@@ -122,6 +122,22 @@ def _converter(name: str, annotation: Any):
     return convert
 
 
+def default_note(value: Any) -> str:
+    """` (default: value)` for a help line; nothing for an unset (None) setting, whose description says what the run
+    does without it (a help reading "default: None" answers nothing)."""
+    return "" if value is None else f" (default: {value!r})"
+
+
+class EffectiveDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's defaults formatter without "(default: None)" and without a second default after a help text that
+    already states its own."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is argparse.SUPPRESS or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def add_flags(parser: argparse.ArgumentParser, fields, shown: dict[str, Any]) -> None:
     """One `--name` (plus `--alias`es) per (name, aliases, FieldInfo) of `fields`. Defaults stay SUPPRESS so only
     flags the user typed override the file; the help shows `shown[name]`, the value the run will use."""
@@ -131,7 +147,7 @@ def add_flags(parser: argparse.ArgumentParser, fields, shown: dict[str, Any]) ->
             value = [item.model_dump(exclude_unset=True) for item in value]
         parser.add_argument(flag(name), *map(flag, aliases), default=argparse.SUPPRESS, dest=name,
                             metavar=type_name(info.annotation).upper(), type=_converter(name, info.annotation),
-                            help=f"{info.description or ''} (default: {value!r})".strip())
+                            help=f"{info.description or ''}{default_note(value)}".strip())
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

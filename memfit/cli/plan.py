@@ -13,9 +13,9 @@ from pathlib import Path
 
 from ..recipes.limits import CPU_BUDGET_GIB, MARGIN, MAX_COUNT
 from ..strategies.defaults import AUTO_BASE, BENCH_STACKS, PLAN_STACK
-from .options import bounded, type_name
+from .options import EffectiveDefaults, bounded, type_name
 
-HELP = argparse.ArgumentDefaultsHelpFormatter  # every subparser shows each option's default
+HELP = EffectiveDefaults  # every subparser shows each option's default
 # every numeric flag is checked at parse time, before any model is loaded (bounds: memfit/recipes/limits.py)
 COUNT = bounded(int, 1, MAX_COUNT)
 SEQ_LEN = bounded(int, 8, MAX_COUNT)

@@ -16,6 +16,7 @@ from memfit.core.loss import IGNORE_INDEX
 from memfit.data.arrow.records import total_bytes
 from memfit.data.errors import DataError, FileIssue
 from memfit.data.split import SplitPlan
+from memfit.quiet import datasets_bars_off
 
 ARROW_THRESHOLD_MB = 256  # input files above this take the Arrow path when the user did not choose
 # What the training loss counts: every token (text documents, or chat with train_on_inputs), only the assistant's
@@ -95,7 +96,8 @@ def eval_set(records: Dataset, tokens: Dataset, rows: list[int], train_on_inputs
     data = concatenate_datasets([records.select_columns(["name"]), tokens.select_columns(["input_ids"]),
                                  records.select_columns(["n_bytes"]), tokens.select_columns(["labels"])],
                                 axis=1).select(rows)
-    return data.map(_eval_labels, batched=True, keep_in_memory=True, fn_kwargs={"train_on_inputs": train_on_inputs})
+    with datasets_bars_off():
+        return data.map(_eval_labels, batched=True, keep_in_memory=True, fn_kwargs={"train_on_inputs": train_on_inputs})
 
 
 def sample_issues(records: Dataset, tokens: Dataset, block_size: int, on_too_long: str) -> list[FileIssue]:
@@ -131,7 +133,8 @@ def target_tokens(train: Dataset, batch_size: int = 4096) -> int:
 def test_split_hashes(bundle: DataBundle) -> list[tuple[str, str]]:
     """(name, sha256 of the text) of every test document, sorted by name: what a run records so a later run can
     prove it evaluates on the same held-out documents."""
-    rows = bundle.documents.filter(lambda row: row["split"] == "test")
+    with datasets_bars_off():
+        rows = bundle.documents.filter(lambda row: row["split"] == "test")
     return sorted((row["name"], hashlib.sha256(row["text"].encode("utf-8")).hexdigest()) for row in rows)
 
 

@@ -20,6 +20,7 @@ from memfit.data.sources import (TABLE_SUFFIXES, TEXT_SUFFIXES, HubSource, PdfSo
                                  TableSource, TextSource, _Columns, _SourceBase)
 from memfit.data.text.dedupe import Duplicates
 from memfit.data.text.hygiene import binary_reason, candidate_files, not_a_regular_file
+from memfit.quiet import datasets_bars_off
 
 
 class _Collector:
@@ -111,7 +112,8 @@ def _load_table(src: _Columns, issues: _Collector) -> Iterator[Record]:
         elif path.suffix in (".csv", ".parquet"):
             from datasets import load_dataset
 
-            rows = enumerate(load_dataset(path.suffix[1:], data_files=str(path), split="train"), 1)
+            with datasets_bars_off():
+                rows = enumerate(load_dataset(path.suffix[1:], data_files=str(path), split="train"), 1)
         else:
             raise DataError(f"{path}: unknown table format {path.suffix!r}; use .jsonl, .json, .csv or .parquet")
     data_format = None  # 'auto' decides on the first row, then holds for the whole source

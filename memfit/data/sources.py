@@ -114,7 +114,8 @@ def source_keys_help() -> str:
         for key, info in fields.items():
             if key == "kind":
                 continue
-            default = "required" if info.is_required() else f"default {info.default!r}"
+            default = "required" if info.is_required() else "optional" if info.default is None \
+                else f"default {info.default!r}"
             lines.append(f"    {key} ({default}): {info.description}")
     return "\n".join(lines)
 

@@ -12,9 +12,11 @@ from ..data.bundle_parts import default_num_proc, wants_arrow
 if TYPE_CHECKING:
     from .sections import DataRequest
 
+SKIPPED_IN_LOG = 20
+
 
 def finetune_datasets(cfg: "DataRequest", tokenizer: Any, state: Any) -> tuple[Any, dict[str, Any], str]:
-    """(DataBundle, the results' "data" entry, a one-line summary for the log)."""
+    """(DataBundle, the results' "data" entry, a summary for the log: one line, then each skipped input)."""
     sources = cfg.sources
     arrow = wants_arrow(sources) if cfg.arrow_cache is None else cfg.arrow_cache
     num_proc = (cfg.num_proc or default_num_proc(state.device.type == "cuda")) if arrow else 1
@@ -32,6 +34,11 @@ def finetune_datasets(cfg: "DataRequest", tokenizer: Any, state: Any) -> tuple[A
                for row in bundle.documents.select_columns(["name", "text"])]
     summary = (f"{len(bundle.documents)} documents from {len(sources)} sources, {len(issues)} inputs skipped"
                + (", tokenised through the Arrow cache" if arrow else ""))
+    # each skipped input named with its reason and fix (a mixed PDF folder's other files say how to include them);
+    # a long list is cut in the log, never in results.json
+    summary += "".join(f"\n  {issue}" for issue in issues[:SKIPPED_IN_LOG])
+    if len(issues) > SKIPPED_IN_LOG:
+        summary += f"\n  ... and {len(issues) - SKIPPED_IN_LOG} more (results.json: data.skipped)"
     return bundle, {
         "sources": [s.model_dump() for s in sources], "documents": len(bundle.documents), "arrow": arrow,
         "per_source": per_source, "skipped": [str(i) for i in issues],

@@ -13,6 +13,7 @@ import torch
 
 from ..core.files import atomic_directory, remove_stale_temporaries
 from ..core.integrity import write_manifest
+from ..quiet import transformers_bars_off
 from .saved_run import RunError, is_full_fine_tune, load_trained, read_run, run_tokenizer
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -49,7 +50,8 @@ def merge_run(run_dir: str | Path, out: str | Path, dtype: str = "fp32") -> Path
     if out.is_dir():  # the empty folder the check above allowed
         out.rmdir()
     with atomic_directory(out, replace=False) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        with transformers_bars_off():  # the command names what it wrote when done
+            model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         for path in tmp.rglob("*"):  # safetensors writes 0600: an exported model is for others to load too
             if path.is_file():

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..core.files import atomic_directory, atomic_write_json
 from ..core.integrity import write_manifest
+from ..quiet import transformers_bars_off
 from .checkpoint import BASE_FILE, CheckpointError, base_info, nonfinite_weights
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,8 @@ def save_trained(model, acc, out: Path, tokenizer=None) -> str:
                 # peft's default "auto" looks the base model's name up on the Hub to see whether the vocabulary
                 # grew; memfit never resizes it, and the name is the user's (e.g. "smollm2-135m"), not a Hub id
                 extra = {"save_embedding_layers": False} if hasattr(net, "peft_config") else {}
-                net.save_pretrained(tmp, state_dict=state, safe_serialization=True, **extra)
+                with transformers_bars_off():  # a full fine-tune's "Writing model shards": the run logs the save
+                    net.save_pretrained(tmp, state_dict=state, safe_serialization=True, **extra)
                 atomic_write_json(tmp / BASE_FILE, base_info(acc.unwrap_model(model)), indent=None)
                 point_at_loadable_base(tmp / "adapter_config.json")
                 save_tokenizer(tokenizer, getattr(net, "name_or_path", None), tmp)

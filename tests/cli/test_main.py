@@ -124,17 +124,35 @@ def test_a_real_command_error_is_one_line(capsys):
     assert err.startswith("memfit: ") and "no_such_strategy" in err and err.count("\n") == 1
 
 
-def test_help_and_version_import_neither_torch_nor_transformers():
-    probe = ("import sys\nfrom memfit.cli import main\n"
-             "for argv in (['--help'], ['--version'], ['train', 'smollm2-cpu', '--help'], ['plan', '--help'],\n"
-             "             ['data', 'inspect', '--help'], ['eval', '--help'], ['generate', '--help']):\n"
-             "    try:\n        main(argv)\n    except SystemExit as e:\n        assert e.code == 0, e.code\n"
+HELPS = [["--help"], ["--version"], ["train", "--help"], ["train", "smollm2-cpu", "--help"], ["data"],
+         ["data", "--help"], ["data", "inspect", "--help"], ["data", "fetch", "--help"],
+         *([name, "--help"] for name in cli.COMMANDS if name not in ("train", "data"))]
+
+
+def test_every_help_and_version_imports_nothing_heavy_and_shows_no_unset_default():
+    """Every command's --help (and --version) in one process: torch, transformers, datasets and peft stay unimported
+    (seconds of startup), and no option reads "None" or PydanticUndefined: a help states the value a run uses, or
+    what the option does when it is not given."""
+    probe = ("import contextlib, io, json, sys\nfrom memfit.cli import main\nshown = {}\n"
+             f"for argv in {HELPS!r}:\n"
+             "    out = io.StringIO()\n"
+             "    with contextlib.redirect_stdout(out):\n"
+             "        try:\n            code = main(argv)\n        except SystemExit as e:\n            code = e.code\n"
+             "    assert code in (0, None), (argv, code)\n"
+             "    shown[' '.join(argv)] = out.getvalue()\n"
              "heavy = sorted(m for m in ('torch', 'transformers', 'datasets', 'peft') if m in sys.modules)\n"
-             "print('HEAVY', heavy)\n")
+             "print(json.dumps({'heavy': heavy, 'shown': shown}))\n")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO,
                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "HEAVY []" in out.stdout and "memfit 0." in out.stdout
+    said = json.loads(out.stdout.splitlines()[-1])
+    assert said["heavy"] == []
+    assert said["shown"]["--version"].startswith("memfit 0.")
+    assert "inspect" in said["shown"]["data"] and "fetch" in said["shown"]["data"]
+    for argv, text in said["shown"].items():
+        assert text.strip(), argv
+        assert "None" not in text and "PydanticUndefined" not in text, (argv, [l for l in text.splitlines()
+                                                                           if "None" in l or "Undefined" in l])
 
 
 def test_every_command_is_listed_and_an_unknown_one_refused(capsys):

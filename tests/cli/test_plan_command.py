@@ -17,6 +17,7 @@ from test_train_command import memfit  # noqa: E402
 
 from _models import tiny_config  # noqa: E402
 from memfit.cli import main  # noqa: E402
+from memfit.cli.options import EffectiveDefaults  # noqa: E402
 
 BUDGET_GIB = "0.003"  # a few MB: a tiny model at seq 32 fits a handful of sequences
 cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="CPU planning behaviour")
@@ -113,12 +114,14 @@ def test_every_capacity_option_has_help_and_shows_its_default():
     sub = parser.add_subparsers(dest="command")
     add_commands(sub)
     for name, p in sub.choices.items():
-        assert p.formatter_class is argparse.ArgumentDefaultsHelpFormatter, name
+        assert p.formatter_class is EffectiveDefaults, name
         text = " ".join(p.format_help().split())
+        assert "None" not in text, name  # an unset option's help says what happens without it
         for action in p._actions:
             if not action.option_strings or action.dest == "help":
                 continue
             assert action.help, f"{name} {action.option_strings[0]} has no help"
             if action.default is argparse.SUPPRESS:  # the formatter shows nothing: the help must say it
                 assert "(default: " in action.help, f"{name} {action.option_strings[0]} shows no default"
-        assert text.count("(default: ") >= len([a for a in p._actions if a.option_strings]) - 1  # all but --help
+        shown = [a for a in p._actions if a.option_strings and a.dest != "help" and a.default is not None]
+        assert text.count("(default: ") >= len(shown)

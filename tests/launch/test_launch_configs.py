@@ -22,6 +22,7 @@ QLORA_SHARDABLE = "lora+quant4bit:quant_storage=bf16+bf16+gc"
 # file -> (distributed_type, num_processes, num_machines, the launcher accelerate picks)
 EXPECTED = {
     "cpu_2proc.yaml": ("MULTI_GPU", 2, 1, "torchrun"),
+    "one_process.yaml": ("NO", 1, 1, "simple"),
     "single_gpu.yaml": ("NO", 1, 1, "simple"),
     "ddp.yaml": ("MULTI_GPU", 2, 1, "torchrun"),
     "deepspeed_zero2.yaml": ("DEEPSPEED", 2, 1, "deepspeed"),
@@ -180,3 +181,22 @@ def test_accelerate_launch_with_cpu_config_really_runs_two_processes(tmp_path):
     reports = [decoder.raw_decode(done.stdout, m.end())[0] for m in re.finditer(r"SMOKE ", done.stdout)]
     assert sorted(r["rank"] for r in reports) == [0, 1]
     assert {(r["num_processes"], r["distributed_type"]) for r in reports} == {(2, "MULTI_CPU")}
+
+
+def test_the_readme_main_job_launches_without_accelerates_defaults_warning(caplog, monkeypatch):
+    """README's set-up command names one_process.yaml: accelerate's launcher then defaults nothing and says nothing
+    (with no config file it warns, before the script starts, which values it defaulted)."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    monkeypatch.chdir(REPO)
+    # a user's own default config (`accelerate config`) must not hide the warning
+    monkeypatch.setattr("accelerate.commands.launch.default_config_file", str(REPO / "no-such-config.yaml"))
+    command = "accelerate launch --config_file launch_configs/one_process.yaml examples/climate.py"
+    assert command in (REPO / "README.md").read_text()
+    for flags in (command.split()[2:], ["examples/climate.py"]):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="accelerate.commands.launch"):
+            args, _, _ = _validate_launch_command(launch_command_parser().parse_args(flags))
+        warned = [r.getMessage() for r in caplog.records if "had defaults used instead" in r.getMessage()]
+        assert bool(warned) == (flags[0] != "--config_file"), warned
+        assert (args.num_processes, launcher(args)) == (1, "simple")

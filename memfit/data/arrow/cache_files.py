@@ -22,6 +22,7 @@ from datasets import Dataset
 
 from memfit.core.files import atomic_write_json
 from memfit.core.integrity import file_sha256
+from memfit.quiet import datasets_bars_off
 
 log = logging.getLogger(__name__)
 MANIFEST = ".sha256.json"
@@ -71,8 +72,9 @@ def cached_map(data: Dataset, function: Callable[..., Any], cache_dir: Optional[
                **map_kwargs: Any) -> Dataset:
     """`data.map(function, batched=True)` into the verified cache file `<cache_dir>/<key>.arrow` (shards
     `<key>_NNNNN_of_NNNNN.arrow` with num_proc), or in memory when `cache_dir` is None."""
-    if cache_dir is None:
-        return data.map(function, batched=True, keep_in_memory=True, new_fingerprint=key, **map_kwargs)
+    if cache_dir is None:  # small, in memory: datasets' bar would be noise (the cached pass names its own bar)
+        with datasets_bars_off():
+            return data.map(function, batched=True, keep_in_memory=True, new_fingerprint=key, **map_kwargs)
     cache_dir.mkdir(parents=True, exist_ok=True)
     manifest = cache_dir / f"{key}{MANIFEST}"
 

@@ -109,10 +109,10 @@ def other_files(pdf_dir: Path | str) -> list[FileIssue]:
             continue
         if path.is_dir():
             how = "a sub-folder (not searched): add a source for it"
-        elif suffix in TEXT_SUFFIXES:
-            how = f"a text file: add a source {{kind: text, path: {path}}} or set read_other_files: true"
-        elif suffix in TABLE_SUFFIXES:
-            how = f"a table: add a source {{kind: table, path: {path}}} or set read_other_files: true"
+        elif suffix in (*TEXT_SUFFIXES, *TABLE_SUFFIXES):
+            kind = "text" if suffix in TEXT_SUFFIXES else "table"
+            how = (f"a {kind} file: add a source {{kind: {kind}, path: {path}}}, or read the folder's text and table "
+                   f"files too with the source {{kind: pdf, path: {path.parent}, read_other_files: true}}")
         else:
             how = "neither PDF, text nor table: convert it to PDF or text to train on it"
         issues.append(FileIssue(path, "not_read", f"not read by the PDF pipeline - {how}"))
