@@ -111,10 +111,12 @@ def test_temporaries_of_dead_writers_are_removed_for_any_target(tmp_path):
     dead.wait()
     stale = tmp_path / f".merged-a.{dead.pid}-deadbeef.tmp"  # a merge into another --out, killed half-way
     (stale / "x").mkdir(parents=True)
+    old_name = tmp_path / f".merged-d.tmp-{dead.pid}-deadbeef"  # how merges named their temporaries before
+    old_name.mkdir()
     live = tmp_path / f".merged-b.{os.getppid()}-deadbeef.tmp"  # a live writer's: kept
     live.mkdir()
     remove_stale_temporaries(tmp_path)
-    assert not stale.exists() and live.exists()
+    assert not stale.exists() and not old_name.exists() and live.exists()
     with atomic_directory(tmp_path / "merged-c") as tmp:
         (tmp / "f").write_text("ok")
     assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "merged-c"]
