@@ -1,7 +1,8 @@
 """memfit.core.integrity: content checksums that mean it - per-file manifests, folder fingerprints cached by file
 identity, embedded JSON checksums - and core/files.py's cache-folder check and stale-temporary cleanup.
 
-The hostile cases on real runs live next to the commands they break: tests/cli/test_evaluate.py and
+Every silent case of issue 30 is played as a user plays it in tests/hostile/ (runs, caches, inputs); the unit-level
+hostile cases live next to the code they break: tests/cli/test_evaluate.py and
 tests/cli/test_merge.py (changed base, flipped adapter bit, edited results.json, --out inside the run, killed merge),
 tests/plan/test_plan_cache.py (corrupt plan entries), tests/test_models.py (damaged converted-model cache)."""
 from __future__ import annotations
