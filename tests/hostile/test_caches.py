@@ -13,7 +13,7 @@ import pytest
 import torch
 import transformers
 
-from _hostile import make_root, memfit, notes, recipe, results, tiny_tokenizer  # noqa: F401
+from _hostile import make_root, memfit, recipe, results, tiny_tokenizer  # noqa: F401
 from pdf_factory import english_page, write_text_pdf
 
 ARROW = {"arrow_cache": True}
