@@ -5,7 +5,7 @@ classified held / loud / silent and written to benchmarks/results/hostile_cases.
 case the command, exit code, memfit's line and verdict.
 
     python benchmarks/hostile_cases.py                     # every case, ~10 min on 2 busy cores
-    python benchmarks/hostile_cases.py --only fifo_named_txt yaml_alias_bomb --out /tmp/h
+    python benchmarks/hostile_cases.py --only fifo_named_txt yaml_alias_bomb   # re-plays these, keeps the others
 """
 from __future__ import annotations
 
@@ -45,11 +45,12 @@ def play(name: str, tokenizer, parent: Path) -> list[dict]:
         outcomes = Outcome(["(set-up)"], -1, traceback.format_exc(), "succeed", correct=False,
                            note=f"set-up failed: {type(exc).__name__}: {str(exc)[:300]}")
     seconds = round(time.time() - started, 1)
+    played = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
     rows = []
     for out in outcomes if isinstance(outcomes, list) else [outcomes]:
         rows.append({"case": name, "issue_group": group, "command": " ".join(out.command), "exit_code": out.returncode,
-                     "expected": out.expect, "stderr_line": out.message.replace(str(lab.root), "."), "verdict": out.verdict, "note": out.note,
-                     "seconds": seconds})
+                     "expected": out.expect, "stderr_line": out.message.replace(str(lab.root), "."),
+                     "verdict": out.verdict, "note": out.note, "seconds": seconds, "played": played})
         print(f"{rows[-1]['verdict']:6} {name}: {rows[-1]['command'][:90]} -> {out.returncode}: {out.message[:120]}",
               flush=True)
     return rows
@@ -74,7 +75,8 @@ def markdown(report: dict) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="*", choices=sorted(CASES), help="these cases only")
+    parser.add_argument("--only", nargs="*", choices=sorted(CASES),
+                        help="play these cases only; the other cases' rows of an existing report are kept")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
     tokenizer = tokenizer_for([english_note(seed) for seed in range(20)])
@@ -82,6 +84,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="memfit-hostile-") as parent:
         for name in args.only or list(CASES):
             rows += play(name, tokenizer, Path(parent))
+    previous = args.out / "hostile_cases.json"
+    if args.only and previous.is_file():  # the re-played cases replace their rows, in the cases' order
+        kept = [r for r in json.loads(previous.read_text())["cases"] if r["case"] not in args.only]
+        rows = sorted(kept + rows, key=lambda r: list(CASES).index(r["case"]) if r["case"] in CASES else len(CASES))
     report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "versions": versions(), "verdicts": dict(Counter(r["verdict"] for r in rows)), "cases": rows}
     args.out.mkdir(parents=True, exist_ok=True)

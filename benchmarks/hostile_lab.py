@@ -134,16 +134,17 @@ class Lab:
                 "MEMFIT_CACHE": str(self.root / "cache"), **extra}
 
     def run(self, *args, expect: str, check=None, timeout: int = 300, env: dict | None = None,
-            note: str = "") -> Outcome:
-        """`memfit ARGS` in the lab; `check(outcome)` (after the command) tells whether its result is right."""
-        command = [sys.executable, "-m", "memfit", *map(str, args)]
+            note: str = "", program: str = "memfit") -> Outcome:
+        """`memfit ARGS` in the lab (`program="python"`: `python ARGS`); `check(outcome)` (after the command) tells
+        whether its result is right."""
+        command = [sys.executable, *(["-m", "memfit"] if program == "memfit" else []), *map(str, args)]
         try:
             done = subprocess.run(command, capture_output=True, text=True, env=env or self.env(), cwd=self.root,
                                   timeout=timeout)
             rc, stderr, stdout = done.returncode, done.stderr, done.stdout
         except subprocess.TimeoutExpired:
             rc, stderr, stdout = 124, f"no answer within {timeout} s", ""
-        shown = ["memfit", *(str(a).replace(str(self.root), ".") for a in args)]
+        shown = [program, *(str(a).replace(str(self.root), ".") for a in args)]
         out = Outcome(shown, rc, stderr, expect, note=note, stdout=stdout)
         try:
             out.correct = True if check is None else bool(check(out))

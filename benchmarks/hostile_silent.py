@@ -53,8 +53,8 @@ def _converted(lab, damage) -> Outcome:
     shutil.copytree(real, copy)
     damage(copy / "model.safetensors")
     code = "import memfit.models as m; m.load_model()"
-    return lab.run("-c", code, expect="succeed", check=lambda out: "converting it again" in out.stderr
-                   and manifest_problem(copy) is None, note="python -c: memfit.models.load_model() (the default)")
+    return lab.run("-c", code, expect="succeed", program="python", note="what every command loads by default",
+                   check=lambda out: "converting it again" in out.stderr and manifest_problem(copy) is None)
 
 
 @case("silent")

@@ -57,7 +57,8 @@ def test_a_hub_source_is_keyed_by_its_commit(tmp_path, monkeypatch):
 
     keys = []
     for commit in (SHA, SHA, SHA[::-1]):  # the main branch as the Hub resolves it: twice, then after a push
-        monkeypatch.setattr(HfApi, "dataset_info", lambda self, repo, revision=None, c=commit: type("I", (), {"sha": c}))
+        resolved = type("Info", (), {"sha": commit})
+        monkeypatch.setattr(HfApi, "dataset_info", lambda self, repo, revision=None, info=resolved: info)
         keys.append(records.records_fingerprint([HubSource(id="org/data")], None, memo))
     assert keys[0] == keys[1] != keys[2] and None not in keys
 

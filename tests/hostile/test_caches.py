@@ -108,7 +108,8 @@ def embedded(tmp_path, monkeypatch, root):
         model = load_model(path, **kwargs)
         if gguf_file is None:  # memfit loading the converted copy
             return model
-        model.hf_quantizer = SimpleNamespace(remove_quantization_config=lambda m: setattr(m, "hf_quantizer", None))  # as if dequantized
+        # as if dequantized from GGUF: memfit drops the quantizer before saving the copy
+        model.hf_quantizer = SimpleNamespace(remove_quantization_config=lambda m: setattr(m, "hf_quantizer", None))
         return model
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", converted)

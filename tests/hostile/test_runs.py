@@ -49,7 +49,8 @@ def test_extending_a_finished_run_trains_on_at_the_new_schedules_learning_rate(f
     assert state["param_groups"][0]["lr"] == pytest.approx(expected, rel=1e-6) and expected > 0
 
 
-def test_a_base_reinitialised_with_the_same_shapes_is_refused_by_resume_eval_and_merge(fresh, tiny_tokenizer):  # noqa: F811
+def test_a_base_reinitialised_with_the_same_shapes_is_refused_by_resume_eval_and_merge(fresh,
+                                                                                         tiny_tokenizer):  # noqa: F811
     root, run_dir = fresh
     adapter = (run_dir / ADAPTER).read_bytes()
     save_base(root / "base", tiny_tokenizer, seed=1)  # same folder, same shapes, other weights
