@@ -127,7 +127,9 @@ def target_tokens(train: Dataset, batch_size: int = 4096) -> int:
 def test_split_hashes(bundle: DataBundle) -> list[tuple[str, str]]:
     """(name, sha256 of the text) of every test document, sorted by name: what a run records so a later run can
     prove it evaluates on the same held-out documents."""
-    rows = bundle.documents.filter(lambda row: row["split"] == "test")
+    # in memory: a filter written to disk lands beside the verified records cache as a file it never recorded, and
+    # the next run would rebuild the records for it
+    rows = bundle.documents.filter(lambda row: row["split"] == "test", keep_in_memory=True)
     return sorted((row["name"], hashlib.sha256(row["text"].encode("utf-8")).hexdigest()) for row in rows)
 
 

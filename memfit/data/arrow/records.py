@@ -127,6 +127,10 @@ def write_records(sources: list[Any], text_cache: Optional[str] = None,
         folder, fingerprint = folder / f".unpinned.{os.getpid()}-{secrets.token_hex(4)}.tmp", "records-unpinned"
     manifest = folder / f"{fingerprint}{MANIFEST}"
     builders = [d for d in folder.rglob(f"*{fingerprint}*") if d.is_dir()] if folder.is_dir() else []
+    for derived in [f for d in builders for f in d.rglob("cache-*.arrow")]:
+        # datasets' caches of selections and filters of earlier runs: cheap to recompute, and no checksum covers
+        # them, so they are never reused (nor taken for a damaged records file)
+        derived.unlink(missing_ok=True)
     drop_if_corrupt("records", [f for d in builders for f in sorted(d.rglob("*.arrow"))], manifest,
                     lambda: [shutil.rmtree(d, ignore_errors=True) for d in builders])
     try:
