@@ -87,6 +87,15 @@ def arrow_token_ids_flipped(lab):
 
 
 @case("silent")
+def arrow_rerun_unchanged(lab):
+    """Found by this re-run: every rerun rebuilt the records, warning about a file datasets had added to the cache."""
+    lab.train(arrow_cache=True, output_dir=str(lab.root / "a"))
+    return lab.run("train", lab.recipe(arrow_cache=True, output_dir=str(lab.root / "b")), expect="succeed",
+                   check=lambda out: "not reused" not in out.stderr and lab.results(lab.root / "b")["train"]["losses"]
+                   == lab.results(lab.root / "a")["train"]["losses"])
+
+
+@case("silent")
 def same_size_edit_mtime_restored(lab):
     lab.train(arrow_cache=True, output_dir=str(lab.root / "a"))
     target = lab.root / "notes/note0.txt"
