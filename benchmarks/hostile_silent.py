@@ -71,7 +71,7 @@ def text_cache_entry_edited(lab):
     record = json.loads(entry.read_text())
     record["pages"][0] = "text that was never in the PDF"
     entry.write_text(json.dumps(record))
-    return lab.run("data", "inspect", pdfs, expect="succeed", check=lambda out: "fails its checksum" in out.stderr
+    return lab.run("data", "inspect", pdfs, expect="succeed", check=lambda out: "does not match its checksum" in out.stderr
                    and "never in the PDF" not in entry.read_text())
 
 

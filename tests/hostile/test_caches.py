@@ -50,7 +50,7 @@ def test_an_edited_text_cache_entry_is_extracted_again(root):
     record["pages"] = ["text that was never in the PDF"] * len(record["pages"])
     entry.write_text(json.dumps(record))
     second, stderr = _run(root, "b", **pdf_source)
-    assert "fails its checksum" in stderr and entry.name in stderr
+    assert "does not match its checksum" in stderr and entry.name in stderr
     assert second["data"]["sha256"] == first["data"]["sha256"]
     assert second["final_perplexity"] == pytest.approx(first["final_perplexity"], rel=1e-6)
 

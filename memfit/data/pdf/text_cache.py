@@ -51,7 +51,7 @@ class TextCache:
         problem = checksum_problem(data) or (None if isinstance(pages, list) and isinstance(warnings, list)
                                              else "its pages or warnings are not lists")
         if problem:
-            log.warning("text cache entry %s fails its checksum (%s); extracting the PDF again", entry, problem)
+            log.warning("text cache entry %s is not used (%s); extracting the PDF again", entry, problem)
             return None
         return list(pages), list(warnings)
 
