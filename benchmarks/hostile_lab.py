@@ -75,7 +75,7 @@ def dead_pid() -> int:
 @dataclass
 class Outcome:
     """One command of a case and what its result must be: `expect` 'refuse' (exit 2, one line), 'succeed' (exit 0
-    and `correct`), or 'interrupt' (exit 130 and `correct`)."""
+    and `correct`), 'interrupt' (exit 130 and `correct`) or 'killed' (kill -9 by the case, and `correct`)."""
     command: list[str]
     returncode: int
     stderr: str
@@ -96,7 +96,7 @@ class Outcome:
     def verdict(self) -> str:
         if self.returncode == 124 or "Traceback (most recent call last)" in self.stderr:
             return "loud"
-        wanted = {"refuse": 2, "succeed": 0, "interrupt": 130}[self.expect]
+        wanted = {"refuse": 2, "succeed": 0, "interrupt": 130, "killed": -9}[self.expect]
         if self.returncode == wanted:
             return "held" if self.correct else ("silent" if wanted == 0 else "loud")
         return "silent" if self.returncode == 0 else "loud"

@@ -71,7 +71,8 @@ def text_cache_entry_edited(lab):
     record = json.loads(entry.read_text())
     record["pages"][0] = "text that was never in the PDF"
     entry.write_text(json.dumps(record))
-    return lab.run("data", "inspect", pdfs, expect="succeed", check=lambda out: "does not match its checksum" in out.stderr
+    return lab.run("data", "inspect", pdfs, expect="succeed",
+                   check=lambda out: "does not match its checksum" in out.stderr
                    and "never in the PDF" not in entry.read_text())
 
 
@@ -204,3 +205,43 @@ def killed_arrow_build_temp_files(lab):
     leftovers[1].write_text('{"tok')
     return lab.run("train", lab.recipe(arrow_cache=True, output_dir=str(lab.root / "b")), expect="succeed",
                    check=lambda _: not any(p.exists() for p in leftovers))
+
+
+@case("silent")
+def killed_during_pdf_extraction(lab):
+    """kill -9 while PDFs are being extracted: the extraction workers must die with the run, not linger orphaned."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pdfs = fresh_folder(lab.root, "pdfs")
+    for pdf in (REPO / "examples/data/climate").glob("*.pdf"):
+        os.symlink(pdf, pdfs / pdf.name)
+    proc = subprocess.Popen([sys.executable, "-m", "memfit", "data", "inspect", str(pdfs)], env=lab.env(),
+                            cwd=lab.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not _children(proc.pid) and proc.poll() is None:
+        time.sleep(0.2)  # until a worker runs
+    workers = _children(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(3)
+    left = [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    command = ["memfit", "data", "inspect", "./pdfs", "(kill -9 during extraction)"]
+    return Outcome(command, proc.returncode, "", "killed",
+                   correct=bool(workers) and not left,
+                   note=f"{len(workers)} worker(s) running at the kill, {len(left)} left 3 s later")
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            if f"PPid:\t{pid}\n" in status.read_text():
+                found.append(int(status.parent.name))
+        except OSError:
+            continue
+    return found
