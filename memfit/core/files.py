@@ -64,19 +64,24 @@ def _remove_stale_siblings(path: Path) -> None:
 
 
 def remove_stale_temporaries(folder: str | Path) -> None:
-    """Every temporary file or folder in `folder` that memfit named (`.<target>.<pid>-<hex>.tmp`) for any target and
-    whose writer is dead: a killed merge into another --out left one there, and nobody else would remove it."""
+    """Every temporary file or folder in `folder` that memfit named (`.<target>.<pid>-<hex>.tmp`, or older merges'
+    `.<target>.tmp-<pid>-<hex>`) for any target and whose writer is dead: a killed merge into another --out left one
+    there, and nobody else would remove it."""
     _remove_stale(Path(folder), r".+")
 
 
 def _remove_stale(folder: Path, target: str) -> None:
-    pattern = re.compile(rf"^\.({target})\.(\d+)-[0-9a-f]+\.(tmp|old)$")
+    # `.<target>.<pid>-<hex>.tmp|old`, and `.<target>.tmp-<pid>-<hex>`: the name merges used before atomic_directory,
+    # which killed merges of older versions left behind
+    pattern = re.compile(rf"^\.(?P<final>{target})\.(?:(?P<pid>\d+)-[0-9a-f]+\.(?P<kind>tmp|old)"
+                         rf"|tmp-(?P<old_pid>\d+)-[0-9a-f]+)$")
     for entry in folder.iterdir() if folder.is_dir() else ():
         match = pattern.match(entry.name)
-        if not match or int(match[2]) == os.getpid() or _pid_alive(int(match[2])):
+        pid = int(match["pid"] or match["old_pid"]) if match else 0
+        if not match or pid == os.getpid() or _pid_alive(pid):
             continue
-        final = folder / match[1]
-        if match[3] == "old" and not final.exists():  # killed between its two renames: the old folder is whole
+        final = folder / match["final"]
+        if match["kind"] == "old" and not final.exists():  # killed between its two renames: the old folder is whole
             os.rename(entry, final)
         elif entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)

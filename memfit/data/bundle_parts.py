@@ -133,8 +133,10 @@ def target_tokens(train: Dataset, batch_size: int = 4096) -> int:
 def test_split_hashes(bundle: DataBundle) -> list[tuple[str, str]]:
     """(name, sha256 of the text) of every test document, sorted by name: what a run records so a later run can
     prove it evaluates on the same held-out documents."""
+    # in memory: a filter written to disk lands beside the verified records cache as a file it never recorded, and
+    # the next run would rebuild the records for it
     with datasets_bars_off():
-        rows = bundle.documents.filter(lambda row: row["split"] == "test")
+        rows = bundle.documents.filter(lambda row: row["split"] == "test", keep_in_memory=True)
     return sorted((row["name"], hashlib.sha256(row["text"].encode("utf-8")).hexdigest()) for row in rows)
 
 

@@ -143,7 +143,7 @@ def _hub_rows(src: HubSource) -> Iterator[tuple[int, dict]]:
     from datasets import load_dataset
 
     try:  # streaming: a Hub corpus larger than memory or disk is read row by row
-        return enumerate(load_dataset(src.id, split=src.split, streaming=True), 1)
+        return enumerate(load_dataset(src.id, split=src.split, revision=src.revision, streaming=True), 1)
     except Exception as exc:  # offline, unknown id, gated: one line, not the hub client's traceback
         raise DataError(f"Hub dataset {src.id!r} could not be fetched ({exc.__class__.__name__}: "
                         f"{str(exc).splitlines()[0] if str(exc) else ''}); check the id and the network, or "

@@ -97,6 +97,8 @@ class HubSource(_Columns):
     kind: Literal["hub"] = Field("hub", description="a Hugging Face Hub dataset, streamed")
     id: str = Field(description="a Hugging Face Hub dataset id")
     split: str = Field("train", description="split to read")
+    revision: Optional[str] = Field(None, description="commit sha, tag or branch to read (default: the main branch); "
+                                                      "the Arrow path reuses the rows only for a known commit")
 
 
 Source = Annotated[Union[PdfSource, TextSource, TableSource, SavedSource, HubSource], Field(discriminator="kind")]

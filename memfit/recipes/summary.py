@@ -102,5 +102,9 @@ def summary_markdown(r: dict[str, Any], data_table: str = "") -> str:
     # the picture next to the numbers it is drawn from (memfit.recipes.curves); relative, so the folder can move
     curves = (f"## Curves\n![training loss, evaluation perplexity and memory over steps]({r['curves_png']})\n\n"
               if r.get("curves_png") else "")
+    # what was left out of training and why (duplicates name the copy kept): a report that hides it reads as complete
+    skipped = r["data"].get("skipped") or []
+    left_out = (f"\nSkipped input ({len(skipped)}):\n" + "\n".join(f"- {line}" for line in skipped) + "\n"
+                if skipped else "")
     return (f"# memfit fine-tune: {r['model']} on {data_phrase(r['data'])}\n\n| | |\n|---|---|\n{table}\n\n"
-            f"{curves}## Data\n```\n{data_table}\n```\n\n## Stack\n```\n{r['stack_description']}\n```\n")
+            f"{curves}## Data\n```\n{data_table}\n```\n{left_out}\n## Stack\n```\n{r['stack_description']}\n```\n")

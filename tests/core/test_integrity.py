@@ -1,7 +1,8 @@
 """memfit.core.integrity: content checksums that mean it - per-file manifests, folder fingerprints cached by file
 identity, embedded JSON checksums - and core/files.py's cache-folder check and stale-temporary cleanup.
 
-The hostile cases on real runs live next to the commands they break: tests/cli/test_evaluate.py and
+Every silent case of issue 30 is played as a user plays it in tests/hostile/ (runs, caches, inputs); the unit-level
+hostile cases live next to the code they break: tests/cli/test_evaluate.py and
 tests/cli/test_merge.py (changed base, flipped adapter bit, edited results.json, --out inside the run, killed merge),
 tests/plan/test_plan_cache.py (corrupt plan entries), tests/test_models.py (damaged converted-model cache)."""
 from __future__ import annotations
@@ -111,10 +112,12 @@ def test_temporaries_of_dead_writers_are_removed_for_any_target(tmp_path):
     dead.wait()
     stale = tmp_path / f".merged-a.{dead.pid}-deadbeef.tmp"  # a merge into another --out, killed half-way
     (stale / "x").mkdir(parents=True)
+    old_name = tmp_path / f".merged-d.tmp-{dead.pid}-deadbeef"  # how merges named their temporaries before
+    old_name.mkdir()
     live = tmp_path / f".merged-b.{os.getppid()}-deadbeef.tmp"  # a live writer's: kept
     live.mkdir()
     remove_stale_temporaries(tmp_path)
-    assert not stale.exists() and live.exists()
+    assert not stale.exists() and not old_name.exists() and live.exists()
     with atomic_directory(tmp_path / "merged-c") as tmp:
         (tmp / "f").write_text("ok")
     assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "merged-c"]

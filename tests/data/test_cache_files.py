@@ -32,6 +32,17 @@ def test_a_damaged_cache_file_is_rebuilt_once_and_then_reused(tmp_path, caplog):
     assert cached_map(data, _double, None, "double-k", "doubling")["y"] == expected  # in memory: no files
 
 
+def test_an_unchanged_cache_file_is_verified_by_its_identity_not_hashed_again(tmp_path, monkeypatch):
+    from memfit.core import integrity
+
+    data = Dataset.from_dict({"x": list(range(50))})
+    cached_map(data, _double, tmp_path, "double-k", "doubling")
+    hashed = []
+    monkeypatch.setattr(integrity, "file_sha256", lambda path: hashed.append(path) or "not a digest")
+    assert cached_map(data, _double, tmp_path, "double-k", "doubling")["y"] == [2 * x for x in range(50)]
+    assert hashed == []  # stat calls only: the digest recorded when the file was written is remembered by identity
+
+
 def test_build_lock_cleans_only_when_no_other_build_holds_it(tmp_path):
     (tmp_path / "tmp123").write_text("x")
     with open(tmp_path / ".build.lock", "a+") as other:

@@ -4,9 +4,12 @@ when it was written, and the temporary files of killed builds are removed by the
 datasets reuses a cache file by its name alone, so a file damaged on disk (flipped token ids) would be trained on,
 and the run would record the clean data's hash over other tokens. Here a manifest `<key>.sha256.json` beside the
 files lists each file's sha256; a file that is missing from it, or does not match it, is deleted and rebuilt with
-one log line saying so - never reused, never fatal. A build killed mid-write leaves datasets' `tmp*` files and
-`*.incomplete` folders, which datasets never removes under another key: `build_lock` removes them when no other
-build holds the cache (an advisory lock that dies with its process, so a live build's temp files are never touched).
+one log line saying so - never reused, never fatal. The digests are memoised by file identity (size, mtime, ctime,
+inode: core.integrity.DigestMemo, a `file_digests.json` beside the manifests), so a rerun over unchanged files costs
+stat calls, not a hash of every cache file. A build killed mid-write leaves datasets' `tmp*` files and `*.incomplete`
+folders, which datasets never removes under another key, and memfit's own `.<name>.<pid>-<hex>.tmp` files:
+`build_lock` removes them when no other build holds the cache (an advisory lock that dies with its process, so a
+live build's temp files are never touched).
 """
 from __future__ import annotations
 
@@ -20,8 +23,8 @@ from typing import Any, Optional
 
 from datasets import Dataset
 
-from memfit.core.files import atomic_write_json
-from memfit.core.integrity import file_sha256
+from memfit.core.files import atomic_write_json, remove_stale_temporaries
+from memfit.core.integrity import FINGERPRINT_MEMO, DigestMemo
 from memfit.quiet import datasets_bars_off
 
 log = logging.getLogger(__name__)
@@ -36,16 +39,25 @@ def _read_manifest(manifest: Path) -> Optional[dict[str, str]]:
     return recorded if isinstance(recorded, dict) else None
 
 
+def digest_memo(folder: Path) -> DigestMemo:
+    """The digests of the files in `folder` (cache files, or a source's files) remembered by file identity."""
+    return DigestMemo(folder / FINGERPRINT_MEMO)
+
+
 def _problem(files: list[Path], manifest: Path) -> Optional[str]:
     recorded = _read_manifest(manifest)
     if recorded is None:
         return "no checksum was recorded for it (an interrupted build or an older memfit)"
-    for path in files:
-        if path.name not in recorded:
-            return f"{path.name} has no recorded checksum"
-        if file_sha256(path) != recorded[path.name]:
-            return f"{path.name} does not match its recorded sha256 (changed or damaged on disk)"
-    return None
+    memo = digest_memo(manifest.parent)
+    try:
+        for path in files:
+            if path.name not in recorded:
+                return f"{path.name} has no recorded checksum"
+            if memo.digest(path) != recorded[path.name]:
+                return f"{path.name} does not match its recorded sha256 (changed or damaged on disk)"
+        return None
+    finally:
+        memo.save()
 
 
 def drop_if_corrupt(what: str, files: list[Path], manifest: Path, remove: Callable[[], None]) -> None:
@@ -65,7 +77,9 @@ def record_checksums(files: list[Path], manifest: Path) -> None:
     recorded = _read_manifest(manifest) or {}
     if sorted(recorded) == sorted(p.name for p in files):
         return
-    atomic_write_json(manifest, {p.name: recorded.get(p.name) or file_sha256(p) for p in files})
+    memo = digest_memo(manifest.parent)  # the files just written: hashed once, then known by their identity
+    atomic_write_json(manifest, {p.name: recorded.get(p.name) or memo.digest(p) for p in files})
+    memo.save()
 
 
 def cached_map(data: Dataset, function: Callable[..., Any], cache_dir: Optional[Path], key: str, what: str,
@@ -89,7 +103,10 @@ def cached_map(data: Dataset, function: Callable[..., Any], cache_dir: Optional[
 
 
 def remove_interrupted_builds(cache_dir: Path) -> list[Path]:
-    """datasets' `tmp*` files and `*.incomplete` folders under `cache_dir`: call only while no build runs."""
+    """datasets' `tmp*` files and `*.incomplete` folders under `cache_dir`: call only while no build runs. memfit's
+    own temporaries (manifests written atomically, unpinned Hub records) go when their writer is dead."""
+    for folder in [cache_dir, *(p for p in cache_dir.rglob("*") if p.is_dir() and not p.is_symlink())]:
+        remove_stale_temporaries(folder)
     stale = [p for p in cache_dir.rglob("tmp*") if p.is_file()] + \
         [p for p in cache_dir.rglob("*.incomplete") if p.is_dir()]
     for path in stale:

@@ -4,14 +4,20 @@ larger than memory never sits in a Python list; what the bundle builder tokenise
 One row per record (plain text, or chat turns as the JSON `Record.content()` gives) and one row per skipped input
 (`issue_kind` set, no text), in the order `load_records` returns them. The generator's cache is keyed by the sources'
 settings and the sha256 of every file they read - content, not size and mtime, so a text edited at the same size with
-its mtime restored is read again - and its files are checked against their recorded sha256 (integrity.py); the
-tokens' cache is keyed by the records' content (`content_hash`), which is what decides the tokens.
+its mtime restored is read again; the digests are remembered by file identity including ctime, which no program can
+put back, so a rerun over unchanged files costs stat calls - and its files are checked against their recorded sha256
+(cache_files.py). A Hub source is keyed by the commit it reads; when that is unknown (offline, a branch the Hub does
+not resolve) its rows are read again into a temporary cache the next build removes, never reused. The tokens' cache
+is keyed by the records' content (`content_hash`), which is what decides the tokens.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import re
+import secrets
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -19,12 +25,14 @@ from typing import Any, Optional, Union
 
 from datasets import Dataset, Features, Value
 
-from memfit.data.arrow.cache_files import MANIFEST, drop_if_corrupt, record_checksums
+from memfit.core.integrity import DigestMemo
+from memfit.data.arrow.cache_files import MANIFEST, digest_memo, drop_if_corrupt, record_checksums
 from memfit.data.errors import DataError, FileIssue
-from memfit.core.integrity import file_sha256
-from memfit.data.text.hygiene import candidate_files, not_a_regular_file
 from memfit.data.readers import iter_records
-from memfit.data.sources import Record
+from memfit.data.sources import HubSource, Record
+from memfit.data.text.hygiene import candidate_files, not_a_regular_file
+
+log = logging.getLogger(__name__)
 
 RECORDS_VERSION = "3"  # bump when what a record row holds, or how sources are read and cleaned, changes
 RECORD_FEATURES = Features({
@@ -69,20 +77,42 @@ def total_bytes(path: str) -> int:
     return sum(p.stat().st_size for p in files)
 
 
-def file_digests(path: str) -> list[tuple[str, str]]:
+def file_digests(path: str, memo: DigestMemo) -> list[tuple[str, str]]:
     """(file, sha256) of every regular file a source path holds (FIFOs, devices and link loops are not opened)."""
     root = Path(path)
     files = [root] if root.is_file() else candidate_files(root, [""]) if root.is_dir() else []
-    return [(str(p), file_sha256(p)) for p in files if not_a_regular_file(p) is None]
+    return [(str(p), memo.digest(p)) for p in files if not_a_regular_file(p) is None]
 
 
-def records_fingerprint(sources: list[Any], text_cache: Optional[str]) -> str:
-    """Changes with any source setting and any file's content (a Hub source: with its id and split only)."""
+def hub_commit(src: HubSource) -> Optional[str]:
+    """The commit a Hub source reads: its `revision` when that is a full commit sha, else the one the Hub resolves it
+    to now; None when that cannot be known (offline, no such repository or revision)."""
+    if src.revision and re.fullmatch(r"[0-9a-f]{40}", src.revision):
+        return src.revision
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().dataset_info(src.id, revision=src.revision).sha
+    except Exception:  # any failure means the same thing here: the rows cannot be tied to a commit
+        return None
+
+
+def records_fingerprint(sources: list[Any], text_cache: Optional[str], memo: DigestMemo) -> Optional[str]:
+    """Changes with any source setting, any file's content and a Hub source's commit; None when a Hub source's
+    commit is unknown (its rows may have changed: nothing may be reused)."""
     stamp = [RECORDS_VERSION, str(text_cache)]
     for src in sources:
         stamp.append(json.dumps(src.model_dump(), sort_keys=True))
-        if getattr(src, "path", None):
-            stamp.append(json.dumps(file_digests(src.path)))
+        if isinstance(src, HubSource):
+            commit = hub_commit(src)
+            if commit is None:
+                log.info("Hub dataset %r: its commit is unknown, so its rows are read again and not cached (pin "
+                         "`revision:` to a commit sha to reuse them)", src.id)
+                return None
+            stamp.append(commit)
+        elif getattr(src, "path", None):
+            stamp.append(json.dumps(file_digests(src.path, memo)))
+    memo.save()
     return "records-" + hashlib.sha256("\n".join(stamp).encode()).hexdigest()[:40]
 
 
@@ -92,9 +122,16 @@ def write_records(sources: list[Any], text_cache: Optional[str] = None,
     from datasets.exceptions import DatasetGenerationError
 
     folder = Path(cache_dir or default_arrow_dir()) / "records"
-    fingerprint = records_fingerprint(sources, text_cache)
+    folder.mkdir(parents=True, exist_ok=True)
+    fingerprint = records_fingerprint(sources, text_cache, digest_memo(folder))
+    if fingerprint is None:  # named like memfit's temporaries: the next build removes it once this process is gone
+        folder, fingerprint = folder / f".unpinned.{os.getpid()}-{secrets.token_hex(4)}.tmp", "records-unpinned"
     manifest = folder / f"{fingerprint}{MANIFEST}"
     builders = [d for d in folder.rglob(f"*{fingerprint}*") if d.is_dir()] if folder.is_dir() else []
+    for derived in [f for d in builders for f in d.rglob("cache-*.arrow")]:
+        # datasets' caches of selections and filters of earlier runs: cheap to recompute, and no checksum covers
+        # them, so they are never reused (nor taken for a damaged records file)
+        derived.unlink(missing_ok=True)
     drop_if_corrupt("records", [f for d in builders for f in sorted(d.rglob("*.arrow"))], manifest,
                     lambda: [shutil.rmtree(d, ignore_errors=True) for d in builders])
     try:
