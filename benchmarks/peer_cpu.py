@@ -9,6 +9,13 @@ packed blocks of the bundled climate sample (input_ids, labels, per-document pos
     python benchmarks/peer_cpu.py [--steps 20] [--rounds 3] [--threads 2] [--out results.json]
     python benchmarks/peer_cpu.py --steps 2 --rounds 1        # smoke run: the harness works, numbers mean nothing
 
+The issue's measurement, on an idle 2-core machine, with TRL kept out of the shared install:
+
+    pip download --no-deps trl==1.16.0 -d /tmp/trlwheel
+    pip install --no-deps --target /tmp/trlsite /tmp/trlwheel/*.whl
+    PYTHONPATH=$PWD:/tmp/trlsite python benchmarks/peer_cpu.py --steps 20 --rounds 3 --threads 2 \
+        --out benchmarks/results/peer_cpu_$(date -u +%F).json
+
 Each peer runs in its own process (so peak RSS is its own), rounds interleave the peers in rotated order (a busy
 machine slows all alike), and the table shows medians over rounds. Every number is measured the same way for all
 peers, outside their own meters: tokens/s = input tokens of the optimizer steps after the first / the time between
@@ -221,7 +228,26 @@ def main() -> None:
     print(f"\nmedians over {args.rounds} round(s), {args.steps} steps each, {args.threads} threads:")
     print(table(results))
     if args.out:
-        Path(args.out).write_text(json.dumps({"runs": results, "settings": vars(args)}, indent=2))
+        Path(args.out).write_text(json.dumps({"runs": results, "settings": vars(args), "environment": environment(),
+                                              "medians": table(results)}, indent=2))
+
+
+def environment() -> dict:
+    """What the numbers depend on besides the code: versions, the machine, the date, and how busy the cores were."""
+    import platform
+    from datetime import datetime, timezone
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    return {"date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
+            "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip(),
+            "load_average_at_end": os.getloadavg(),  # > the cores: other work shared them, tokens/s say little
+            **{name: installed(name) for name in ("memfit", "torch", "transformers", "peft", "accelerate", "trl")}}
 
 
 if __name__ == "__main__":

@@ -34,7 +34,9 @@ def causal_lm_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tup
     """(sum of token NLLs, number of predicted tokens) as tensors, so nothing syncs with the device.
     Padding and -100 labels never count."""
     logits = model(**model_inputs(batch), use_cache=False).logits
-    target = shifted_labels(batch)
-    nll = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), target.flatten(), reduction="sum",
-                          ignore_index=IGNORE_INDEX)
+    # The labels shift, not the logits: `logits[:, :-1]` would copy the (batch, seq, vocab) logits (and its backward
+    # allocate another zero-filled one), the largest tensors of a small model's step; the last position's target is
+    # IGNORE_INDEX instead, so the sum and the count are the same.
+    target = F.pad(shifted_labels(batch), (0, 1), value=IGNORE_INDEX)
+    nll = F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), reduction="sum", ignore_index=IGNORE_INDEX)
     return nll, (target != IGNORE_INDEX).sum()

@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from .host_memory import release_freed_host_memory
 from .loss import count_predicted_tokens
 from .processes import distributed_type_name
 
@@ -120,6 +121,8 @@ def backward_window(model, stack, ctx, micro_batches: list[Batch], engine: Engin
                 nll, _ = stack.compute_loss(model, batch, ctx)
             engine.backward(nll * scale, model, last)
         total += nll.detach().double()
+        if ctx.device.type == "cpu":  # the activations just freed would otherwise stay in the process (host_memory)
+            release_freed_host_memory()
     return total
 
 
