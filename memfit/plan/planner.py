@@ -134,8 +134,8 @@ def search_max(probe: Callable[[int], Probe], *, predicted: Optional[int] = None
             if not lo < b < hi or ask(b) != up:
                 break
             step *= 2
-    while hi - lo > 1:
-        ask(lo * 2 if hi > limit else (lo + hi) // 2)
+    while hi - lo > 1:  # doubling stops at the limit: a search never reports (or probes) more than it may
+        ask(min(lo * 2, limit) if hi > limit else (lo + hi) // 2)
     return lo, probes
 
 

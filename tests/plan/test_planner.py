@@ -40,6 +40,15 @@ def test_search_is_exact_without_memory_readings():
         assert search_max(probe, limit=4096)[0] == boundary
 
 
+@pytest.mark.parametrize("limit", [1, 2, 33, 63, 64, 100])
+@pytest.mark.parametrize("predicted", [None, 5, 50, 5000])
+def test_search_never_probes_or_reports_past_its_limit(limit, predicted):
+    """Everything fits (the position limit of a model, or --max-micro-batch, binds before memory): the answer is the
+    limit itself, never more; the doubling once reported 2x a fitting size past it (a 64-position model planned 69)."""
+    best, probes = search_max(lambda b: Probe(b, True, 1e6 + b), predicted=predicted, budget=1e12, limit=limit)
+    assert best == limit and max(p.micro_batch for p in probes) <= limit
+
+
 def test_search_uses_few_probes_when_memory_is_linear():
     from memfit.plan.planner import ALLOCATOR_SLACK
 

@@ -32,7 +32,9 @@ def test_max_seq_len_is_exact_against_real_steps(tmp_path):
     assert 2 < res.max_seq_len < 4096
     assert _fits_from_scratch(stack, model, res.max_seq_len)
     assert not _fits_from_scratch(stack, model, res.max_seq_len + 1)
-    assert len(lines) == res.probe_count <= 16 and res.peak_gib is not None
+    # the bound is the search's cost on this toy, whose memory is not linear at a few tokens (its first point reads the
+    # baseline exactly, so the search gallops from 2): 16 before the loss stopped copying the logits, 18 since
+    assert len(lines) == res.probe_count <= 18 and res.peak_gib is not None
     assert res.predicted_max is not None
 
 
