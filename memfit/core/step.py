@@ -21,7 +21,6 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from .host_memory import release_freed_host_memory
 from .loss import count_predicted_tokens
 from .processes import distributed_type_name
 
@@ -110,19 +109,26 @@ class StepOutcome:
     skipped_by_scaler: bool = False  # the fp16 loss scaler skipped it (gradient overflow)
 
 
+def forward_backward(model, stack, ctx, batch: Batch, engine: Engine, scale: torch.Tensor, last: bool) -> torch.Tensor:
+    """One micro-batch's forward and backward; returns its summed NLL, detached.
+
+    Why a function of its own: the autograd graph (its nodes are many small host allocations made between the
+    activations) dies when this returns. Kept alive by a loop variable into the next micro-batch's forward, those nodes
+    pin the freed activations' heap apart, the next forward cannot reuse it and the process grows: on the CPU peer job
+    +0.5 GiB of peak RSS over HF Trainer (benchmarks/results/peer_cpu_*)."""
+    with engine.micro_batch_context(model, last), stack.step_context(ctx):
+        with autocast_for(stack, ctx):
+            nll, _ = stack.compute_loss(model, batch, ctx)
+        engine.backward(nll * scale, model, last)
+    return nll.detach()
+
+
 def backward_window(model, stack, ctx, micro_batches: list[Batch], engine: Engine, scale: torch.Tensor) -> torch.Tensor:
     """Forward and backward over one window's micro-batches from zero gradients; returns the summed NLL (fp64)."""
     engine.zero_grad(model)
     total = torch.zeros((), device=ctx.device, dtype=torch.float64)
     for i, batch in enumerate(micro_batches):
-        last = i == len(micro_batches) - 1
-        with engine.micro_batch_context(model, last), stack.step_context(ctx):
-            with autocast_for(stack, ctx):
-                nll, _ = stack.compute_loss(model, batch, ctx)
-            engine.backward(nll * scale, model, last)
-        total += nll.detach().double()
-        if ctx.device.type == "cpu":  # the activations just freed would otherwise stay in the process (host_memory)
-            release_freed_host_memory()
+        total += forward_backward(model, stack, ctx, batch, engine, scale, last=i == len(micro_batches) - 1).double()
     return total
 
 
