@@ -2,7 +2,8 @@
 q/k/v/o, sequences of 256 tokens, micro-batch 4 x 2 accumulation, AdamW, cosine schedule without warm-up, the same
 packed blocks of the bundled climate sample (input_ids, labels, per-document position_ids) for every peer:
 
-  memfit   memfit.train with the stack lora:r=8,alpha=32,dropout=0+ga2
+  memfit      memfit.train with the stack lora:r=8,alpha=32,dropout=0+ga2 (the model's own lm_head and loss)
+  memfit-cce  the same + cce: memfit's chunked lm_head + cross-entropy (the CPU seed stack's loss; same math)
   hf       transformers.Trainer + peft.get_peft_model
   trl      trl.SFTTrainer (same peft LoRA config), skipped with a note when trl is not importable
 
@@ -38,7 +39,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PEERS = ("memfit", "hf", "trl")
+PEERS = ("memfit", "memfit-cce", "hf", "trl")
 SEQ, MICRO, ACCUM, LORA_TARGETS = 256, 4, 2, ["q_proj", "k_proj", "v_proj", "o_proj"]
 EVAL_TOKENS = 4096
 RESULT_TAG = "PEER_RESULT "
@@ -106,10 +107,11 @@ def hf_arguments(cls, out: str, steps: int, lr: float, **extra):
                seed=0, data_seed=0, disable_tqdm=True, dataloader_num_workers=0, remove_unused_columns=False, **extra)
 
 
-def run_memfit(train, steps: int, lr: float, _out: str):
+def run_memfit(train, steps: int, lr: float, _out: str, extra: str = ""):
     import memfit
 
-    stack = memfit.Stack.from_spec("lora:r=8,alpha=32,dropout=0,targets=" + "|".join(LORA_TARGETS) + f"+ga{ACCUM}")
+    stack = memfit.Stack.from_spec("lora:r=8,alpha=32,dropout=0,targets=" + "|".join(LORA_TARGETS) + f"+ga{ACCUM}"
+                                   + extra)
     model = memfit.load_model("smollm2-135m", stack)
     clock = StepClock(model)
     memfit.train(model, stack, train, memfit.TrainConfig(micro_batch=MICRO, max_steps=steps, lr=lr, warmup=0,
@@ -149,7 +151,9 @@ def worker(peer: str, steps: int, lr: float, cache: str) -> dict:
 
     tokenizer, train, pieces = job_data(cache)
     with tempfile.TemporaryDirectory() as out:
-        model, clock = {"memfit": run_memfit, "hf": run_hf, "trl": run_trl}[peer](train, steps, lr, out)
+        run = {"memfit": run_memfit, "memfit-cce": lambda *a: run_memfit(*a, extra="+cce"), "hf": run_hf,
+               "trl": run_trl}[peer]
+        model, clock = run(train, steps, lr, out)
     clock.close()
     trained_peak = rss_gib()  # before the evaluation, which has its own peak (logits of whole windows)
     model.eval()

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..generation import GenerateError, answer, prompt_ids
 
 
-def build_parser() -> argparse.ArgumentParser:
+def generate_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="memfit generate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", help="a run directory written by `memfit train` (holds results.json and adapter/)")
@@ -54,7 +54,7 @@ def run_tokenizer_of(run):
 
 
 def generate_main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    args = generate_parser().parse_args(argv)
     check_settings(args)
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     if not prompt.strip():

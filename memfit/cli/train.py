@@ -71,7 +71,7 @@ def source_keys() -> str:
             + "\n".join(lines) + f"\n  every  {', '.join(sorted(common))}")
 
 
-def build_parser(nested: dict[str, Any], prog: str = "memfit train") -> OneLineParser:
+def train_parser(nested: dict[str, Any], prog: str = "memfit train") -> OneLineParser:
     from ..recipes.run_config import FLAT, FLAT_OF, SECTIONS, FinetuneConfig
 
     p = OneLineParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -105,7 +105,7 @@ def parse_config(argv: list[str], prog: str = "memfit train", defaults: dict | N
     if unknown:
         raise ConfigError(f"{source}: unknown setting(s) {', '.join(map(repr, unknown))}; "
                           f"`{prog} --help` lists the valid ones")
-    args = vars(build_parser(nested, prog).parse_args(argv))
+    args = vars(train_parser(nested, prog).parse_args(argv))
     args.pop("config", None)
     return validate(FinetuneConfig, merged_settings(nested, nest(args)), str(source or "flags"), flag_of)
 

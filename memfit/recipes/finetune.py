@@ -39,7 +39,7 @@ from .planning import check_blocks, plan_training
 from .preflight import (check_data_fits, check_vocabulary, job_tokenizer, model_config_without_weights, preflight,
                         validated)
 from .quality import original_result
-from .results import results_record, write_report
+from .results import results_record, write_run_report
 from .sample_answer import SampleAnswer
 from .saved_run import BASE_FINGERPRINT, base_fingerprint
 from .run_config import DEVICE_DEFAULTS, FinetuneConfig  # noqa: F401 - public names of this module
@@ -226,7 +226,7 @@ class FinetuneRecipe:
                                  num_processes=num_processes, clock=self.clock.total())
         results[BASE_FINGERPRINT] = self.base_fingerprint
         results.update(extra)
-        write_report(self.run_dir, results, data.bundle.format_stats(), self.state.is_main_process, self.say)
+        write_run_report(self.run_dir, results, data.bundle.format_stats(), self.state.is_main_process, self.say)
         self.state.wait_for_everyone()
         return results
 

@@ -55,7 +55,7 @@ def results_record(cfg: FinetuneConfig, *, model, stack, planned: PlanResult, tr
     }
 
 
-def write_report(run_dir: Path, results: dict[str, Any], data_table: str, is_main: bool, say) -> None:
+def write_run_report(run_dir: Path, results: dict[str, Any], data_table: str, is_main: bool, say) -> None:
     """Completes `results` (an earlier run's rate, the divergence error) and writes the run's files."""
     keep_previous_rate(results, run_dir / "results.json")
     if not math.isfinite(results["final_perplexity"]):

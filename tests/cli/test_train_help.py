@@ -5,13 +5,13 @@ import re
 
 import torch
 
-from memfit.cli.train import build_parser, parse_config
+from memfit.cli.train import train_parser, parse_config
 
 ON_CPU = not torch.cuda.is_available()
 
 
 def _help(nested=None) -> str:
-    return re.sub(r"\s+", " ", build_parser(nested or {}).format_help())
+    return re.sub(r"\s+", " ", train_parser(nested or {}).format_help())
 
 
 def test_every_option_shows_the_value_the_run_uses():

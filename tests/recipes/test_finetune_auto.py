@@ -19,7 +19,7 @@ from test_finetune import english_page, tiny_model_dir, tiny_tokenizer  # noqa: 
 def test_cuda_default_is_auto_and_cpu_default_stays_fixed():
     assert FinetuneConfig().resolved("cuda").stack == "auto"
     assert FinetuneConfig().resolved("cpu").stack == (  # fast on CPU: LoRA on all linear layers, no checkpointing
-        "lora:targets=all-linear,dropout=0+ga:effective_batch=8")
+        "lora:targets=all-linear,dropout=0+cce+ga:effective_batch=8")
     assert FinetuneConfig(stack="lora+gc").resolved("cuda").stack == "lora+gc"
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -104,13 +105,19 @@ def cached_map(data: Dataset, function: Callable[..., Any], cache_dir: Optional[
 
 def remove_interrupted_builds(cache_dir: Path) -> list[Path]:
     """datasets' `tmp*` files and `*.incomplete` folders under `cache_dir`: call only while no build runs. memfit's
-    own temporaries (manifests written atomically, unpinned Hub records) go when their writer is dead."""
-    for folder in [cache_dir, *(p for p in cache_dir.rglob("*") if p.is_dir() and not p.is_symlink())]:
-        remove_stale_temporaries(folder)
-    stale = [p for p in cache_dir.rglob("tmp*") if p.is_file()] + \
-        [p for p in cache_dir.rglob("*.incomplete") if p.is_dir()]
+    own temporaries (manifests written atomically, unpinned Hub records) go when their writer is dead. One walk of
+    the tree (not one glob per pattern): its cost is the cache's entry count, once per build."""
+    stale = []
+    for root, dirs, files in os.walk(cache_dir):
+        remove_stale_temporaries(root)
+        stale += [Path(root, d) for d in dirs if d.endswith(".incomplete")]
+        stale += [Path(root, f) for f in files if f.startswith("tmp")]
+        dirs[:] = [d for d in dirs if not d.endswith(".incomplete")]  # removed whole below: not walked into
     for path in stale:
-        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
     if stale:
         log.info("removed %d temporary file(s) of an interrupted Arrow build from %s", len(stale), cache_dir)
     return stale
