@@ -35,6 +35,20 @@ def unwrap_all(model: torch.nn.Module, kind: type[Wrapper]) -> torch.nn.Module:
     return model
 
 
+# The engines' wrappers of the whole model after `accelerator.prepare` (DDP, DeepSpeed's engine, FSDP1): each holds
+# the model as `.module`. Matched by class name because deepspeed is an optional dependency.
+PARALLEL_WRAPPERS = ("DistributedDataParallel", "DataParallel", "DeepSpeedEngine", "FullyShardedDataParallel")
+
+
+def unwrap_parallel(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside the engines' wrappers (the model itself when there is none). For finding its parts only: the
+    forward must still go through the wrapper, which synchronises the gradients."""
+    while type(model).__name__ in PARALLEL_WRAPPERS and isinstance(getattr(model, "module", None), torch.nn.Module):
+        model = model.module
+    return model
+
+
 def unwrap_peft(model: torch.nn.Module) -> torch.nn.Module:
-    """The transformers model inside a peft wrapper (the model itself when there is none)."""
+    """The transformers model inside the engines' and peft's wrappers (the model itself when there is none)."""
+    model = unwrap_parallel(model)
     return model.get_base_model() if hasattr(model, "get_base_model") else model

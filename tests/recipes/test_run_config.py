@@ -48,11 +48,13 @@ def test_device_defaults_fill_only_what_is_unset():
 def test_run_names_and_fingerprints_are_those_of_earlier_versions():
     # computed by the flat FinetuneConfig before the sections: a rerun finds its old run folder
     # the CPU default's name changed once on purpose (2026-12-05): its seed stack names LoRA's targets 'all-linear',
-    # resolved per family, instead of Llama's seven projection names (the same modules for Llama)
-    assert FinetuneConfig().resolved("cpu").run_name == "smollm2-135m-cpu-dce6e916"
+    # resolved per family, instead of Llama's seven projection names (the same modules for Llama); and again the same
+    # day when the seed stack gained the chunked loss (`cce`): a stack is part of a run's identity, so an old default
+    # run is not resumed by a different stack, and `memfit eval` of the old folder still works
+    assert FinetuneConfig().resolved("cpu").run_name == "smollm2-135m-cpu-19bdd12d"
     assert FinetuneConfig().resolved("cuda").run_name == "smollm2-135m-cuda-5ebdb3a3"
     assert FinetuneConfig(pdf_dir="x", model="m", lr=1e-3, architecture="a").resolved("cpu").run_name == \
-        "a-random-cpu-609fa31a"  # also a CPU seed-stack run
+        "a-random-cpu-1b8df27a"  # also a CPU seed-stack run
 
 
 def test_a_flat_results_config_of_an_earlier_version_loads():

@@ -53,3 +53,16 @@ def test_no_full_logits_are_saved_for_backward():
         return saved_activation_bytes(model, lambda: stack.compute_loss(model, batch, stack.context("cpu")))[0]
 
     assert saved_bytes("lora:dropout=0+gc+cce") * 4 < saved_bytes("lora:dropout=0+gc")
+
+
+def test_the_loss_head_is_found_inside_an_engine_wrapper():
+    """After `accelerator.prepare` the model is the engine's wrapper (DDP, DeepSpeed's engine: the model is its
+    `.module`); the step's loss must find the head through it and still run the wrapper's forward. DataParallel stands
+    in for DDP here (same `.module` contract, no process group): the 2-process example test runs real DDP."""
+    stack = Stack.from_spec("lora:dropout=0+cce")
+    ctx = stack.context("cpu")
+    model = stack.apply_model(tiny_model(0), ctx)
+    batch = {k: torch.tensor([r[k] for r in random_blocks(2, 16, seed=3)]) for k in ("input_ids", "labels")}
+    nll, tokens = stack.compute_loss(model, batch, ctx)
+    wrapped_nll, wrapped_tokens = stack.compute_loss(torch.nn.DataParallel(model), batch, ctx)
+    assert wrapped_nll.item() == pytest.approx(nll.item(), rel=1e-6) and int(wrapped_tokens) == int(tokens)
