@@ -6,7 +6,7 @@ family (`all-linear`, resolved per family), no dropout, no checkpointing (memory
 host, and recomputation cost ~40 % of the step time), accumulation to the effective batch, and the chunked lm_head +
 cross-entropy (`cce`): the same loss, but the logits' gradient is formed in the forward instead of storing the
 (tokens x vocab) log-probabilities and allocating their gradient in the backward, fresh pages the host faults in at
-every micro-batch; on the CPU peer job it trained ~4 % faster at 0.3 GiB less peak
+every micro-batch; on the CPU peer job +8 % tokens/s at 0.25 GiB less peak (medians of 4 rounds)
 (benchmarks/results/peer_cpu_2026-12-05.md).
 """
 
