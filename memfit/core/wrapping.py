@@ -36,7 +36,9 @@ def unwrap_all(model: torch.nn.Module, kind: type[Wrapper]) -> torch.nn.Module:
 
 
 # The engines' wrappers of the whole model after `accelerator.prepare` (DDP, DeepSpeed's engine, FSDP1): each holds
-# the model as `.module`. Matched by class name because deepspeed is an optional dependency.
+# the model as `.module`. Matched by class name because deepspeed is an optional dependency; not accelerate's
+# `extract_model_from_parallel` because core/ imports no accelerate (core/step.py) and that helper also unwraps
+# torch.compile's module, whose parts memfit must not reach around.
 PARALLEL_WRAPPERS = ("DistributedDataParallel", "DataParallel", "DeepSpeedEngine", "FullyShardedDataParallel")
 
 
