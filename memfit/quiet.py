@@ -25,6 +25,9 @@ LOGGER_FLOORS: dict[str, int] = {
     # "Failed to load CPU gemm_4bit_forward from kernels-community ..." (bitsandbytes/backends/cpu/ops.py), on import
     # by peft even when no strategy uses bitsandbytes; memfit's 4-bit CPU path does not need that kernel
     "bitsandbytes": logging.ERROR,
+    # "Skipping publisher trust check for 'kernels-community/quantization-bitsandbytes' because Hugging Face Hub is in
+    # offline mode." (kernels/_internals/hf_hub.py), the same import's kernel lookup when HF_HUB_OFFLINE is set
+    "kernels": logging.ERROR,
     # "[RANK 0] Saving current state to ...", "... Model weights saved in ...", optimizer, scheduler, sampler, RNG:
     # six INFO lines per checkpoint (accelerate/accelerator.py save_state, accelerate/checkpointing.py); memfit logs
     # one line per checkpoint itself

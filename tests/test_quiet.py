@@ -79,17 +79,19 @@ def test_quiet_drops_only_the_listed_noise_and_verbose_keeps_it():
     assert len(_heard(verbose=True)) == 6
 
 
-def test_the_real_import_time_messages_are_silenced_at_their_source():
+@pytest.mark.parametrize("offline", ["0", "1"])  # offline: the kernels package has a message of its own
+def test_the_real_import_time_messages_are_silenced_at_their_source(offline):
     probe = ("from memfit.quiet import quiet_third_party\n"
              "with quiet_third_party():\n"
              "    import deepspeed.accelerator, peft, bitsandbytes\n"
              "    deepspeed.accelerator.get_accelerator()\n"
              "print('imported')\n")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+                          env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": offline})
     assert done.returncode == 0, done.stderr[-2000:]
     said = done.stdout + done.stderr
     assert "imported" in said and "Setting accelerator" not in said and "gemm_4bit_forward" not in said
+    assert "publisher trust check" not in said
 
 
 def _bar_states() -> tuple[bool, bool, dict]:

@@ -137,8 +137,8 @@ def _build(records: Dataset, tokenizer: Any, weights: dict[str, float], cache: O
             n = sum(n_tokens[i] for i in rows)
             stats[split] = SplitStats(len(rows), sum(pages[i] for i in rows), sum(chars[i] for i in rows), n,
                                       -(-n // o.block_size))
-    for issue in issues:
-        log.warning("skipped %s", issue)
+    # no log line per issue here: they are returned, and each caller names them once (the run's data summary, `memfit
+    # data inspect`); logging them here too printed every skipped input twice
     return DataBundle(train=train, test=evaluation["test"],
                       validation=evaluation["validation"] if o.validation_fraction else None, documents=documents,
                       plan=plan, block_size=o.block_size, eos_token_id=eos, stats=stats, loss_tokens=loss,

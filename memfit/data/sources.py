@@ -19,6 +19,9 @@ Format = Literal["text", "chat", "prompt_completion"]
 FormatChoice = Literal["auto", "text", "chat", "prompt_completion"]
 TEXT_SUFFIXES = (".txt", ".md")
 TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+# a corpus folder's licence/attribution files (the bundled sample's NOTICE), by name without suffix: a PDF folder lists
+# them as not read, never reads them as text (read_other_files) and never advises converting them to train on
+NOTICE_NAMES = frozenset({"notice", "license", "licence", "copying", "authors"})
 OnError = Literal["skip", "raise"]
 
 

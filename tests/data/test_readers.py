@@ -27,6 +27,19 @@ def test_a_mixed_folder_names_every_file_it_does_not_read_and_how_to_include_it(
     assert "read_other_files" in reasons["notes.txt"] and "sub-folder" in reasons["more"]
 
 
+def test_a_licence_or_notice_is_named_but_never_read_as_text(pdf_dir, tmp_path):
+    write_text_pdf(pdf_dir / "p0.pdf", [english_page(0)])
+    (pdf_dir / "NOTICE").write_text("CC BY 4.0: the papers' authors")
+    (pdf_dir / "LICENSE.txt").write_text(english_page(7, lines=3))
+    for read_other_files in (False, True):
+        records, issues = load_records([PdfSource(path=str(pdf_dir), read_other_files=read_other_files)],
+                                       str(tmp_path / "c"))
+        assert [r.file for r in records] == ["p0.pdf"]
+        reasons = {i.path.name: i.reason for i in issues if i.kind == "not_read"}
+        assert sorted(reasons) == ["LICENSE.txt", "NOTICE"]
+        assert all("licence or notice, not training text" in reason for reason in reasons.values())
+
+
 def test_read_other_files_reads_text_and_tables_as_their_kind(pdf_dir, tmp_path):
     source = PdfSource(path=str(_mixed(pdf_dir)), read_other_files=True, name="mixed", weight=2.0)
     records, issues = load_records([source], str(tmp_path / "c"))
