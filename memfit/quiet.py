@@ -28,6 +28,10 @@ LOGGER_FLOORS: dict[str, int] = {
     # "Skipping publisher trust check for 'kernels-community/quantization-bitsandbytes' because Hugging Face Hub is in
     # offline mode." (kernels/_internals/hf_hub.py), the same import's kernel lookup when HF_HUB_OFFLINE is set
     "kernels": logging.ERROR,
+    # "Backend impl 'liger_kernel.ops.backends._cutedsl.rope' for op 'rope' could not be imported: ... CuTe DSL ..."
+    # (liger_kernel/backends/registry.py): Liger's optional CuTe-DSL / Ascend backends, absent on a plain CUDA
+    # install, at the liger strategy's first op (seen on the H100 image); its Triton kernels, which memfit uses, load
+    "liger_kernel": logging.ERROR,
     # "[RANK 0] Saving current state to ...", "... Model weights saved in ...", optimizer, scheduler, sampler, RNG:
     # six INFO lines per checkpoint (accelerate/accelerator.py save_state, accelerate/checkpointing.py); memfit logs
     # one line per checkpoint itself

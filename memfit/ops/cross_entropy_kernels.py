@@ -8,7 +8,9 @@ soft-capping model never gets it (auto skips it, an explicit choice is refused).
   - "cut":   Apple's cut-cross-entropy, exact (filter_eps=None: no gradient filtering). Its Triton kernel needs
              CUDA; without Triton the package does not import, so it is simply not present.
   - "memfit": memfit's own chunked op (ops/linear_cross_entropy.py), any torch >= 2.4.
-"auto" takes the first present in that order. Transient bytes per implementation feed the memory model.
+"auto" takes the first present in that order that can do the job: cut's CUDA backward kernel takes bf16/fp16 only,
+so an fp32 compute on CUDA (torch 2.11 has no native op) gets memfit's op, not an assertion in backward.
+Transient bytes per implementation feed the memory model.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ IMPLEMENTATIONS: dict[str, tuple[Callable[[], bool], Callable]] = {
 }
 
 SOFTCAPS = {"torch": False, "cut": True, "memfit": True}  # which implementations can soft-cap logits
+HALF_ONLY_ON_CUDA = {"torch": False, "cut": True, "memfit": False}  # cut's CUDA backward: bf16/fp16 embeddings only
 
 DESCRIPTIONS = {
     "torch": "torch.nn.functional.linear_cross_entropy (native, chunked)",
@@ -74,20 +77,25 @@ DESCRIPTIONS = {
 }
 
 
-def present_implementations(softcap: bool = False) -> list[str]:
-    return [name for name in AUTO_ORDER if IMPLEMENTATIONS[name][0]() and (SOFTCAPS[name] or not softcap)]
+def present_implementations(softcap: bool = False, fp32_on_cuda: bool = False) -> list[str]:
+    return [name for name in AUTO_ORDER if IMPLEMENTATIONS[name][0]() and (SOFTCAPS[name] or not softcap)
+            and not (fp32_on_cuda and HALF_ONLY_ON_CUDA[name])]
 
 
-def resolve_implementation(impl: str, softcap: bool = False) -> str:
+def resolve_implementation(impl: str, softcap: bool = False, fp32_on_cuda: bool = False) -> str:
     """The implementation `impl` names ("auto": the fastest exact one present that can soft-cap the logits if the
-    model does); a clear error if it is absent or cannot soft-cap."""
+    model does and runs the compute dtype on this device); a clear error if it is absent or cannot do the job.
+    `fp32_on_cuda`: the loss runs on CUDA in fp32 (a stack without bf16/fp16)."""
     if impl == "auto":
-        return present_implementations(softcap)[0]
+        return present_implementations(softcap, fp32_on_cuda)[0]
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f"unknown cross-entropy implementation {impl!r}; use one of auto, {', '.join(AUTO_ORDER)}")
     if softcap and not SOFTCAPS[impl]:
         raise ValueError(f"cross-entropy implementation {impl!r} cannot soft-cap logits, which this model does "
                          f"(final_logit_softcapping, Gemma 2): use cce:impl=auto or cce:impl=memfit")
+    if fp32_on_cuda and HALF_ONLY_ON_CUDA[impl]:
+        raise ValueError(f"cross-entropy implementation {impl!r} runs bf16 or fp16 only on CUDA and this stack computes "
+                         f"in fp32: add bf16 to the stack, or use cce:impl=auto")
     if not IMPLEMENTATIONS[impl][0]():
         fix = ("install memfit[kernels] (cut-cross-entropy needs Triton, i.e. a CUDA machine)" if impl == "cut"
                else "upgrade torch to >= 2.12")

@@ -36,14 +36,14 @@ from ..training.trackers import finish_trackers, log_evaluation, start_trackers
 from .finetune_data import finetune_datasets
 from .held_out import HeldOut, fitted_context
 from .planning import check_blocks, plan_training
-from .preflight import (check_data_fits, check_vocabulary, job_tokenizer, model_config_without_weights, preflight,
-                        validated)
+from .preflight import (check_data_fits, check_vocabulary, fitted_effective_batch, job_tokenizer,
+                        model_config_without_weights, preflight, validated)
 from .quality import original_result
 from .results import results_record, write_run_report
 from .sample_answer import SampleAnswer
 from .saved_run import BASE_FINGERPRINT, base_fingerprint
 from .run_config import DEVICE_DEFAULTS, FinetuneConfig  # noqa: F401 - public names of this module
-from .stack_choice import auto_stack, with_accumulation
+from .stack_choice import auto_stack, with_accumulation, with_effective_batch
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,12 @@ class FinetuneRecipe:
         if chose:  # the winner's declared needs (compile's dynamo recompile limit): the first call had no stack
             configure_runtime(stack)
         target = effective_batch_target(stack) or cfg.plan.target_effective_batch
+        if target > train_blocks and cfg.effective_batch_is_default and effective_batch_target(stack):
+            stack = with_effective_batch(stack, fitted_effective_batch(train_blocks))
+            self.say(f"note: the device's default effective batch {target} is more than the {train_blocks} training "
+                     f"blocks of {cfg.data.seq_len} tokens: training at {effective_batch_target(stack)} (4 steps per "
+                     f"epoch); --target-effective-batch sets it")
+            target = effective_batch_target(stack)
         check_data_fits(target, train_blocks, cfg.data.seq_len)
         for note in check_launch(stack):  # a stack the launch engine cannot run fails here, before loading
             self.say(f"note: {note}")

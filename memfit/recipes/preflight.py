@@ -157,9 +157,14 @@ def preflight(cfg: "FinetuneConfig") -> Path:
     return run_dir
 
 
+def fitted_effective_batch(blocks: int) -> int:
+    """The largest effective batch that still gives an epoch of `blocks` 4 optimizer steps."""
+    return max(1, blocks // 4)
+
+
 def check_data_fits(target_effective_batch: int, blocks: int, seq_len: int) -> None:
     """An optimizer step larger than the data would accumulate for ever without one step of progress."""
     if target_effective_batch > blocks:
         raise ConfigError(f"--target-effective-batch {target_effective_batch} is larger than the {blocks} training "
-                          f"blocks of {seq_len} tokens: pass --target-effective-batch {max(1, blocks // 4)} or less, "
-                          f"or add PDFs")
+                          f"blocks of {seq_len} tokens: pass --target-effective-batch "
+                          f"{fitted_effective_batch(blocks)} or less, or add PDFs")

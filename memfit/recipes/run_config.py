@@ -24,7 +24,7 @@ import typing
 from pathlib import Path
 from typing import Any, Optional
 
-from pydantic import BaseModel, Field, field_serializer, field_validator, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, field_serializer, field_validator, model_validator
 
 from ..training.config import TrainConfig
 from .limits import MAX_EPOCHS, MAX_LR, MAX_SEED, number_problem
@@ -151,6 +151,13 @@ class FinetuneConfig(Section):
     output_dir: str = Field("results", description="parent folder of run directories")
     run_name: Optional[str] = Field(None, description="run directory name; default <model>-<device>-<fingerprint>")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the document split, LoRA init and data order")
+    # set by resolved(): whether the effective batch is the device's default, not the user's (a default may be fitted
+    # to a small corpus, a value the user chose is refused instead: memfit.recipes.finetune.setup_stack)
+    _default_effective_batch: bool = PrivateAttr(False)
+
+    @property
+    def effective_batch_is_default(self) -> bool:
+        return self._default_effective_batch
 
     @model_validator(mode="before")
     @classmethod
@@ -220,6 +227,10 @@ class FinetuneConfig(Section):
             random = "-random" if self.model.random else ""
             tag = f"{name}{random}-{device_type}-{resolved.settings_hash()}"
             resolved = resolved.updated(run_name=re.sub(r"[^a-z0-9_.-]+", "-", tag))
+        # the user's stack may carry its own accumulation target; the seed stack's and an added 'ga' take the default
+        # (set last: updated() makes a new object, without private attributes)
+        resolved._default_effective_batch = "target_effective_batch" in filled and (
+            self.stack is None or "effective_batch" not in str(self.stack))
         return resolved
 
     def _absolute_paths(self) -> dict[str, Any]:

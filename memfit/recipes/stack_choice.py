@@ -34,6 +34,14 @@ def auto_stack(cfg: "FinetuneConfig", state) -> str:
     return chosen.winner
 
 
+def with_effective_batch(stack: Stack, target: int) -> Stack:
+    """The same stack with its accumulation strategy asked for `target` sequences per optimizer step."""
+    def retargeted(s):
+        field = declared(s, "accumulation_target")
+        return s.model_copy(update={field: target}) if field and getattr(s, field) is not None else s
+    return Stack([retargeted(s) for s in stack.strategies])
+
+
 def with_accumulation(spec: str, target: int) -> Stack:
     """The stack's own schedule strategy decides accumulation (planner and Accelerator read it); without one, a 'ga'
     reaching `target`."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
+import torch
 from pydantic import BaseModel, Field
 
 from ..core.families import final_logit_softcap
@@ -23,6 +24,10 @@ from ..core.registry import register_strategy
 from ..core.wrapping import unwrap_all, unwrap_peft, wrap
 from ..ops.cross_entropy_kernels import DESCRIPTIONS, implementation, resolve_implementation, transient_bytes
 from ._loss_head import LossHead as ChunkedLossHead, head_loss  # the head and its loss, shared with liger
+
+
+def fp32_on_cuda(ctx) -> bool:
+    return ctx.on_cuda and ctx.compute_dtype not in (torch.bfloat16, torch.float16)
 
 
 @register_strategy(aliases=("cce",))
@@ -54,7 +59,7 @@ class ChunkedCrossEntropy(BaseModel):
         if not hasattr(base, "lm_head") or not hasattr(base, "model"):
             raise ValueError(f"chunked_ce needs a *ForCausalLM model with .model and .lm_head, got {type(base).__name__}")
         cap = final_logit_softcap(base.config)
-        loss_fn = implementation(resolve_implementation(self.impl, softcap=bool(cap)))
+        loss_fn = implementation(resolve_implementation(self.impl, softcap=bool(cap), fp32_on_cuda=fp32_on_cuda(ctx)))
         wrap(base, "lm_head", lambda head: ChunkedLossHead(head, self.chunk, ctx.compute_dtype, loss_fn, cap))
         return model
 
@@ -68,7 +73,7 @@ class ChunkedCrossEntropy(BaseModel):
         # only the hidden states and their gradient per token; logits exist one chunk at a time
         est.set_term("logits", "token", lambda e: float(2 * e.compute_bytes * e.hidden), self.name)
         # the implementation's own transient: one chunk's logits (memfit, torch), or per-token blocks (cut)
-        impl = resolve_implementation(self.impl, softcap=bool(est.final_softcap))
+        impl = resolve_implementation(self.impl, softcap=bool(est.final_softcap), fp32_on_cuda=fp32_on_cuda(ctx))
         fixed, per_token = transient_bytes(impl, est.vocab, self.chunk, ctx.on_cuda)
         if est.final_softcap:  # the chunk's tanh, kept for the gradient's 1 - tanh^2 (fp32)
             fixed += 4.0 * est.vocab * self.chunk if impl == "memfit" else 0.0

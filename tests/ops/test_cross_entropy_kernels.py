@@ -51,6 +51,30 @@ def test_auto_prefers_torch_then_cut_then_memfit(monkeypatch):
     assert kernels.resolve_implementation("auto") == "memfit"
 
 
+def test_an_fp32_loss_on_cuda_never_gets_cut_whose_backward_takes_half_precision_only(monkeypatch):
+    # found on the H100 image (torch 2.11: no native op): the fp32 CPU recipe on a GPU failed in cut's backward with
+    # "Backwards requires embeddings to be bf16 or fp16"
+    _cut_stand_in(monkeypatch)
+    monkeypatch.setitem(kernels.IMPLEMENTATIONS, "torch", (lambda: False, None))
+    assert kernels.resolve_implementation("auto") == "cut"
+    assert kernels.resolve_implementation("auto", fp32_on_cuda=True) == "memfit"
+    with pytest.raises(ValueError, match=r"'cut' runs bf16 or fp16 only on CUDA.*add bf16.*impl=auto"):
+        kernels.resolve_implementation("cut", fp32_on_cuda=True)
+
+
+@pytest.mark.parametrize("dtype, picked", [(torch.float32, "memfit"), (torch.bfloat16, "cut")])
+def test_the_cce_strategy_picks_by_the_stacks_compute_dtype_on_cuda(monkeypatch, dtype, picked):
+    from types import SimpleNamespace
+
+    from memfit.strategies.chunked_cross_entropy import ChunkedCrossEntropy
+
+    _cut_stand_in(monkeypatch)
+    monkeypatch.setitem(kernels.IMPLEMENTATIONS, "torch", (lambda: False, None))
+    ctx = SimpleNamespace(on_cuda=True, compute_dtype=dtype)  # the device is only asked, the model stays on the CPU
+    model = ChunkedCrossEntropy().transform_model(tiny_model(), ctx)
+    assert model.lm_head.loss_fn is kernels.implementation(picked)
+
+
 def test_cut_without_triton_is_not_present_and_forcing_it_says_the_fix():
     import importlib.util
     if importlib.util.find_spec("triton") is not None:
