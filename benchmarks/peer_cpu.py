@@ -19,11 +19,13 @@ The issue's measurement, on an idle 2-core machine, with TRL kept out of the sha
 
 Each peer runs in its own process (so peak RSS is its own), rounds interleave the peers in rotated order (a busy
 machine slows all alike), and the table shows medians over rounds. Every number is measured the same way for all
-peers, outside their own meters: tokens/s = input tokens of the optimizer steps after the first / the time between
+peers, outside their own meters: tokens/s = input tokens of the optimizer steps after the first (counted where the
+model embeds them: an epoch's last step is shorter, and each trainer ends an epoch its own way) / the time between
 the first and the last optimizer step (a global torch optimizer step hook); peak RSS before the first forward
-(model, data and optimizer built) and over training (ru_maxrss, before the evaluation; with it: in the JSON); final
-perplexity of the trained model on the same 4,096-token sample of the held-out document, scored by
-memfit.evaluation.perplexity for every peer.
+(model, data and optimizer built) and over training (ru_maxrss, before the evaluation; with it: in the JSON);
+tokens per CPU-second of the process (its threads' CPU time over the same steps) beside tokens/s, and each peer's
+ratio to HF's run of the same round; final perplexity of the trained model on the same 4,096-token sample of the
+held-out document, scored by memfit.evaluation.perplexity for every peer.
 Run it on an otherwise idle machine: on shared cores the numbers say little."""
 from __future__ import annotations
 
@@ -63,27 +65,60 @@ def job_data(cache: str):
 
 
 class StepClock:
-    """Optimizer step times and the peak RSS before the first forward, the same way for every trainer."""
+    """Optimizer step times, the tokens each step trained on and the peak RSS before the first forward, the same way
+    for every trainer.
+
+    Tokens are counted, not assumed: the 57 train blocks are no multiple of the 8 a step takes, and each trainer ends
+    an epoch in its own way (HF Trainer's last step of an epoch has 1 block, memfit's another count), so a step is not
+    always 2,048 tokens. Counting steps x 2,048 overstated HF's tokens/s by ~9 % and memfit's by ~4 % in 20 steps (the
+    results of 2026-12-05 before this count)."""
 
     def __init__(self, model):
         from torch.optim.optimizer import register_optimizer_step_post_hook
 
         self.times: list[float] = []
+        self.cpu_times: list[float] = []  # the process's CPU seconds (all its threads): blind to other work's share
+        self.tokens_at_step: list[int] = []  # input tokens embedded so far, at each optimizer step
+        self.tokens = 0
         self.rss_before_first_step = None
         self._hooks = [register_optimizer_step_post_hook(self._stepped),
-                       model.register_forward_pre_hook(self._forward)]
+                       model.register_forward_pre_hook(self._forward),
+                       # every peer embeds each micro-batch's input_ids exactly once (no checkpointing in this job)
+                       model.get_input_embeddings().register_forward_pre_hook(self._embedded)]
 
     def _stepped(self, *_):
         self.times.append(time.perf_counter())
+        self.cpu_times.append(time.process_time())
+        self.tokens_at_step.append(self.tokens)
 
     def _forward(self, *_):
         if self.rss_before_first_step is None:
             self.rss_before_first_step = rss_gib()
 
+    def _embedded(self, _module, args):
+        self.tokens += args[0].numel()
+
+    def _trained_tokens(self) -> int:
+        """Tokens of the steps after the first (the first step's forward also warms up: it is not timed)."""
+        return self.tokens_at_step[-1] - self.tokens_at_step[0]
+
     def tokens_per_s(self) -> float:
         if len(self.times) < 2:
             return float("nan")
-        return (len(self.times) - 1) * MICRO * ACCUM * SEQ / (self.times[-1] - self.times[0])
+        return self._trained_tokens() / (self.times[-1] - self.times[0])
+
+    def tokens_per_cpu_s(self) -> float:
+        """Tokens per CPU-second of the process: what the job costs in compute, less moved by a neighbour's load than
+        tokens per wall second (which the criterion names, and the table shows first)."""
+        if len(self.cpu_times) < 2:
+            return float("nan")
+        return self._trained_tokens() / (self.cpu_times[-1] - self.cpu_times[0])
+
+    def step_seconds(self) -> list[float]:
+        return [round(b - a, 3) for a, b in zip(self.times, self.times[1:])]
+
+    def step_tokens(self) -> list[int]:
+        return [b - a for a, b in zip(self.tokens_at_step, self.tokens_at_step[1:])]
 
     def close(self) -> None:
         for hook in self._hooks:
@@ -160,6 +195,8 @@ def worker(peer: str, steps: int, lr: float, cache: str) -> dict:
     with torch.no_grad():
         ppl = perplexity(model, pieces, context_length=SEQ, batch_size=MICRO, pad_token_id=tokenizer.pad_token_id)
     return {"peer": peer, "steps": len(clock.times), "tokens_per_s": clock.tokens_per_s(),
+            "tokens_per_cpu_s": clock.tokens_per_cpu_s(), "step_seconds": clock.step_seconds(),
+            "step_tokens": clock.step_tokens(),
             "rss_before_first_step_gib": clock.rss_before_first_step, "rss_peak_gib": trained_peak,
             "rss_peak_with_eval_gib": rss_gib(),
             "perplexity": ppl.perplexity, "threads": torch.get_num_threads()}
@@ -186,17 +223,27 @@ def run_round(peer: str, args) -> dict:
 
 
 def table(results: list[dict]) -> str:
+    """Medians per peer, and each peer's tokens/s over HF's paired round by round (runs of one round are seconds
+    apart, so a slow spell of the machine hits both): the paired median and its range say more than a ratio of
+    medians when the same peer's speed moves between rounds."""
     peers = list(dict.fromkeys(r["peer"] for r in results))
-    med = {p: {k: statistics.median(r[k] for r in results if r["peer"] == p)
-               for k in ("tokens_per_s", "rss_before_first_step_gib", "rss_peak_gib", "perplexity")} for p in peers}
+    keys = ("tokens_per_s", "tokens_per_cpu_s", "rss_before_first_step_gib", "rss_peak_gib", "perplexity")
+    med = {p: {k: statistics.median(r[k] for r in results if r["peer"] == p) for k in keys} for p in peers}
     hf = med.get("hf")
-    rows = [f"{'peer':<8} {'tokens/s':>9} {'x hf':>6} {'RSS before 1st step GiB':>24} {'peak RSS GiB':>13} "
-            f"{'x hf':>6} {'perplexity':>11}"]
+    hf_by_round = {r["round"]: r for r in results if r["peer"] == "hf"}
+
+    def paired(p: str, key: str) -> str:
+        ratios = [r[key] / hf_by_round[r["round"]][key] for r in results if r["peer"] == p and r["round"] in hf_by_round]
+        return f"{statistics.median(ratios):.2f} [{min(ratios):.2f}-{max(ratios):.2f}]" if ratios else "-"
+
+    rows = [f"{'peer':<10} {'tokens/s':>9} {'x hf':>6} {'paired x hf [range]':>20} {'tok/CPU-s':>10} "
+            f"{'paired x hf':>18} {'RSS before 1st GiB':>19} {'peak RSS GiB':>13} {'x hf':>6} {'perplexity':>11}"]
     for p, m in med.items():
         speed = f"{m['tokens_per_s'] / hf['tokens_per_s']:.2f}" if hf else "-"
         peak = f"{m['rss_peak_gib'] / hf['rss_peak_gib']:.2f}" if hf else "-"
-        rows.append(f"{p:<8} {m['tokens_per_s']:9.1f} {speed:>6} {m['rss_before_first_step_gib']:24.2f} "
-                    f"{m['rss_peak_gib']:13.2f} {peak:>6} {m['perplexity']:11.3f}")
+        rows.append(f"{p:<10} {m['tokens_per_s']:9.1f} {speed:>6} {paired(p, 'tokens_per_s'):>20} "
+                    f"{m['tokens_per_cpu_s']:10.1f} {paired(p, 'tokens_per_cpu_s'):>18} "
+                    f"{m['rss_before_first_step_gib']:19.2f} {m['rss_peak_gib']:13.2f} {peak:>6} {m['perplexity']:11.3f}")
     return "\n".join(rows)
 
 
@@ -227,7 +274,7 @@ def main() -> None:
     results = []
     for r in range(args.rounds):
         for peer in peers[r % len(peers):] + peers[:r % len(peers)]:  # rotated: no peer always runs first
-            results.append(run_round(peer, args))
+            results.append({"round": r, **run_round(peer, args)})
             print(json.dumps(results[-1]), flush=True)
     print(f"\nmedians over {args.rounds} round(s), {args.steps} steps each, {args.threads} threads:")
     print(table(results))
