@@ -6,7 +6,7 @@
 #   - README's main job (examples/climate.py under accelerate launch, the device's seed stack: 4-bit + LoRA + cce ...)
 #     and `memfit train smollm2-cpu`: every stderr line that is not memfit's own, i.e. third-party noise
 #   - the run moved to another folder: `memfit eval`, `memfit generate`, and peft's AutoPeftModelForCausalLM offline
-#   - the CUDA context's own memory (the planner's device_terms.CUDA_CONTEXT_GIB assumes 0.5 GiB)
+#   - the CUDA context's own memory (what memfit/plan/device_terms.CUDA_CONTEXT_GIB is set from)
 # Usage, from the repo root, after the wheels' install line (docs/gpu.md) and the staged GGUF in $SMOL:
 #   WHEELS=.gpu/w SMOL=/tmp/smol OUT=$OUT bash benchmarks/gpu_wheel_quiet.sh
 set -uo pipefail

@@ -6,8 +6,10 @@ The baseline and the strategies' terms describe the training step's tensors, as 
   cuda  workspace      cuBLAS/cuBLASLt workspaces and the caching allocator's block rounding and slack (the
                        baseline's 512 MiB, kept: calibrated on H100 peaks)
         cuda_context   the CUDA context and loaded kernels: on the card, outside torch's allocator (so outside the
-                       planner's probes; its margin absorbs it). ~0.5 GiB with CUDA 12's lazy module loading on
-                       H100/H200 (nvidia-smi's used memory minus torch.cuda.memory_reserved() in a fresh process)
+                       planner's probes; its margin absorbs it). Measured on the H100 image (torch 2.11+cu130,
+                       driver 580, lazy module loading): the card's used memory minus torch.cuda.memory_reserved() in
+                       a fresh process is 0.60 GiB after the first CUDA call and 0.67 GiB once cuBLAS has run a bf16
+                       matmul (benchmarks/gpu_wheel_quiet.sh; benchmarks/results/h100-2026-12-05)
   cpu   workspace      removed: no cuBLAS, no caching allocator (freed tensors go back to malloc)
         host terms     folded into the device total: "host" memory IS the device (activation_offload saves nothing)
         process RSS    the interpreter and libraries (torch, transformers, peft, accelerate, datasets imported):
@@ -20,7 +22,7 @@ from __future__ import annotations
 from ..core.units import GiB
 from .memory import MemoryEstimate, estimate
 
-CUDA_CONTEXT_GIB = 0.5
+CUDA_CONTEXT_GIB = 0.67  # measured, see the module docstring (was an assumed 0.5)
 PROCESS_RUNTIME_GIB = 0.51  # measured: ru_maxrss after importing the five libraries (torch 2.13 CPU, 2026-12)
 
 

@@ -105,6 +105,9 @@ def nest(values: dict[Any, Any]) -> dict[Any, Any]:
 
     def put(section: Optional[str], field: str, value: Any, said: str) -> None:
         target = nested if section is None else nested.setdefault(section, {})
+        if not isinstance(target, dict):  # `plan: null` (or a list) beside a flat plan setting
+            raise ValueError(f"{section} = {target!r} is not a section of settings, and {said!r} belongs in it: "
+                             f"write {section}: {{{field}: ...}} or drop the empty {section!r}")
         if field in target:
             raise ValueError(f"setting {said!r} is given twice (flat and in its section): keep one")
         target[field] = value

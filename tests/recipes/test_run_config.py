@@ -21,6 +21,13 @@ def test_a_setting_given_flat_and_nested_is_refused():
         FinetuneConfig.model_validate({"model_config": "a", "architecture": "b"})
 
 
+@pytest.mark.parametrize("empty", [None, []])
+def test_an_empty_section_beside_one_of_its_flat_settings_is_refused_by_name(empty):
+    # found by the property test: `plan: null` (YAML's `plan:` with nothing under it) and a flat plan setting
+    with pytest.raises(ValidationError, match=r"plan = .* is not a section of settings, and 'cpu_budget_gib' belongs"):
+        FinetuneConfig.model_validate({"plan": empty, "cpu_budget_gib": 2.0})
+
+
 def test_the_loop_settings_the_job_decides_are_no_settings():
     assert not RECIPE_SETS & {key for key, (section, _) in FLAT.items() if section == "train"}
     assert FLAT["micro_batch"] == ("plan", "micro_batch") and FLAT["seed"] == (None, "seed")
