@@ -17,7 +17,6 @@ tokens only unless `train_on_inputs`; `bundle.loss_tokens` says what the loss co
 from __future__ import annotations
 
 import hashlib
-import logging
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Optional
 
@@ -34,7 +33,6 @@ from memfit.data.packing import pack_rows
 from memfit.data.readers import iter_records
 from memfit.data.split import split_documents
 
-log = logging.getLogger(__name__)
 Storage = Literal["memory", "arrow"]
 
 

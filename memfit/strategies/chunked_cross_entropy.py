@@ -47,8 +47,9 @@ class ChunkedCrossEntropy(BaseModel):
         return resolve_implementation(self.impl)  # before the model is known; a soft-capping model may differ
 
     def describe(self) -> str:
+        fp32_note = " (memfit's chunked op for a loss in fp32 on CUDA)" if self.resolved_impl == "cut" else ""
         return (f"lm_head + cross-entropy fused in chunks of {self.chunk} tokens (no full logits) by "
-                f"{DESCRIPTIONS[self.resolved_impl]}")
+                f"{DESCRIPTIONS[self.resolved_impl]}{fp32_note}")
 
     def spec_item(self) -> str:
         base = "cce" if self.chunk == 1024 else f"cce{self.chunk}"
