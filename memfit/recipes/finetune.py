@@ -111,7 +111,7 @@ class FinetuneRecipe:
                      f"blocks of {cfg.data.seq_len} tokens: training at {effective_batch_target(stack)} (4 steps per "
                      f"epoch); --target-effective-batch sets it")
             target = effective_batch_target(stack)
-        check_data_fits(target, train_blocks, cfg.data.seq_len)
+        check_data_fits(target, train_blocks, cfg.data.seq_len, cfg.stack_names_effective_batch)
         for note in check_launch(stack):  # a stack the launch engine cannot run fails here, before loading
             self.say(f"note: {note}")
         self.say(f"stack {stack.spec}:\n{stack.describe()}")

@@ -162,9 +162,14 @@ def fitted_effective_batch(blocks: int) -> int:
     return max(1, blocks // 4)
 
 
-def check_data_fits(target_effective_batch: int, blocks: int, seq_len: int) -> None:
-    """An optimizer step larger than the data would accumulate for ever without one step of progress."""
-    if target_effective_batch > blocks:
-        raise ConfigError(f"--target-effective-batch {target_effective_batch} is larger than the {blocks} training "
-                          f"blocks of {seq_len} tokens: pass --target-effective-batch "
-                          f"{fitted_effective_batch(blocks)} or less, or add PDFs")
+def check_data_fits(target_effective_batch: int, blocks: int, seq_len: int, in_stack: bool = False) -> None:
+    """An optimizer step larger than the data would accumulate for ever without one step of progress. `in_stack`:
+    the user's stack names the target itself (its 'ga:effective_batch=N' wins over the flag), so the fix is there."""
+    if target_effective_batch <= blocks:
+        return
+    fitted = fitted_effective_batch(blocks)
+    if in_stack:
+        raise ConfigError(f"the stack's ga:effective_batch={target_effective_batch} is larger than the {blocks} "
+                          f"training blocks of {seq_len} tokens: set it to {fitted} or less in --stack, or add data")
+    raise ConfigError(f"--target-effective-batch {target_effective_batch} is larger than the {blocks} training "
+                      f"blocks of {seq_len} tokens: pass --target-effective-batch {fitted} or less, or add PDFs")

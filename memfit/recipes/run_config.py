@@ -157,10 +157,15 @@ class FinetuneConfig(Section):
     # set by resolved(): whether the effective batch is the device's default, not the user's (a default may be fitted
     # to a small corpus, a value the user chose is refused instead: memfit.recipes.finetune.setup_stack)
     _default_effective_batch: bool = PrivateAttr(False)
+    _stack_names_effective_batch: bool = PrivateAttr(False)  # the user's stack carries 'ga:effective_batch=N'
 
     @property
     def effective_batch_is_default(self) -> bool:
         return self._default_effective_batch
+
+    @property
+    def stack_names_effective_batch(self) -> bool:
+        return self._stack_names_effective_batch
 
     @model_validator(mode="before")
     @classmethod
@@ -232,8 +237,9 @@ class FinetuneConfig(Section):
             resolved = resolved.updated(run_name=re.sub(r"[^a-z0-9_.-]+", "-", tag))
         # the user's stack may carry its own accumulation target; the seed stack's and an added 'ga' take the default
         # (set last: updated() makes a new object, without private attributes)
-        resolved._default_effective_batch = "target_effective_batch" in filled and (
-            self.stack is None or "effective_batch" not in str(self.stack))
+        resolved._stack_names_effective_batch = self.stack is not None and "effective_batch" in str(self.stack)
+        resolved._default_effective_batch = ("target_effective_batch" in filled
+                                             and not resolved._stack_names_effective_batch)
         return resolved
 
     def _absolute_paths(self) -> dict[str, Any]:

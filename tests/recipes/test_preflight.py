@@ -77,6 +77,10 @@ def test_an_effective_batch_larger_than_the_data_is_refused():
                                           r"of 256 tokens: pass --target-effective-batch 184 or less"):
         check_data_fits(1_000_000, 739, 256)
     check_data_fits(739, 739, 256)
+    # a stack that names its own target (a rerun of results.json records the resolved stack): the fix is in the stack
+    with pytest.raises(ConfigError, match=r"the stack's ga:effective_batch=32 is larger than the 29 training blocks "
+                                          r"of 512 tokens: set it to 7 or less in --stack"):
+        check_data_fits(32, 29, 512, in_stack=True)
 
 
 def test_a_second_run_into_the_same_folder_is_refused(tmp_path, arch):

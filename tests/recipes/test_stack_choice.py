@@ -36,7 +36,9 @@ def test_with_effective_batch_changes_only_the_accumulation_target():
     ({"stack": "lora+ga:effective_batch=8"}, False),
 ])
 def test_the_resolved_config_knows_whether_the_effective_batch_is_the_devices_default(settings, default):
-    assert FinetuneConfig.model_validate(settings).resolved("cpu").effective_batch_is_default is default
+    resolved = FinetuneConfig.model_validate(settings).resolved("cpu")
+    assert resolved.effective_batch_is_default is default
+    assert resolved.stack_names_effective_batch is ("effective_batch" in settings.get("stack", ""))
 
 
 def _notes(tmp_path: Path) -> dict:
