@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from memfit.data.errors import DataError, FileIssue
-from memfit.data.sources import (NOTICE_NAMES, TABLE_SUFFIXES, TEXT_SUFFIXES, HubSource, PdfSource, Record,
-                                 SavedSource, TableSource, TextSource, _Columns, _SourceBase)
+from memfit.data.sources import (TABLE_SUFFIXES, TEXT_SUFFIXES, HubSource, PdfSource, Record, SavedSource,
+                                 TableSource, TextSource, _Columns, _SourceBase, is_notice)
 from memfit.data.text.dedupe import Duplicates
 from memfit.data.text.hygiene import binary_reason, candidate_files, not_a_regular_file
 from memfit.quiet import datasets_bars_off
@@ -191,7 +191,7 @@ def _other_files(src: PdfSource, not_read: list[FileIssue], issues: _Collector) 
     for issue in not_read:
         suffix = issue.path.suffix.lower()
         # a licence or notice (LICENSE.txt) is the folder's paperwork, never training text
-        readable = src.read_other_files and issue.path.is_file() and issue.path.stem.lower() not in NOTICE_NAMES
+        readable = src.read_other_files and issue.path.is_file() and not is_notice(issue.path)
         if readable and suffix in TEXT_SUFFIXES:
             yield from _load_text_files(TextSource(path=str(issue.path), **common), issues)
         elif readable and suffix in TABLE_SUFFIXES:

@@ -22,6 +22,10 @@ TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 # a corpus folder's licence/attribution files (the bundled sample's NOTICE), by name without suffix: a PDF folder lists
 # them as not read, never reads them as text (read_other_files) and never advises converting them to train on
 NOTICE_NAMES = frozenset({"notice", "license", "licence", "copying", "authors"})
+
+
+def is_notice(path: Path) -> bool:
+    return path.stem.lower() in NOTICE_NAMES
 OnError = Literal["skip", "raise"]
 
 

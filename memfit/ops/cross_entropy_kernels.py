@@ -94,8 +94,8 @@ def resolve_implementation(impl: str, softcap: bool = False, fp32_on_cuda: bool 
         raise ValueError(f"cross-entropy implementation {impl!r} cannot soft-cap logits, which this model does "
                          f"(final_logit_softcapping, Gemma 2): use cce:impl=auto or cce:impl=memfit")
     if fp32_on_cuda and HALF_ONLY_ON_CUDA[impl]:
-        raise ValueError(f"cross-entropy implementation {impl!r} runs bf16 or fp16 only on CUDA and this stack computes "
-                         f"in fp32: add bf16 to the stack, or use cce:impl=auto")
+        raise ValueError(f"cross-entropy implementation {impl!r} runs bf16 or fp16 only on CUDA and this stack "
+                         f"computes in fp32: add bf16 to the stack, or use cce:impl=auto")
     if not IMPLEMENTATIONS[impl][0]():
         fix = ("install memfit[kernels] (cut-cross-entropy needs Triton, i.e. a CUDA machine)" if impl == "cut"
                else "upgrade torch to >= 2.12")

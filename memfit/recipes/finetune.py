@@ -106,11 +106,12 @@ class FinetuneRecipe:
             configure_runtime(stack)
         target = effective_batch_target(stack) or cfg.plan.target_effective_batch
         if target > train_blocks and cfg.effective_batch_is_default and effective_batch_target(stack):
-            stack = with_effective_batch(stack, fitted_effective_batch(train_blocks))
+            fitted = fitted_effective_batch(train_blocks)
+            stack = with_effective_batch(stack, fitted)
             self.say(f"note: the device's default effective batch {target} is more than the {train_blocks} training "
-                     f"blocks of {cfg.data.seq_len} tokens: training at {effective_batch_target(stack)}, a quarter of them "
-                     f"(at least 4 steps per epoch); --target-effective-batch sets it")
-            target = effective_batch_target(stack)
+                     f"blocks of {cfg.data.seq_len} tokens: training at {fitted}, a quarter of them (at least 4 steps "
+                     f"per epoch); --target-effective-batch sets it")
+            target = fitted
         check_data_fits(target, train_blocks, cfg.data.seq_len, cfg.stack_names_effective_batch)
         for note in check_launch(stack):  # a stack the launch engine cannot run fails here, before loading
             self.say(f"note: {note}")

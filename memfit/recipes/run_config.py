@@ -154,18 +154,18 @@ class FinetuneConfig(Section):
     output_dir: str = Field("results", description="parent folder of run directories")
     run_name: Optional[str] = Field(None, description="run directory name; default <model>-<device>-<fingerprint>")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the document split, LoRA init and data order")
-    # set by resolved(): whether the effective batch is the device's default, not the user's (a default may be fitted
-    # to a small corpus, a value the user chose is refused instead: memfit.recipes.finetune.setup_stack)
-    _default_effective_batch: bool = PrivateAttr(False)
-    _stack_names_effective_batch: bool = PrivateAttr(False)  # the user's stack carries 'ga:effective_batch=N'
+    # set by resolved(): where the effective batch came from - "default" (the device's; it may be fitted to a small
+    # corpus), "setting" (target_effective_batch) or "stack" (the user's 'ga:effective_batch=N', which wins over the
+    # setting); a value the user chose is refused when too large (memfit.recipes.finetune.setup_stack)
+    _effective_batch_source: str = PrivateAttr("setting")
 
     @property
     def effective_batch_is_default(self) -> bool:
-        return self._default_effective_batch
+        return self._effective_batch_source == "default"
 
     @property
     def stack_names_effective_batch(self) -> bool:
-        return self._stack_names_effective_batch
+        return self._effective_batch_source == "stack"
 
     @model_validator(mode="before")
     @classmethod
@@ -235,11 +235,12 @@ class FinetuneConfig(Section):
             random = "-random" if self.model.random else ""
             tag = f"{name}{random}-{device_type}-{resolved.settings_hash()}"
             resolved = resolved.updated(run_name=re.sub(r"[^a-z0-9_.-]+", "-", tag))
-        # the user's stack may carry its own accumulation target; the seed stack's and an added 'ga' take the default
-        # (set last: updated() makes a new object, without private attributes)
-        resolved._stack_names_effective_batch = self.stack is not None and "effective_batch" in str(self.stack)
-        resolved._default_effective_batch = ("target_effective_batch" in filled
-                                             and not resolved._stack_names_effective_batch)
+        # set last: updated() makes a new object, without private attributes. The spec's text, not a parsed Stack:
+        # a bad spec is preflight's to refuse, and `train --help` resolves before that
+        if self.stack is not None and "effective_batch" in str(self.stack):
+            resolved._effective_batch_source = "stack"
+        elif "target_effective_batch" in filled:
+            resolved._effective_batch_source = "default"
         return resolved
 
     def _absolute_paths(self) -> dict[str, Any]:

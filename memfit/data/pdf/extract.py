@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from memfit.data.pdf.text_cache import TextCache
-from memfit.data.sources import NOTICE_NAMES, TABLE_SUFFIXES, TEXT_SUFFIXES
+from memfit.data.sources import TABLE_SUFFIXES, TEXT_SUFFIXES, is_notice
 from memfit.core.integrity import file_sha256
 from memfit.data.pdf.clean import CleanOptions, clean_document
 from memfit.data.text.dedupe import Duplicates
@@ -109,7 +109,7 @@ def other_files(pdf_dir: Path | str) -> list[FileIssue]:
             continue
         if path.is_dir():
             how = "a sub-folder (not searched): add a source for it"
-        elif path.stem.lower() in NOTICE_NAMES:  # named, but not as text the user should convert to train on
+        elif is_notice(path):  # named, but not as text the user should convert to train on
             how = "the folder's licence or notice, not training text"
         elif suffix in (*TEXT_SUFFIXES, *TABLE_SUFFIXES):
             kind = "text" if suffix in TEXT_SUFFIXES else "table"
